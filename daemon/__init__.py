@@ -1,0 +1,1 @@
+"""The tradectl daemon: runs bots, owns the state store, serves the control socket."""

@@ -1,0 +1,47 @@
+"""Domain exceptions, keyed by what the caller does with them.
+
+The control server translates them once into protocol error codes; the CLI
+translates those into exit codes.
+"""
+
+from __future__ import annotations
+
+from tradectl.errors import ConfigError, TradectlError
+
+__all__ = ["ConfigError", "TradectlError"]
+
+
+class NotFound(TradectlError):
+    """A named thing (bot, order) does not exist."""
+
+
+class Refused(TradectlError):
+    """A request was understood but may not be carried out now."""
+
+
+class IllegalTransition(Refused):
+    """A bot lifecycle move that the state machine does not allow."""
+
+
+class RiskRejected(Refused):
+    """An order intent broke a risk rule; `rule` names it."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class ExchangeError(TradectlError):
+    """An exchange failed in a way the caller should not retry blindly."""
+
+
+class RetryableExchangeError(ExchangeError):
+    """Transient: timeouts, rate limits, exchange unavailable."""
+
+
+class OrderRejected(ExchangeError):
+    """The exchange refused the order (bad size, insufficient margin, ...)."""
+
+
+class StateLocked(TradectlError):
+    """Another daemon holds the state folder."""
