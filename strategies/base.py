@@ -1,0 +1,89 @@
+"""The strategy interface: closed-candle polars frames in, an optional Signal out.
+
+Strategies are pure so the same object runs live, in backtests and in table tests:
+no I/O, no clocks, no asyncio, and nothing but the frames they are handed.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import ClassVar
+
+import polars as pl
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from daemon.domain.errors import ConfigError
+from daemon.domain.models import Signal
+
+
+class StrategyConfigError(ConfigError):
+    """An unknown strategy name or bad parameters; the message names both, never a traceback."""
+
+
+class Strategy(abc.ABC):
+    """A trading rule evaluated once per closed candle of its lowest timeframe.
+
+    Subclasses set `name` (the key in the registry and in bot configs) and `Params`
+    (a pydantic model with `extra="forbid", frozen=True`) and are built from a
+    validated instance of that model.
+
+    `evaluate` receives `frames[tf]` for every timeframe in `timeframes`: closed candles
+    only, oldest first, columns `timestamp` (Datetime UTC, open time), `open`, `high`,
+    `low`, `close`, `volume` (Float64).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: BaseModel) -> None:
+        if not isinstance(params, self.Params):
+            raise TypeError(
+                f"strategy {self.name}: params must be {self.Params.__name__}, "
+                f"got {type(params).__name__}"
+            )
+        self.params = params
+
+    @property
+    @abc.abstractmethod
+    def timeframes(self) -> tuple[str, ...]:
+        """Timeframes needed, lowest first; the lowest is the one evaluate is called on."""
+
+    @property
+    @abc.abstractmethod
+    def warmup(self) -> dict[str, int]:
+        """Closed candles needed per timeframe before the strategy may signal."""
+
+    @abc.abstractmethod
+    def evaluate(self, frames: Mapping[str, pl.DataFrame]) -> Signal | None:
+        """A Signal to be in a trade from the last close of the lowest timeframe, or None."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+
+def parse_params(strategy: type[Strategy], raw: Mapping[str, object]) -> BaseModel:
+    """Validate raw config values through `strategy.Params`, translating pydantic errors.
+
+    The message lists every bad parameter and why, e.g.
+    `strategy ema_cross: parameter 'fast': Input should be a valid integer`.
+    """
+    try:
+        return strategy.Params.model_validate(dict(raw))
+    except ValidationError as e:
+        accepted = ", ".join(strategy.Params.model_fields)
+        problems = "; ".join(_describe(err, accepted) for err in e.errors())
+        raise StrategyConfigError(f"strategy {strategy.name}: {problems}") from e
+
+
+def _describe(err: ErrorDetails, accepted: str) -> str:
+    """One pydantic error as `parameter 'x': why`, without pydantic's URL and prefixes."""
+    if err["type"] == "extra_forbidden":
+        reason = f"unknown parameter (accepted: {accepted})"
+    elif err["type"] == "value_error" and "ctx" in err and "error" in err["ctx"]:
+        reason = str(err["ctx"]["error"])  # our own validators' words, without "Value error, "
+    else:
+        reason = err["msg"]
+    loc = ".".join(str(part) for part in err["loc"])
+    return f"parameter {loc!r}: {reason}" if loc else reason
