@@ -1,0 +1,189 @@
+"""The configuration schema: pydantic models over tomllib, frozen and strict.
+
+Secrets never live here: exchange accounts name a credential that the daemon reads
+from the environment or systemd's CREDENTIALS_DIRECTORY.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tradectl import paths
+from tradectl.errors import ConfigError
+
+BOT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+:[A-Z0-9]+$")
+TIMEFRAME = re.compile(r"^[1-9][0-9]*[mhd]$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSettings(Strict):
+    state_dir: str = paths.DEFAULT_STATE_DIR
+    socket_path: str = paths.DEFAULT_SOCKET
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ReplaySettings(Strict):
+    """Real candles played as a live feed; `speed` is a multiple of real time, 0 = flat out."""
+
+    data_dir: str = "data/candles"
+    speed: float = Field(default=120.0, ge=0)
+    start: datetime | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a timezone, e.g. 2025-05-10T00:00:00Z")
+        return value
+
+
+class PaperAccount(Strict):
+    """A simulated account; its balance and positions persist in the state store."""
+
+    kind: Literal["paper"]
+    initial_balance: Decimal = Field(default=Decimal(1000), gt=0)
+    taker_fee_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"))
+    maker_fee_rate: Decimal = Field(default=Decimal("0.0002"), ge=0, lt=Decimal("0.01"))
+    slippage_bps: Decimal = Field(default=Decimal(2), ge=0, le=500)
+    market_data: Literal["replay"] = "replay"
+    replay: ReplaySettings = ReplaySettings()
+
+
+class ExchangeAccount(Strict):
+    """A real exchange account. `credentials` names the secret, never holds it."""
+
+    kind: Literal["binanceusdm", "bitget"]
+    credentials: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    testnet: bool = False
+
+
+Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
+
+
+class RiskSettings(Strict):
+    max_leverage: int = Field(default=3, ge=1, le=125)
+    max_position_usdt: Decimal = Field(default=Decimal(50), gt=0)
+    risk_per_trade_pct: Decimal = Field(default=Decimal("0.5"), gt=0, le=100)
+    daily_loss_limit_usdt: Decimal = Field(default=Decimal(20), gt=0)
+
+
+class BotSettings(Strict):
+    account: str
+    symbol: str
+    strategy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeframes: tuple[str, ...] = ("1m",)
+    autostart: bool = False
+    leverage: int = Field(default=3, ge=1, le=125)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str) -> str:
+        if not SYMBOL.match(value):
+            raise ValueError("must be a unified perpetual symbol like ETH/USDT:USDT")
+        return value
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one timeframe")
+        for tf in value:
+            if not TIMEFRAME.match(tf):
+                raise ValueError(f"{tf!r} is not a timeframe like 1m, 5m, 15m, 1h")
+        return value
+
+
+class Config(Strict):
+    daemon: DaemonSettings = DaemonSettings()
+    risk: RiskSettings = RiskSettings()
+    accounts: dict[str, Account] = Field(min_length=1)
+    bots: dict[str, BotSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seen: dict[tuple[str, str], str] = {}
+        for name, bot in self.bots.items():
+            if not BOT_NAME.match(name):
+                raise ValueError(
+                    f"bots.{name}: a bot name is 1-48 of a-z, 0-9, '-' and '_', "
+                    "starting with a letter or digit"
+                )
+            if bot.account not in self.accounts:
+                raise ValueError(
+                    f"bots.{name}.account: no account {bot.account!r}; "
+                    f"known: {', '.join(sorted(self.accounts))}"
+                )
+            if bot.leverage > self.risk.max_leverage:
+                raise ValueError(
+                    f"bots.{name}.leverage: {bot.leverage} exceeds risk.max_leverage "
+                    f"{self.risk.max_leverage}"
+                )
+            key = (bot.account, bot.symbol)
+            if key in seen:
+                raise ValueError(
+                    f"bots.{name}: bot {seen[key]!r} already trades {bot.symbol} on account "
+                    f"{bot.account!r}; one bot per symbol and account keeps positions apart"
+                )
+            seen[key] = name
+        return self
+
+
+class LoadedConfig:
+    """A validated config with the paths it resolves to in this environment."""
+
+    def __init__(self, path: Path, config: Config, environ: Mapping[str, str]) -> None:
+        self.path = path.absolute()
+        self.config = config
+        self.base_dir = self.path.parent
+        self.state_dir = paths.state_dir(self.path, config.daemon.state_dir, environ)
+        self.socket_path = paths.socket_path(self.path, config.daemon.socket_path, environ)
+
+    def resolve(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        return paths.resolve_against(self.base_dir, value)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; secrets never belong in this file)"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> LoadedConfig:
+    """Read and validate the config; any problem is a ConfigError naming file and field."""
+    raw = paths.read_toml(path)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e)}") from None
+    return LoadedConfig(path, config, environ)
+
+
+def check_strategies(loaded: LoadedConfig) -> None:
+    """Validate each bot's strategy and parameters (imports polars: not for the fast path)."""
+    from strategies.registry import build_strategy
+
+    for name, bot in loaded.config.bots.items():
+        try:
+            build_strategy(bot.strategy, bot.params, bot.timeframes)
+        except ConfigError as e:
+            raise ConfigError(f"{loaded.path}: bots.{name}: {e}") from None

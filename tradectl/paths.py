@@ -1,0 +1,92 @@
+"""Where the config, the state folder and the control socket are, by one set of rules.
+
+The daemon and the CLI both use this module, so they always agree on the socket.
+Standard library only: `tradectl status` must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tradectl.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/tradectl/config.toml")
+DEFAULT_STATE_DIR = "state"
+DEFAULT_SOCKET = "state/control.sock"
+
+
+def find_config(explicit: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """`--config`, else TRADECTL_CONFIG, else ./config.toml, else systemd's or /etc's."""
+    if explicit is not None:
+        return explicit
+    if environ.get("TRADECTL_CONFIG"):
+        return Path(environ["TRADECTL_CONFIG"])
+    local = Path("config.toml")
+    if local.is_file():
+        return local
+    if environ.get("CONFIGURATION_DIRECTORY"):
+        return Path(environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"
+    return SYSTEM_CONFIG
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; every failure becomes a ConfigError naming the file."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
+
+
+def resolve_against(base: Path, value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def state_dir(config_path: Path, configured: str | Path, environ: Mapping[str, str]) -> Path:
+    """TRADECTL_STATE_DIR, else systemd's STATE_DIRECTORY, else the config's."""
+    if environ.get("TRADECTL_STATE_DIR"):
+        return Path(environ["TRADECTL_STATE_DIR"]).absolute()
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    return resolve_against(config_path.absolute().parent, configured)
+
+
+def socket_path(config_path: Path, configured: str | Path, environ: Mapping[str, str]) -> Path:
+    """TRADECTL_SOCKET, else $RUNTIME_DIRECTORY/control.sock, else the config's."""
+    if environ.get("TRADECTL_SOCKET"):
+        return Path(environ["TRADECTL_SOCKET"]).absolute()
+    if environ.get("RUNTIME_DIRECTORY"):
+        return Path(environ["RUNTIME_DIRECTORY"].split(":")[0]) / "control.sock"
+    return resolve_against(config_path.absolute().parent, configured)
+
+
+def client_socket_path(
+    explicit_config: Path | None, environ: Mapping[str, str] = os.environ
+) -> Path:
+    """The socket the CLI should dial, reading only `[daemon] socket_path` of the config.
+
+    The environment wins without touching the file, so a missing config does not
+    stop `tradectl status` when TRADECTL_SOCKET says where to look.
+    """
+    if environ.get("TRADECTL_SOCKET") or environ.get("RUNTIME_DIRECTORY"):
+        return socket_path(Path("."), DEFAULT_SOCKET, environ)
+    config_path = find_config(explicit_config, environ)
+    raw = read_toml(config_path)
+    daemon = raw.get("daemon", {})
+    configured = daemon.get("socket_path", DEFAULT_SOCKET) if isinstance(daemon, dict) else None
+    if not isinstance(configured, str):
+        raise ConfigError(f"{config_path}: daemon.socket_path: must be a string path")
+    return socket_path(config_path, configured, environ)
