@@ -1,0 +1,590 @@
+"""The state store: one SQLite file in WAL mode, versioned by PRAGMA user_version.
+
+Everything that matters is committed here before it is acted on: a bot's desired
+state, an order intent with its client order id, a fill, a halt. The journal
+(`events`) is append-only, enforced by triggers. Several processes may open the
+file at once (the daemon, and later a CLI flatten run); WAL and a busy timeout make
+that safe.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from daemon.domain.bot_state import DesiredState
+from daemon.domain.errors import TradectlError
+from daemon.domain.models import (
+    ZERO,
+    Direction,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    TradePlan,
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE bots (
+        name TEXT PRIMARY KEY,
+        desired_state TEXT NOT NULL,
+        halt_reason TEXT,
+        owner_uid INTEGER,
+        order_seq INTEGER NOT NULL DEFAULT 0,
+        plan TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE orders (
+        client_order_id TEXT PRIMARY KEY,
+        bot TEXT,
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        type TEXT NOT NULL,
+        qty TEXT NOT NULL,
+        price TEXT,
+        reduce_only INTEGER NOT NULL,
+        purpose TEXT NOT NULL,
+        status TEXT NOT NULL,
+        filled_qty TEXT NOT NULL DEFAULT '0',
+        avg_fill_price TEXT,
+        exchange_order_id TEXT,
+        reason TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX orders_by_bot ON orders(bot, created_at);
+    CREATE INDEX orders_live ON orders(status)
+        WHERE status IN ('pending_submit', 'open', 'partially_filled');
+    CREATE TABLE fills (
+        account TEXT NOT NULL,
+        fill_id TEXT NOT NULL,
+        client_order_id TEXT NOT NULL,
+        bot TEXT,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        qty TEXT NOT NULL,
+        price TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        realized_pnl TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (account, fill_id)
+    );
+    CREATE INDEX fills_by_bot ON fills(bot, ts);
+    CREATE TABLE positions (
+        bot TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        qty TEXT NOT NULL,
+        entry_price TEXT NOT NULL,
+        mark_price TEXT NOT NULL,
+        leverage INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        bot TEXT,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_by_bot ON events(bot, id);
+    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event journal is append-only'); END;
+    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event journal is append-only'); END;
+    CREATE TABLE feed_cursors (feed_key TEXT PRIMARY KEY, closed_at TEXT NOT NULL);
+    CREATE TABLE paper_accounts (
+        account TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+LIVE_STATUSES = (
+    OrderStatus.PENDING_SUBMIT.value,
+    OrderStatus.OPEN.value,
+    OrderStatus.PARTIALLY_FILLED.value,
+)
+
+
+class StoreError(TradectlError):
+    """The state file cannot be used (newer schema, corrupt, unwritable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotRecord:
+    name: str
+    desired_state: DesiredState
+    halt_reason: str | None
+    owner_uid: int | None
+    updated_at: datetime
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class SqliteStore:
+    """The daemon's state store. Synchronous: each call is a short local transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an order intent must survive a power cut, not only a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: cannot open the state store: {e}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this tradectl "
+                f"understands ({len(MIGRATIONS)}); upgrade tradectl"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            with self._transaction() as db:
+                for statement in _statements(MIGRATIONS[version - 1]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={version}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- journal -------------------------------------------------------------
+
+    def _journal(
+        self, db: sqlite3.Connection, kind: str, bot: str | None, data: dict[str, Any]
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (ts, bot, kind, data) VALUES (?, ?, ?, ?)",
+            (_now(), bot, kind, json.dumps(data, default=str, sort_keys=True)),
+        )
+
+    def journal(self, kind: str, bot: str | None = None, **data: Any) -> None:
+        with self._transaction() as db:
+            self._journal(db, kind, bot, data)
+
+    def events(self, bot: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if bot is None:
+            rows = self._db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM events WHERE bot = ? ORDER BY id DESC LIMIT ?", (bot, limit)
+            )
+        return [
+            {
+                "id": r["id"],
+                "ts": r["ts"],
+                "bot": r["bot"],
+                "kind": r["kind"],
+                **json.loads(r["data"]),
+            }
+            for r in reversed(rows.fetchall())
+        ]
+
+    # -- bots ----------------------------------------------------------------
+
+    def bot(self, name: str) -> BotRecord | None:
+        row = self._db.execute("SELECT * FROM bots WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _bot_record(row)
+
+    def bots(self) -> list[BotRecord]:
+        return [_bot_record(r) for r in self._db.execute("SELECT * FROM bots ORDER BY name")]
+
+    def set_desired_state(
+        self,
+        name: str,
+        state: DesiredState,
+        *,
+        reason: str | None = None,
+        owner_uid: int | None = None,
+        cause: str = "operator",
+    ) -> None:
+        """Persist what the operator (or a risk rule) wants, with a journal entry, atomically."""
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET desired_state = excluded.desired_state,
+                       halt_reason = excluded.halt_reason,
+                       owner_uid = COALESCE(bots.owner_uid, excluded.owner_uid),
+                       updated_at = excluded.updated_at""",
+                (name, state.value, reason, owner_uid, _now()),
+            )
+            self._journal(
+                db,
+                "desired_state_changed",
+                name,
+                {"state": state.value, "reason": reason, "cause": cause},
+            )
+
+    def next_order_sequence(self, bot: str) -> int:
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE bots SET order_seq = order_seq + 1 WHERE name = ? RETURNING order_seq",
+                (bot,),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"bot {bot!r} has no record in the store")
+            return int(row[0])
+
+    def save_plan(self, bot: str, plan: TradePlan | None) -> None:
+        text = None
+        if plan is not None:
+            text = json.dumps(
+                {
+                    "direction": plan.direction.value,
+                    "stop": str(plan.stop),
+                    "take_profit": str(plan.take_profit),
+                    "opened_at": plan.opened_at.isoformat(),
+                }
+            )
+        with self._transaction() as db:
+            db.execute("UPDATE bots SET plan = ? WHERE name = ?", (text, bot))
+
+    def plan(self, bot: str) -> TradePlan | None:
+        row = self._db.execute("SELECT plan FROM bots WHERE name = ?", (bot,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        raw = json.loads(row[0])
+        return TradePlan(
+            direction=Direction(raw["direction"]),
+            stop=Decimal(raw["stop"]),
+            take_profit=Decimal(raw["take_profit"]),
+            opened_at=datetime.fromisoformat(raw["opened_at"]),
+        )
+
+    # -- orders --------------------------------------------------------------
+
+    def record_intent(self, intent: OrderIntent) -> None:
+        """Commit the intent before the request leaves: a crash after this is recoverable."""
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO orders (client_order_id, bot, account, symbol, side, type, qty,
+                       price, reduce_only, purpose, status, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    intent.client_order_id,
+                    intent.bot,
+                    intent.account,
+                    intent.symbol,
+                    intent.side.value,
+                    intent.type.value,
+                    str(intent.qty),
+                    None if intent.price is None else str(intent.price),
+                    int(intent.reduce_only),
+                    intent.purpose,
+                    OrderStatus.PENDING_SUBMIT.value,
+                    intent.created_at.isoformat(),
+                    _now(),
+                ),
+            )
+            self._journal(
+                db,
+                "order_intent_recorded",
+                intent.bot,
+                {
+                    "cid": intent.client_order_id,
+                    "symbol": intent.symbol,
+                    "side": intent.side.value,
+                    "type": intent.type.value,
+                    "qty": str(intent.qty),
+                    "price": None if intent.price is None else str(intent.price),
+                    "reduce_only": intent.reduce_only,
+                    "purpose": intent.purpose,
+                },
+            )
+
+    def update_order(self, order: Order) -> None:
+        """Write what the exchange says of an order; journal status changes."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT status FROM orders WHERE client_order_id = ?", (order.client_order_id,)
+            ).fetchone()
+            previous = None if row is None else row[0]
+            db.execute(
+                """UPDATE orders SET status = ?, filled_qty = ?, avg_fill_price = ?,
+                       exchange_order_id = COALESCE(?, exchange_order_id), reason = ?,
+                       updated_at = ?
+                   WHERE client_order_id = ?""",
+                (
+                    order.status.value,
+                    str(order.filled_qty),
+                    None if order.avg_fill_price is None else str(order.avg_fill_price),
+                    order.exchange_order_id,
+                    order.reason,
+                    _now(),
+                    order.client_order_id,
+                ),
+            )
+            if previous != order.status.value:
+                self._journal(
+                    db,
+                    "order_status_changed",
+                    order.bot,
+                    {
+                        "cid": order.client_order_id,
+                        "from": previous,
+                        "to": order.status.value,
+                        "reason": order.reason,
+                    },
+                )
+
+    def order(self, client_order_id: str) -> Order | None:
+        row = self._db.execute(
+            "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+        return None if row is None else _order(row)
+
+    def live_orders(self, bot: str | None = None) -> list[Order]:
+        """Orders not known to be finished: pending submit, open, partially filled."""
+        placeholders = ",".join("?" * len(LIVE_STATUSES))
+        sql = f"SELECT * FROM orders WHERE status IN ({placeholders})"
+        params: tuple[Any, ...] = LIVE_STATUSES
+        if bot is not None:
+            sql += " AND bot = ?"
+            params = (*params, bot)
+        return [_order(r) for r in self._db.execute(sql + " ORDER BY created_at", params)]
+
+    def recent_orders(self, bot: str | None = None, limit: int = 50) -> list[Order]:
+        if bot is None:
+            rows = self._db.execute("SELECT * FROM orders ORDER BY rowid DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM orders WHERE bot = ? ORDER BY rowid DESC LIMIT ?", (bot, limit)
+            )
+        return [_order(r) for r in rows]
+
+    # -- fills and positions -------------------------------------------------
+
+    def record_fill(self, fill: Fill, bot: str | None) -> bool:
+        """Record a fill once; True when it was new. Recording it again is harmless."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                """INSERT OR IGNORE INTO fills (account, fill_id, client_order_id, bot, symbol,
+                       side, qty, price, fee, realized_pnl, ts)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    fill.account,
+                    fill.fill_id,
+                    fill.client_order_id,
+                    bot,
+                    fill.symbol,
+                    fill.side.value,
+                    str(fill.qty),
+                    str(fill.price),
+                    str(fill.fee),
+                    str(fill.realized_pnl),
+                    fill.timestamp.isoformat(),
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            self._journal(
+                db,
+                "order_filled",
+                bot,
+                {
+                    "cid": fill.client_order_id,
+                    "fill_id": fill.fill_id,
+                    "symbol": fill.symbol,
+                    "side": fill.side.value,
+                    "qty": str(fill.qty),
+                    "price": str(fill.price),
+                    "fee": str(fill.fee),
+                    "realized_pnl": str(fill.realized_pnl),
+                },
+            )
+            return True
+
+    def last_fill_time(self, account: str, symbol: str) -> datetime | None:
+        row = self._db.execute(
+            "SELECT max(ts) FROM fills WHERE account = ? AND symbol = ?", (account, symbol)
+        ).fetchone()
+        return _time(row[0])
+
+    def fills(self, bot: str) -> list[Fill]:
+        rows = self._db.execute("SELECT * FROM fills WHERE bot = ? ORDER BY ts, fill_id", (bot,))
+        return [
+            Fill(
+                account=r["account"],
+                fill_id=r["fill_id"],
+                client_order_id=r["client_order_id"],
+                symbol=r["symbol"],
+                side=Side(r["side"]),
+                qty=Decimal(r["qty"]),
+                price=Decimal(r["price"]),
+                fee=Decimal(r["fee"]),
+                realized_pnl=Decimal(r["realized_pnl"]),
+                timestamp=datetime.fromisoformat(r["ts"]),
+            )
+            for r in rows
+        ]
+
+    def realized_pnl(self, bot: str, since: datetime | None = None) -> Decimal:
+        """Realised PnL net of fees (since a time, by fill time), summed exactly in Decimal."""
+        rows = self._db.execute(
+            "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ?", (bot,)
+        ).fetchall()
+        total = ZERO
+        for pnl, fee, ts in rows:
+            if since is None or datetime.fromisoformat(ts) >= since:
+                total += Decimal(pnl) - Decimal(fee)
+        return total
+
+    def save_position(self, bot: str, position: Position) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """INSERT OR REPLACE INTO positions (bot, account, symbol, qty, entry_price,
+                       mark_price, leverage, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    bot,
+                    position.account,
+                    position.symbol,
+                    str(position.qty),
+                    str(position.entry_price),
+                    str(position.mark_price),
+                    position.leverage,
+                    _now(),
+                ),
+            )
+
+    def position(self, bot: str) -> Position | None:
+        r = self._db.execute("SELECT * FROM positions WHERE bot = ?", (bot,)).fetchone()
+        if r is None:
+            return None
+        return Position(
+            account=r["account"],
+            symbol=r["symbol"],
+            qty=Decimal(r["qty"]),
+            entry_price=Decimal(r["entry_price"]),
+            mark_price=Decimal(r["mark_price"]),
+            leverage=int(r["leverage"]),
+        )
+
+    # -- adapters' corners: paper accounts, feed cursors, meta ----------------
+
+    def load_paper_account(self, account: str) -> str | None:
+        row = self._db.execute(
+            "SELECT state FROM paper_accounts WHERE account = ?", (account,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_paper_account(self, account: str, state_json: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO paper_accounts (account, state, updated_at) "
+                "VALUES (?, ?, ?)",
+                (account, state_json, _now()),
+            )
+
+    def load_feed_cursor(self, feed_key: str) -> datetime | None:
+        row = self._db.execute(
+            "SELECT closed_at FROM feed_cursors WHERE feed_key = ?", (feed_key,)
+        ).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def save_feed_cursor(self, feed_key: str, closed_at: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO feed_cursors (feed_key, closed_at) VALUES (?, ?)",
+                (feed_key, closed_at.isoformat()),
+            )
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; trigger bodies keep their inner semicolons."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+def _bot_record(row: sqlite3.Row) -> BotRecord:
+    return BotRecord(
+        name=row["name"],
+        desired_state=DesiredState(row["desired_state"]),
+        halt_reason=row["halt_reason"],
+        owner_uid=row["owner_uid"],
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )
+
+
+def _order(row: sqlite3.Row) -> Order:
+    return Order(
+        account=row["account"],
+        symbol=row["symbol"],
+        client_order_id=row["client_order_id"],
+        side=Side(row["side"]),
+        type=OrderType(row["type"]),
+        qty=Decimal(row["qty"]),
+        price=_dec(row["price"]),
+        reduce_only=bool(row["reduce_only"]),
+        status=OrderStatus(row["status"]),
+        filled_qty=Decimal(row["filled_qty"]),
+        avg_fill_price=_dec(row["avg_fill_price"]),
+        exchange_order_id=row["exchange_order_id"],
+        bot=row["bot"],
+        created_at=_time(row["created_at"]),
+        updated_at=_time(row["updated_at"]),
+        reason=row["reason"],
+    )
