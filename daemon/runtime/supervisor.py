@@ -1,0 +1,250 @@
+"""Runs every bot as its own task, restarts crashed ones with backoff, answers for them.
+
+Desired state lives in the store and is written before acting: a start is persisted,
+then the task is launched; a stop is persisted, then the task is cancelled. A daemon
+shutdown cancels tasks without touching desired state, so a restart resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
+from daemon.domain.errors import NotFound, Refused
+from daemon.ports import Clock
+from daemon.runtime.bot_runner import BotRunner, BotSpec
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+STOP_TIMEOUT_S = 5.0
+BOOTSTRAPPED = "bootstrapped"
+
+RunnerFactory = Callable[[BotSpec, Callable[[], None]], BotRunner]
+
+
+@dataclass(slots=True)
+class BotSlot:
+    spec: BotSpec
+    autostart: bool
+    state: BotState = BotState.STOPPED
+    task: asyncio.Task[None] | None = None
+    runner: BotRunner | None = None
+    error: str | None = None
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: dict[str, tuple[BotSpec, bool]],
+        runner_factory: RunnerFactory,
+        store: SqliteStore,
+        clock: Clock,
+    ) -> None:
+        self._slots = {name: BotSlot(spec, autostart) for name, (spec, autostart) in specs.items()}
+        self._factory = runner_factory
+        self._store = store
+        self._clock = clock
+        self._log = structlog.get_logger()
+        for name, slot in self._slots.items():
+            record = store.bot(name)
+            if record is not None and record.desired_state is DesiredState.HALTED:
+                slot.state = BotState.HALTED
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def bootstrap(self) -> None:
+        """Autostart on the very first start; afterwards resume what was running."""
+        if self._store.meta(BOOTSTRAPPED) is None:
+            for name, slot in self._slots.items():
+                if slot.autostart and self._store.bot(name) is None:
+                    self._store.set_desired_state(name, DesiredState.RUNNING, cause="autostart")
+            self._store.set_meta(BOOTSTRAPPED, self._clock.now().isoformat())
+        configured = set(self._slots)
+        for record in self._store.bots():
+            if record.name not in configured:
+                self._store.journal(
+                    "bot_not_resumed",
+                    record.name,
+                    reason="no longer in the config",
+                    desired_state=record.desired_state.value,
+                )
+                self._log.warning("bot_not_resumed", bot=record.name, reason="not in config")
+                continue
+            if record.desired_state is DesiredState.RUNNING:
+                self._store.journal("bot_resumed", record.name, reason="desired state is running")
+                self._log.info("bot_resumed", bot=record.name)
+                self._launch(self._slots[record.name])
+            elif record.desired_state is DesiredState.HALTED:
+                self._store.journal(
+                    "bot_not_resumed", record.name, reason=f"halted: {record.halt_reason}"
+                )
+                self._log.info(
+                    "bot_not_resumed", bot=record.name, reason=f"halted: {record.halt_reason}"
+                )
+
+    async def shutdown(self) -> None:
+        """Stop every task; desired states stay as they are."""
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+
+    # -- commands ------------------------------------------------------------------
+
+    def _slot(self, name: str) -> BotSlot:
+        try:
+            return self._slots[name]
+        except KeyError:
+            raise NotFound(
+                f"no bot named {name!r}; configured: {', '.join(sorted(self._slots)) or 'none'}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._slots)
+
+    async def start_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        slot = self._slot(name)
+        record = self._store.bot(name)
+        if record is not None and record.desired_state is DesiredState.HALTED:
+            raise Refused(
+                f"bot {name!r} is halted ({record.halt_reason}); it needs an explicit resume"
+            )
+        if slot.task is not None and not slot.task.done():
+            self._store.set_desired_state(name, DesiredState.RUNNING, owner_uid=uid)
+            return {"bot": name, "state": slot.state.value, "changed": False}
+        self._store.set_desired_state(name, DesiredState.RUNNING, owner_uid=uid)
+        self._launch(slot)
+        return {"bot": name, "state": slot.state.value, "changed": True}
+
+    async def stop_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        slot = self._slot(name)
+        record = self._store.bot(name)
+        if record is not None and record.desired_state is DesiredState.HALTED:
+            return {"bot": name, "state": slot.state.value, "changed": False}
+        self._store.set_desired_state(name, DesiredState.STOPPED, owner_uid=uid)
+        changed = await self._stop_task(slot)
+        return {"bot": name, "state": slot.state.value, "changed": changed}
+
+    async def _stop_task(self, slot: BotSlot) -> bool:
+        task = slot.task
+        if task is None or task.done():
+            if slot.state is BotState.ERRORED:
+                self._move(slot, Trigger.STOP)
+            return False
+        if slot.state in (BotState.STARTING, BotState.RUNNING):
+            self._move(slot, Trigger.STOP)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not done:
+            self._log.warning("bot_stop_slow", bot=slot.spec.name, timeout_s=STOP_TIMEOUT_S)
+        return True
+
+    # -- the task around each runner --------------------------------------------
+
+    def _move(self, slot: BotSlot, trigger: Trigger) -> None:
+        new = transition(slot.state, trigger)
+        self._log.info(
+            "bot_state_changed",
+            bot=slot.spec.name,
+            old=slot.state.value,
+            new=new.value,
+            trigger=trigger.value,
+        )
+        slot.state = new
+
+    def _launch(self, slot: BotSlot) -> None:
+        slot.error = None
+        slot.failures_in_a_row = 0
+        self._move(slot, Trigger.START)
+        slot.task = asyncio.create_task(self._run(slot), name=f"bot:{slot.spec.name}")
+
+    async def _run(self, slot: BotSlot) -> None:
+        name = slot.spec.name
+        try:
+            while True:
+
+                def started() -> None:
+                    self._move(slot, Trigger.STARTED)
+                    self._store.journal("bot_started", name, symbol=slot.spec.symbol)
+                    self._log.info(
+                        "bot_started",
+                        bot=name,
+                        symbol=slot.spec.symbol,
+                        strategy=slot.spec.strategy,
+                    )
+
+                slot.runner = self._factory(slot.spec, started)
+                began = self._clock.monotonic()
+                try:
+                    await slot.runner.run()
+                    raise RuntimeError("bot runner returned without being stopped")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # a bot may fail; the daemon and other bots must not
+                    slot.error = f"{type(e).__name__}: {e}"
+                    if self._clock.monotonic() - began > BACKOFF_MAX_S:
+                        slot.failures_in_a_row = 0  # it ran a good while: start the backoff afresh
+                    slot.failures_in_a_row += 1
+                    self._move(slot, Trigger.FAIL)
+                    self._store.journal("bot_errored", name, error=slot.error)
+                    self._log.error("bot_errored", bot=name, error=slot.error, exc_info=e)
+                delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (slot.failures_in_a_row - 1))
+                self._log.info("bot_restart_scheduled", bot=name, delay_s=delay)
+                await asyncio.sleep(delay)
+                slot.restarts += 1
+                self._move(slot, Trigger.RETRY)
+        except asyncio.CancelledError:
+            if slot.state is BotState.STOPPING:
+                self._move(slot, Trigger.STOPPED)
+                self._store.journal("bot_stopped", name)
+                self._log.info("bot_stopped", bot=name)
+            raise
+
+    # -- what status shows -----------------------------------------------------
+
+    def bot_status(self, name: str) -> dict[str, Any]:
+        slot = self._slot(name)
+        record = self._store.bot(name)
+        runner = slot.runner
+        position = runner.snapshot.position if runner is not None else self._store.position(name)
+        last_mono = runner.snapshot.last_candle_monotonic if runner is not None else None
+        last_close = runner.snapshot.last_candle_close if runner is not None else None
+        qty = position.qty if position is not None else Decimal(0)
+        return {
+            "name": name,
+            "state": slot.state.value,
+            "desired_state": record.desired_state.value if record else DesiredState.STOPPED.value,
+            "halt_reason": record.halt_reason if record else None,
+            "account": slot.spec.account,
+            "symbol": slot.spec.symbol,
+            "strategy": slot.spec.strategy,
+            "timeframes": list(slot.spec.timeframes),
+            "last_candle_age_s": None
+            if last_mono is None
+            else round(self._clock.monotonic() - last_mono, 3),
+            "last_candle_close": None if last_close is None else last_close.isoformat(),
+            "candles_processed": runner.snapshot.candles_processed if runner else 0,
+            "position_qty": str(qty),
+            "position_side": position.side if position is not None else "flat",
+            "entry_price": str(position.entry_price) if position is not None and qty else None,
+            "unrealized_pnl": str(position.unrealized_pnl) if position is not None and qty else "0",
+            "open_orders": sum(1 for o in self._store.live_orders(name)),
+            "realized_pnl": str(self._store.realized_pnl(name)),
+            "error": slot.error,
+            "restarts": slot.restarts,
+        }
+
+    def status(self, bot: str | None = None) -> list[dict[str, Any]]:
+        names = [bot] if bot is not None else sorted(self._slots)
+        return [self.bot_status(n) for n in names]

@@ -1,0 +1,212 @@
+"""Runner + supervisor + paper exchange + replay feed + a real SQLite file, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
+from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.clock import SystemClock
+from daemon.domain.bot_state import BotState, DesiredState
+from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side, Signal
+from daemon.domain.risk import RiskLimits
+from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.supervisor import Supervisor
+from strategies.base import Strategy
+from strategies.ema_cross import EmaCross, EmaCrossParams
+from tests.conftest import REPO
+
+LIMITS = RiskLimits(3, Decimal(50), Decimal("0.5"), Decimal(20))
+START = datetime(2025, 5, 10, tzinfo=UTC)
+SYMBOLS = {"eth": "ETH/USDT:USDT", "btc": "BTC/USDT:USDT"}
+
+
+class ExplodingStrategy(EmaCross):
+    """The ema_cross strategy with a bug that fires on its third evaluation, once per process."""
+
+    evaluations = 0
+
+    def evaluate(self, frames: Mapping[str, pl.DataFrame]) -> Signal | None:
+        type(self).evaluations += 1
+        if type(self).evaluations == 3:
+            raise ZeroDivisionError("strategy bug")
+        return super().evaluate(frames)
+
+
+class Runtime:
+    """The daemon's wiring, small: one paper account, one replay feed per symbol."""
+
+    def __init__(self, folder: Path, strategies: dict[str, Strategy], speed: float = 0) -> None:
+        self.store = SqliteStore(folder / "state.db")
+        self.exchange = PaperExchange(
+            "paper",
+            PaperSettings(Decimal(1000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
+            self.store,
+            load_paper_markets(),
+        )
+        self.feeds = {}
+        for name, strategy in strategies.items():
+            symbol = SYMBOLS[name.split("-")[0]]
+            stem = symbol.replace("/", "_").replace(":", "_")
+            feed = ReplayFeed(
+                symbol,
+                REPO / "data" / "candles" / f"{stem}-1m-futures.feather",
+                ["1m", "5m"],
+                speed,
+                self.store,
+                f"paper:{symbol}",
+                start=START,
+            )
+            feed.subscribe(self.exchange.on_candles)
+            self.feeds[name] = feed
+        self.strategies = strategies
+        specs = {
+            name: (
+                BotSpec(name, "paper", self.feeds[name].symbol, "ema_cross", ("1m", "5m"), 3),
+                True,
+            )
+            for name in strategies
+        }
+        self.supervisor = Supervisor(specs, self._runner, self.store, SystemClock())
+
+    def _runner(self, spec: BotSpec, on_started: Callable[[], None]) -> BotRunner:
+        return BotRunner(
+            spec,
+            self.strategies[spec.name],
+            self.exchange,
+            self.feeds[spec.name],
+            self.store,
+            LIMITS,
+            SystemClock(),
+            on_started,
+        )
+
+    async def run(self, body: Callable[[Runtime], Awaitable[None]]) -> None:
+        await self.exchange.start()
+        tasks = [asyncio.create_task(feed.run()) for feed in self.feeds.values()]
+        try:
+            await self.supervisor.bootstrap()
+            await body(self)
+        finally:
+            await self.supervisor.shutdown()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if value := check():
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached within {timeout} s")
+
+
+def ema() -> EmaCross:
+    return EmaCross(EmaCrossParams())
+
+
+def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_path: Path) -> None:
+    ExplodingStrategy.evaluations = 0
+    runtime = Runtime(tmp_path, {"eth-bad": ExplodingStrategy(EmaCrossParams()), "btc-ok": ema()})
+
+    async def story(rt: Runtime) -> None:
+        sup = rt.supervisor
+        errored = await until(lambda: (s := sup.bot_status("eth-bad"))["error"] and s)
+        assert "ZeroDivisionError: strategy bug" in errored["error"]
+        healthy_before = sup.bot_status("btc-ok")["candles_processed"]
+        back = await until(lambda: (s := sup.bot_status("eth-bad"))["restarts"] >= 1 and s)
+        await until(lambda: sup.bot_status("eth-bad")["state"] == BotState.RUNNING)
+        assert back["desired_state"] == DesiredState.RUNNING
+        await until(lambda: sup.bot_status("btc-ok")["candles_processed"] > healthy_before + 50)
+        assert sup.bot_status("btc-ok")["state"] == BotState.RUNNING
+
+    asyncio.run(runtime.run(story))
+    kinds = [e["kind"] for e in runtime.store.events("eth-bad")]
+    assert kinds.count("bot_errored") == 1 and kinds.count("bot_started") == 2
+
+
+def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: Path) -> None:
+    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+
+    async def story(rt: Runtime) -> None:
+        await until(lambda: len(rt.store.fills("eth-ema")) >= 6)
+
+    asyncio.run(runtime.run(story))
+    fills = runtime.store.fills("eth-ema")
+    expected = sum((f.realized_pnl - f.fee for f in fills), Decimal(0))
+    assert runtime.store.realized_pnl("eth-ema") == expected != 0
+    orders = runtime.store.recent_orders("eth-ema", 1000)
+    assert {o.status for o in orders} <= {OrderStatus.FILLED, OrderStatus.REJECTED}
+    assert len({o.client_order_id for o in orders}) == len(orders)
+
+
+def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_again(
+    tmp_path: Path,
+) -> None:
+    """A crash between 'intent committed' and 'reply recorded': the order exists only once."""
+    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+
+    async def crash_mid_order(rt: Runtime) -> None:
+        await until(lambda: rt.supervisor.bot_status("eth-ema")["candles_processed"] > 3)
+        seq = rt.store.next_order_sequence("eth-ema")
+        sent = OrderIntent(
+            "eth-ema",
+            "paper",
+            "ETH/USDT:USDT",
+            f"tclost-{seq:08d}",
+            Side.BUY,
+            OrderType.MARKET,
+            Decimal("0.01"),
+            None,
+            False,
+            START,
+        )
+        lost = OrderIntent(
+            "eth-ema",
+            "paper",
+            "ETH/USDT:USDT",
+            f"tcnever-{seq:08d}",
+            Side.BUY,
+            OrderType.MARKET,
+            Decimal("0.01"),
+            None,
+            False,
+            START,
+        )
+        await rt.supervisor.stop_bot("eth-ema")  # quiet the runner, then fake the crash:
+        rt.store.set_desired_state("eth-ema", DesiredState.RUNNING)  # it was running
+        rt.store.record_intent(sent)
+        await rt.exchange.submit_order(sent)  # reached the exchange; the reply was lost
+        rt.store.record_intent(lost)  # never left the process
+
+    asyncio.run(runtime.run(crash_mid_order))
+    restarted = Runtime(tmp_path, {"eth-ema": ema()})
+
+    async def after_restart(rt: Runtime) -> None:
+        await until(lambda: rt.supervisor.bot_status("eth-ema")["state"] == BotState.RUNNING)
+
+    asyncio.run(restarted.run(after_restart))
+    store = restarted.store
+    sent_order = next(
+        o for o in store.recent_orders("eth-ema", 500) if o.client_order_id.startswith("tclost")
+    )
+    never = next(
+        o for o in store.recent_orders("eth-ema", 500) if o.client_order_id.startswith("tcnever")
+    )
+    assert sent_order.status is OrderStatus.FILLED
+    assert never.status is OrderStatus.REJECTED and never.reason == "never reached the exchange"
+    assert [f.client_order_id for f in store.fills("eth-ema")].count(
+        sent_order.client_order_id
+    ) == 1
+    assert not store.live_orders("eth-ema")
