@@ -1,0 +1,363 @@
+"""The composition root and the process lifecycle: start-up, signals, shutdown.
+
+The only place that knows which adapter serves which port: paper accounts get a
+PaperExchange fed by a ReplayFeed; nothing else in the daemon asks "is it paper?".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import tradectl
+from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
+from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.adapters.state_lock import StateDirLock
+from daemon.clock import SystemClock
+from daemon.control.server import ArgumentError, ControlServer, Handler, arg
+from daemon.domain.errors import ConfigError, NotFound
+from daemon.domain.risk import RiskLimits
+from daemon.domain.timeframes import timeframe_seconds
+from daemon.ports import Clock, ExchangeGateway, MarketFeed
+from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.supervisor import Supervisor
+from strategies.base import Strategy
+from strategies.registry import build_strategy
+from tradectl.config import LoadedConfig, PaperAccount
+from tradectl.protocol import Command, Request
+
+FEED_RESTART_DELAY_S = 2.0
+STATE_FILE = "state.db"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedKey:
+    account: str
+    symbol: str
+
+    def __str__(self) -> str:
+        return f"{self.account}:{self.symbol}"
+
+
+def candle_file(data_dir: Path, symbol: str) -> Path:
+    """freqtrade's naming: ETH/USDT:USDT -> ETH_USDT_USDT-1m-futures.feather (or .json)."""
+    stem = symbol.replace("/", "_").replace(":", "_") + "-1m-futures"
+    feather = data_dir / f"{stem}.feather"
+    json_file = data_dir / f"{stem}.json"
+    if feather.exists() or not json_file.exists():
+        return feather
+    return json_file
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, clock: Clock | None = None) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock or SystemClock()
+        self.started_monotonic = self.clock.monotonic()
+        self.started_at = self.clock.now()
+        self.log = structlog.get_logger()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: Supervisor | None = None
+        self.limits = RiskLimits(
+            max_leverage=self.config.risk.max_leverage,
+            max_position_usdt=self.config.risk.max_position_usdt,
+            risk_per_trade_pct=self.config.risk.risk_per_trade_pct,
+            daily_loss_limit_usdt=self.config.risk.daily_loss_limit_usdt,
+        )
+
+    # -- wiring ------------------------------------------------------------------
+
+    def _build(self, store: SqliteStore) -> None:
+        self.strategies: dict[str, Strategy] = {
+            name: build_strategy(bot.strategy, bot.params, bot.timeframes)
+            for name, bot in self.config.bots.items()
+        }
+        self.gateways: dict[str, ExchangeGateway] = {}
+        markets = None
+        for name, account in self.config.accounts.items():
+            if not isinstance(account, PaperAccount):
+                raise ConfigError(
+                    f"{self.loaded.path}: accounts.{name}.kind: {account.kind!r} accounts are not "
+                    'supported by this build yet; use kind = "paper"'
+                )
+            markets = markets or load_paper_markets()
+            self.gateways[name] = PaperExchange(
+                name,
+                PaperSettings(
+                    initial_balance=account.initial_balance,
+                    taker_fee_rate=account.taker_fee_rate,
+                    maker_fee_rate=account.maker_fee_rate,
+                    slippage_bps=account.slippage_bps,
+                    default_leverage=self.config.risk.max_leverage,
+                ),
+                store,
+                markets,
+            )
+        wanted: dict[FeedKey, set[str]] = {}
+        for name, bot in self.config.bots.items():
+            tfs = wanted.setdefault(FeedKey(bot.account, bot.symbol), {"1m"})
+            tfs.update(bot.timeframes, self.strategies[name].timeframes)
+        self.feeds: dict[FeedKey, MarketFeed] = {}
+        for key, timeframes in wanted.items():
+            account = self.config.accounts[key.account]
+            assert isinstance(account, PaperAccount)
+            replay = account.replay
+            data_file = candle_file(self.loaded.resolve(replay.data_dir), key.symbol)
+            if not data_file.exists():
+                raise ConfigError(
+                    f"{self.loaded.path}: accounts.{key.account}.replay.data_dir: no candles for "
+                    f"{key.symbol} (looked for {data_file})"
+                )
+            feed = ReplayFeed(
+                symbol=key.symbol,
+                data_file=data_file,
+                timeframes=sorted(timeframes, key=timeframe_seconds),
+                speed=replay.speed,
+                cursor_store=store,
+                feed_key=str(key),
+                start=replay.start,
+            )
+            gateway = self.gateways[key.account]
+            assert isinstance(gateway, PaperExchange)
+            feed.subscribe(gateway.on_candles)  # the exchange learns each price before any bot
+            self.feeds[key] = feed
+
+        def make_runner(spec: BotSpec, on_started: Any) -> BotRunner:
+            return BotRunner(
+                spec,
+                self.strategies[spec.name],
+                self.gateways[spec.account],
+                self.feeds[FeedKey(spec.account, spec.symbol)],
+                store,
+                self.limits,
+                self.clock,
+                on_started,
+            )
+
+        specs = {
+            name: (
+                BotSpec(
+                    name=name,
+                    account=bot.account,
+                    symbol=bot.symbol,
+                    strategy=bot.strategy,
+                    timeframes=tuple(bot.timeframes),
+                    leverage=bot.leverage,
+                ),
+                bot.autostart,
+            )
+            for name, bot in self.config.bots.items()
+        }
+        self._supervisor = Supervisor(specs, make_runner, store, self.clock)
+
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self._supervisor is not None, "the daemon is not built yet"
+        return self._supervisor
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        state_dir = self.loaded.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        lock = StateDirLock(state_dir)
+        lock.acquire()
+        try:
+            store = SqliteStore(state_dir / STATE_FILE)
+        except BaseException:
+            lock.release()
+            raise
+        self.store = store
+        server: ControlServer | None = None
+        started_gateways: list[ExchangeGateway] = []
+        try:
+            self._build(store)
+            for gateway in self.gateways.values():
+                await gateway.start()
+                started_gateways.append(gateway)
+            server = ControlServer(self.loaded.socket_path, self._handlers())
+            await server.start()
+            await self.supervisor.bootstrap()
+            for key, feed in self.feeds.items():
+                self._tasks.append(
+                    asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}")
+                )
+            self.log.info(
+                "daemon_ready",
+                pid=os.getpid(),
+                version=tradectl.__version__,
+                bots=len(self.config.bots),
+                state_dir=str(state_dir),
+                socket=str(self.loaded.socket_path),
+            )
+            await self._stop.wait()
+            self.log.info("daemon_stopping")
+        finally:
+            if self._supervisor is not None:
+                await self._supervisor.shutdown()
+            for task in self._tasks:
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=2.0)
+            if server is not None:
+                await server.close()
+            for gateway in started_gateways:
+                await gateway.close()
+            store.close()
+            lock.release()
+            self.log.info("daemon_stopped")
+
+    async def _run_feed(self, key: FeedKey, feed: MarketFeed) -> None:
+        while True:
+            try:
+                await feed.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.log.error(
+                    "feed_failed", feed=str(key), error=f"{type(e).__name__}: {e}", exc_info=e
+                )
+                await asyncio.sleep(FEED_RESTART_DELAY_S)
+
+    # -- the control commands ------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            Command.PING: self._ping,
+            Command.STATUS: self._status,
+            Command.START: self._start,
+            Command.STOP: self._stop_bots,
+            Command.POSITIONS: self._positions,
+            Command.ORDERS: self._orders,
+        }
+
+    async def _ping(self, request: Request) -> dict[str, Any]:
+        return {"pong": True, "version": tradectl.__version__}
+
+    async def _status(self, request: Request) -> dict[str, Any]:
+        bot = arg(request, "bot", str, None)
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": tradectl.__version__,
+                "started_at": self.started_at.isoformat(),
+                "uptime_s": round(self.clock.monotonic() - self.started_monotonic, 3),
+                "config": str(self.loaded.path),
+                "state_dir": str(self.loaded.state_dir),
+                "socket": str(self.loaded.socket_path),
+            },
+            "bots": self.supervisor.status(bot),
+        }
+
+    def _targets(self, request: Request) -> list[str]:
+        bot = arg(request, "bot", str, None)
+        every = arg(request, "all", bool, False)
+        if every == (bot is not None):
+            raise ArgumentError(f"{request.cmd}: give either a bot name or all=true")
+        return self.supervisor.names() if every else [bot]
+
+    async def _start(self, request: Request) -> dict[str, Any]:
+        return {"bots": [await self.supervisor.start_bot(n) for n in self._targets(request)]}
+
+    async def _stop_bots(self, request: Request) -> dict[str, Any]:
+        return {"bots": [await self.supervisor.stop_bot(n) for n in self._targets(request)]}
+
+    def _owner(self, account: str, symbol: str) -> str | None:
+        for name, bot in self.config.bots.items():
+            if bot.account == account and bot.symbol == symbol:
+                return name
+        return None
+
+    def _bot_filter(self, request: Request) -> str | None:
+        bot: str | None = arg(request, "bot", str, None)
+        if bot is not None and bot not in self.config.bots:
+            raise NotFound(f"no bot named {bot!r}")
+        return bot
+
+    async def _positions(self, request: Request) -> list[dict[str, Any]]:
+        bot = self._bot_filter(request)
+        rows = []
+        for account, gateway in self.gateways.items():
+            for p in await gateway.fetch_positions():
+                owner = self._owner(account, p.symbol)
+                if bot is not None and owner != bot:
+                    continue
+                rows.append(
+                    {
+                        "bot": owner,
+                        "account": account,
+                        "symbol": p.symbol,
+                        "side": p.side,
+                        "qty": str(abs(p.qty)),
+                        "entry_price": str(p.entry_price),
+                        "mark_price": str(p.mark_price),
+                        "unrealized_pnl": str(p.unrealized_pnl),
+                        "leverage": p.leverage,
+                    }
+                )
+        return rows
+
+    async def _orders(self, request: Request) -> list[dict[str, Any]]:
+        bot = self._bot_filter(request)
+        history = arg(request, "all", bool, False)
+        seen: set[str] = set()
+        rows = []
+        for account, gateway in self.gateways.items():
+            for o in await gateway.fetch_open_orders():
+                known = self.store.order(o.client_order_id)
+                owner = known.bot if known is not None else None
+                if bot is not None and owner != bot:
+                    continue
+                seen.add(o.client_order_id)
+                rows.append(_order_row(o, owner, account, known is not None))
+        local = self.store.recent_orders(bot, 50) if history else self.store.live_orders(bot)
+        for o in local:
+            if o.client_order_id not in seen:
+                rows.append(_order_row(o, o.bot, o.account, True))
+        return rows
+
+
+def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, Any]:
+    return {
+        "bot": bot,
+        "account": account,
+        "symbol": o.symbol,
+        "client_order_id": o.client_order_id,
+        "side": o.side.value,
+        "type": o.type.value,
+        "qty": str(o.qty),
+        "price": None if o.price is None else str(o.price),
+        "filled_qty": str(o.filled_qty),
+        "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
+        "reduce_only": o.reduce_only,
+        "status": o.status.value,
+        "known_to_store": known,
+        "created_at": None if o.created_at is None else o.created_at.isoformat(),
+    }
+
+
+def run_daemon(loaded: LoadedConfig) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    daemon = Daemon(loaded)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.run()
+
+    asyncio.run(main())
+    return 0

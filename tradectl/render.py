@@ -1,0 +1,138 @@
+"""Tables for people; `--json` output for programs is the daemon's result as it is."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def as_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"
+
+
+def status_text(status: dict[str, Any]) -> str:
+    d = status["daemon"]
+    head = (
+        f"daemon pid {d['pid']}  version {d['version']}  up {duration(d['uptime_s'])}\n"
+        f"socket {d['socket']}  state {d['state_dir']}"
+    )
+    bots = status["bots"]
+    if not bots:
+        return head + "\nno bots configured"
+    rows = [
+        [
+            b["name"],
+            b["state"] + (f" ({b['halt_reason']})" if b.get("halt_reason") else ""),
+            b["symbol"],
+            b["strategy"],
+            duration(b["last_candle_age_s"]),
+            _position(b),
+            b["open_orders"],
+            b["realized_pnl"],
+        ]
+        for b in bots
+    ]
+    text = (
+        head
+        + "\n\n"
+        + table(
+            [
+                "bot",
+                "state",
+                "symbol",
+                "strategy",
+                "candle age",
+                "position",
+                "orders",
+                "realized pnl",
+            ],
+            rows,
+        )
+    )
+    errors = [f"  {b['name']}: {b['error']}" for b in bots if b.get("error")]
+    if errors:
+        text += "\n\nerrors:\n" + "\n".join(errors)
+    return text
+
+
+def _position(bot: dict[str, Any]) -> str:
+    if bot.get("position_side", "flat") == "flat":
+        return "flat"
+    qty = bot["position_qty"].lstrip("-")
+    return f"{bot['position_side']} {qty} @ {bot['entry_price']}"
+
+
+def positions_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no open positions"
+    return table(
+        ["bot", "account", "symbol", "side", "qty", "entry", "mark", "unrealized pnl", "lev"],
+        [
+            [
+                r["bot"] or "(not ours)",
+                r["account"],
+                r["symbol"],
+                r["side"],
+                r["qty"],
+                r["entry_price"],
+                r["mark_price"],
+                r["unrealized_pnl"],
+                r["leverage"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def orders_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no open orders"
+    return table(
+        ["bot", "symbol", "client order id", "side", "type", "qty", "price", "filled", "status"],
+        [
+            [
+                r["bot"] or "(not ours)",
+                r["symbol"],
+                r["client_order_id"],
+                r["side"],
+                r["type"],
+                r["qty"],
+                r["price"],
+                r["filled_qty"],
+                r["status"],
+            ]
+            for r in rows
+        ],
+    )
