@@ -1,0 +1,71 @@
+"""How long `tradectl status` takes against bare Typer programs, measured in the same run.
+
+Two baselines: `python -c "import typer"`, and a one-command Typer program that
+parses its arguments (what "a bare Typer program" costs: Typer loads pydantic then).
+
+Prints median wall times over N runs and their ratio. The daemon is started on a
+copy of the shipped config so `status` does a real round trip.
+Usage: python bench/cli_startup.py [runs]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.daemon_process import DaemonProcess, write_config  # noqa: E402
+
+
+BARE_PROGRAM = """
+import typer
+app = typer.Typer()
+@app.command()
+def hello(name: str = "world") -> None:
+    print(name)
+app()
+"""
+
+
+def timed(command: list[str], env: dict[str, str], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        samples.append(time.perf_counter() - began)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    with tempfile.TemporaryDirectory(prefix="tc-bench-", dir="/tmp") as folder:
+        base = Path(folder)
+        config = write_config(base / "config.toml")
+        daemon = DaemonProcess(config, base / "state", base / "c.sock", base / "daemon.log").start()
+        try:
+            env = daemon.env
+            bare = timed([sys.executable, "-c", "import typer"], dict(os.environ), runs)
+            program = timed([sys.executable, "-c", BARE_PROGRAM, "--name", "x"], dict(os.environ), runs)
+            status = timed([sys.executable, "-m", "tradectl.cli", "status"], env, runs)
+            status_json = timed([sys.executable, "-m", "tradectl.cli", "status", "--json"], env, runs)
+        finally:
+            daemon.stop()
+    print(f"runs per command           {runs}")
+    print(f"python -c 'import typer'   {bare * 1000:7.1f} ms")
+    print(f"bare one-command Typer app {program * 1000:7.1f} ms")
+    for label, value in (("tradectl status", status), ("tradectl status --json", status_json)):
+        print(
+            f"{label:<26} {value * 1000:7.1f} ms   "
+            f"ratio {value / bare:.2f} to import, {value / program:.2f} to the bare app"
+        )
+
+
+if __name__ == "__main__":
+    main()
