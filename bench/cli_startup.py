@@ -23,7 +23,6 @@ sys.path.insert(0, str(REPO))
 
 from tests.integration.daemon_process import DaemonProcess, write_config  # noqa: E402
 
-
 BARE_PROGRAM = """
 import typer
 app = typer.Typer()
@@ -52,9 +51,13 @@ def main() -> None:
         try:
             env = daemon.env
             bare = timed([sys.executable, "-c", "import typer"], dict(os.environ), runs)
-            program = timed([sys.executable, "-c", BARE_PROGRAM, "--name", "x"], dict(os.environ), runs)
+            program = timed(
+                [sys.executable, "-c", BARE_PROGRAM, "--name", "x"], dict(os.environ), runs
+            )
             status = timed([sys.executable, "-m", "tradectl.cli", "status"], env, runs)
-            status_json = timed([sys.executable, "-m", "tradectl.cli", "status", "--json"], env, runs)
+            status_json = timed(
+                [sys.executable, "-m", "tradectl.cli", "status", "--json"], env, runs
+            )
         finally:
             daemon.stop()
     print(f"runs per command           {runs}")
