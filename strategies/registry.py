@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from strategies.base import Strategy, StrategyConfigError, parse_params
 from strategies.ema_cross import EmaCross
+from strategies.plugins import load_user_strategies
 
 BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (EmaCross,)
 """Registered explicitly: what can run is visible here, not decided by import side effects."""
 
 
-def available_strategies() -> dict[str, type[Strategy]]:
-    """Every strategy a bot may name, by name.
+def available_strategies(user_dir: Path | None = None) -> dict[str, type[Strategy]]:
+    """Every strategy a bot may name, by name: built-ins, then the operator's plugins.
 
-    User plugins (a later issue) are to be loaded by their own function and passed to
-    `_index` after the built-ins, so a name clash is refused rather than shadowing one.
+    A plugin reusing a built-in's name is refused rather than shadowing it.
     """
-    return _index(BUILTIN_STRATEGIES)
+    plugins = load_user_strategies(user_dir) if user_dir is not None else []
+    return _index([*BUILTIN_STRATEGIES, *plugins])
 
 
 def build_strategy(
     name: str,
     params: Mapping[str, object],
     timeframes: Sequence[str] | None = None,
+    user_dir: Path | None = None,
 ) -> Strategy:
     """Build strategy `name` from raw config values.
 
     `timeframes`, when given, are those the bot subscribes to; they must cover every
     timeframe the strategy needs. Every refusal is a StrategyConfigError naming the strategy.
     """
-    strategies = available_strategies()
+    strategies = available_strategies(user_dir)
     cls = strategies.get(name)
     if cls is None:
         raise StrategyConfigError(
