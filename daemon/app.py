@@ -24,11 +24,14 @@ from daemon.adapters.state_lock import StateDirLock
 from daemon.clock import SystemClock
 from daemon.control.server import ArgumentError, ControlServer, Handler, arg
 from daemon.domain.errors import ConfigError, NotFound
+from daemon.domain.health import HealthLimits
 from daemon.domain.risk import RiskLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.health import HealthMonitor
 from daemon.runtime.supervisor import Supervisor
+from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
 from tradectl.config import LoadedConfig, PaperAccount
@@ -58,10 +61,16 @@ def candle_file(data_dir: Path, symbol: str) -> Path:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        clock: Clock | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.clock = clock or SystemClock()
+        self.notifier = notifier or SystemdNotifier()
         self.started_monotonic = self.clock.monotonic()
         self.started_at = self.clock.now()
         self.log = structlog.get_logger()
@@ -79,7 +88,7 @@ class Daemon:
 
     def _build(self, store: SqliteStore) -> None:
         self.strategies: dict[str, Strategy] = {
-            name: build_strategy(bot.strategy, bot.params, bot.timeframes)
+            name: build_strategy(bot.strategy, bot.params, bot.timeframes, self.loaded.strategy_dir)
             for name, bot in self.config.bots.items()
         }
         self.gateways: dict[str, ExchangeGateway] = {}
@@ -159,6 +168,20 @@ class Daemon:
             for name, bot in self.config.bots.items()
         }
         self._supervisor = Supervisor(specs, make_runner, store, self.clock)
+        health = self.config.health
+        self.health = HealthMonitor(
+            self._supervisor,
+            {str(key): feed for key, feed in self.feeds.items()},
+            {name: str(FeedKey(bot.account, bot.symbol)) for name, bot in self.config.bots.items()},
+            HealthLimits(
+                loop_lag_max_s=health.loop_lag_max_s,
+                stale_floor_s=health.stale_floor_s,
+                stale_candles=health.stale_candles,
+                start_timeout_s=health.start_timeout_s,
+            ),
+            self.clock,
+            self.notifier,
+        )
 
     @property
     def supervisor(self) -> Supervisor:
@@ -191,10 +214,15 @@ class Daemon:
             server = ControlServer(self.loaded.socket_path, self._handlers())
             await server.start()
             await self.supervisor.bootstrap()
+            self.notifier.status("starting: reconciling bots with their exchanges")
+            await self.supervisor.wait_started(self._still_starting)
             for key, feed in self.feeds.items():
                 self._tasks.append(
                     asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}")
                 )
+            self._tasks.append(asyncio.create_task(self.health.probe_loop(), name="loop-probe"))
+            self.notifier.ready(self.health.summary(self.health.verdict()))
+            self._tasks.append(asyncio.create_task(self.health.report(), name="health-report"))
             self.log.info(
                 "daemon_ready",
                 pid=os.getpid(),
@@ -204,6 +232,7 @@ class Daemon:
                 socket=str(self.loaded.socket_path),
             )
             await self._stop.wait()
+            self.notifier.stopping("stopping: bots keep their desired state")
             self.log.info("daemon_stopping")
         finally:
             if self._supervisor is not None:
@@ -219,6 +248,12 @@ class Daemon:
             store.close()
             lock.release()
             self.log.info("daemon_stopped")
+
+    def _still_starting(self, bots: list[str]) -> None:
+        """Start-up is making progress: ask systemd for more time, say who we wait for."""
+        self.notifier.extend_timeout(30)
+        self.notifier.status(f"starting: reconciling {', '.join(bots)}")
+        self.log.info("startup_waiting", bots=bots)
 
     async def _run_feed(self, key: FeedKey, feed: MarketFeed) -> None:
         while True:
@@ -242,6 +277,7 @@ class Daemon:
             Command.STOP: self._stop_bots,
             Command.POSITIONS: self._positions,
             Command.ORDERS: self._orders,
+            Command.HEALTH: self._health,
         }
 
     async def _ping(self, request: Request) -> dict[str, Any]:
@@ -260,6 +296,16 @@ class Daemon:
                 "socket": str(self.loaded.socket_path),
             },
             "bots": self.supervisor.status(bot),
+        }
+
+    async def _health(self, request: Request) -> dict[str, Any]:
+        verdict = self.health.verdict()
+        return {
+            "healthy": verdict.healthy,
+            "reasons": list(verdict.reasons),
+            "summary": self.health.summary(verdict),
+            "loop_lag_s": round(self.health.loop_lag_s, 3),
+            "watchdog_interval_s": self.notifier.watchdog_interval_s,
         }
 
     def _targets(self, request: Request) -> list[str]:

@@ -66,6 +66,11 @@ class MarketFeed(Protocol):
     @property
     def last_event_monotonic(self) -> float | None: ...
 
+    @property
+    def expected_interval_s(self) -> float:
+        """Wall seconds between base candles; the health check derives its bounds from it."""
+        ...
+
 
 class PaperLedger(Protocol):
     """Where a paper account keeps its state between runs (a row in the state store)."""

@@ -155,6 +155,23 @@ def orders(
     _print(_call(Command.ORDERS, **args), json_output, orders_text)
 
 
+@app.command()
+def health(json_output: JsonOption = False) -> None:
+    """Exit 0 when every bot that should run makes progress, 1 with the reasons when not.
+
+    The same verdict keeps the systemd watchdog fed, so the two never disagree.
+    Made for monitoring probes and cron; 3 when the daemon does not answer.
+    """
+    result = _call(Command.HEALTH)
+    if json_output:
+        typer.echo(as_json(result))
+    else:
+        typer.echo(result["summary"])
+        for reason in result["reasons"]:
+            typer.echo(f"  {reason}")
+    raise typer.Exit(EXIT_OK if result["healthy"] else EXIT_FAILED)
+
+
 def _load(config: Path | None) -> Any:
     from tradectl.config import check_strategies, load_config
 

@@ -80,6 +80,19 @@ class RiskSettings(Strict):
     daily_loss_limit_usdt: Decimal = Field(default=Decimal(20), gt=0)
 
 
+class StrategySettings(Strict):
+    user_dir: str | None = None  # a folder of the operator's own strategy plugins (*.py)
+
+
+class HealthSettings(Strict):
+    """Bounds of the health verdict that drives the systemd watchdog and `tradectl health`."""
+
+    loop_lag_max_s: float = Field(default=5.0, gt=0)
+    stale_floor_s: float = Field(default=30.0, gt=0)
+    stale_candles: float = Field(default=3.0, ge=1)
+    start_timeout_s: float = Field(default=120.0, gt=0)
+
+
 class BotSettings(Strict):
     account: str
     symbol: str
@@ -110,6 +123,8 @@ class BotSettings(Strict):
 class Config(Strict):
     daemon: DaemonSettings = DaemonSettings()
     risk: RiskSettings = RiskSettings()
+    health: HealthSettings = HealthSettings()
+    strategies: StrategySettings = StrategySettings()
     accounts: dict[str, Account] = Field(min_length=1)
     bots: dict[str, BotSettings] = Field(default_factory=dict)
 
@@ -156,6 +171,11 @@ class LoadedConfig:
         """A path from the config, relative to the config file's folder."""
         return paths.resolve_against(self.base_dir, value)
 
+    @property
+    def strategy_dir(self) -> Path | None:
+        user_dir = self.config.strategies.user_dir
+        return None if user_dir is None else self.resolve(user_dir)
+
 
 def _describe(error: ValidationError) -> str:
     lines = []
@@ -184,6 +204,6 @@ def check_strategies(loaded: LoadedConfig) -> None:
 
     for name, bot in loaded.config.bots.items():
         try:
-            build_strategy(bot.strategy, bot.params, bot.timeframes)
+            build_strategy(bot.strategy, bot.params, bot.timeframes, loaded.strategy_dir)
         except ConfigError as e:
             raise ConfigError(f"{loaded.path}: bots.{name}: {e}") from None

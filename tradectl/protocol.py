@@ -26,8 +26,9 @@ class Command:
     STOP = "stop"
     POSITIONS = "positions"
     ORDERS = "orders"
+    HEALTH = "health"
 
-    ALL = frozenset({PING, STATUS, START, STOP, POSITIONS, ORDERS})
+    ALL = frozenset({PING, STATUS, START, STOP, POSITIONS, ORDERS, HEALTH})
 
 
 class ErrorCode:

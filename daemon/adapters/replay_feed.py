@@ -118,6 +118,11 @@ class ReplayFeed:
         return self._last_event_monotonic
 
     @property
+    def expected_interval_s(self) -> float:
+        """Wall seconds between 1m candles at this speed (0 when flat out)."""
+        return 60.0 / self._speed if self._speed > 0 else 0.0
+
+    @property
     def cursor(self) -> datetime:
         """Every candle closing at or before this instant is history; the next closes after it."""
         return minute_to_datetime(self._t0 + self._next)
@@ -159,7 +164,7 @@ class ReplayFeed:
             raise RuntimeError(f"replay feed {self._feed_key!r} is already running")
         self._running = True
         try:
-            interval = 60.0 / self._speed if self._speed > 0 else 0.0
+            interval = self.expected_interval_s
             due = self._monotonic()
             while True:
                 if interval:

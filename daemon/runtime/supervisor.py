@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -39,7 +39,16 @@ class BotSlot:
     error: str | None = None
     restarts: int = 0
     failures_in_a_row: int = 0
-    history: list[str] = field(default_factory=list)
+    launched_monotonic: float | None = None  # when the operator (or a resume) last started it
+
+    def last_progress_monotonic(self) -> float | None:
+        """The last candle this bot processed, else when it was launched."""
+        candle = self.runner.snapshot.last_candle_monotonic if self.runner is not None else None
+        if candle is not None and (
+            self.launched_monotonic is None or candle > self.launched_monotonic
+        ):
+            return candle
+        return self.launched_monotonic
 
 
 class Supervisor:
@@ -166,6 +175,7 @@ class Supervisor:
     def _launch(self, slot: BotSlot) -> None:
         slot.error = None
         slot.failures_in_a_row = 0
+        slot.launched_monotonic = self._clock.monotonic()
         self._move(slot, Trigger.START)
         slot.task = asyncio.create_task(self._run(slot), name=f"bot:{slot.spec.name}")
 
@@ -210,6 +220,28 @@ class Supervisor:
                 self._store.journal("bot_stopped", name)
                 self._log.info("bot_stopped", bot=name)
             raise
+
+    def slots(self) -> list[BotSlot]:
+        """Read-only view for health checks; callers must not change what they get."""
+        return [self._slots[name] for name in sorted(self._slots)]
+
+    def desired_state(self, name: str) -> DesiredState:
+        record = self._store.bot(name)
+        return record.desired_state if record is not None else DesiredState.STOPPED
+
+    async def wait_started(
+        self, on_wait: Callable[[list[str]], None], every_s: float = 2.0
+    ) -> None:
+        """Wait until every launched bot has finished starting (running or errored)."""
+        told = self._clock.monotonic()
+        while True:
+            starting = [s.spec.name for s in self._slots.values() if s.state is BotState.STARTING]
+            if not starting:
+                return
+            if self._clock.monotonic() - told >= every_s:
+                on_wait(starting)
+                told = self._clock.monotonic()
+            await asyncio.sleep(0.02)
 
     # -- what status shows -----------------------------------------------------
 

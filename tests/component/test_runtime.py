@@ -54,7 +54,7 @@ class Runtime:
             load_paper_markets(),
         )
         self.feeds = {}
-        for name, strategy in strategies.items():
+        for name in strategies:
             symbol = SYMBOLS[name.split("-")[0]]
             stem = symbol.replace("/", "_").replace(":", "_")
             feed = ReplayFeed(
@@ -103,13 +103,14 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(check: Callable[[], Any], within_s: float = 20.0) -> Any:
+    """The async twin of eventually(): poll without blocking the loop under test."""
+    deadline = asyncio.get_running_loop().time() + within_s
     while asyncio.get_running_loop().time() < deadline:
         if value := check():
             return value
         await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached within {timeout} s")
+    raise AssertionError(f"not reached within {within_s} s")
 
 
 def ema() -> EmaCross:
