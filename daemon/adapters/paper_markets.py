@@ -14,9 +14,8 @@ from typing import Any
 from daemon.domain.errors import ConfigError
 from daemon.domain.models import Market
 
-DEFAULT_MARKETS_FILE = (
-    Path(__file__).resolve().parents[2] / "data" / "markets" / "binance_usdm.json"
-)
+# Shipped inside the package, so a plain (non-editable) install finds it too.
+DEFAULT_MARKETS_FILE = Path(__file__).resolve().with_name("binance_usdm_markets.json")
 
 _DECIMAL_FIELDS = ("amount_step", "price_step", "min_amount", "min_notional")
 
