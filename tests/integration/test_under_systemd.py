@@ -1,0 +1,110 @@
+"""The shipped unit under a real systemd: notify start-up, restarts after kill -9 and
+after a frozen daemon trips the watchdog, bots back to running, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.systemd_sandbox import Sandbox, SandboxUnavailable, wait_for
+
+UNIT = "tradectl.service"
+CLI = ["/opt/tradectl/.venv/bin/tradectl", "--config", "/etc/tradectl/config.toml"]
+
+
+def drop_in_for_this_machine(base_prefix: Path) -> str:
+    """Test-only adjustments; the unit itself is installed exactly as shipped.
+
+    A fast watchdog and restart so the test takes seconds. This machine's Python (and
+    maybe the checkout) lives under /root or /home, which ProtectHome=yes hides; a real
+    install uses the system Python under /usr and the checkout under /opt.
+    """
+    lines = ["[Service]", "WatchdogSec=3", "RestartSec=1"]
+    hidden = [p for p in (base_prefix, REPO) if str(p).startswith(("/root", "/home"))]
+    if hidden:
+        lines += ["ProtectHome=tmpfs", "BindReadOnlyPaths=" + " ".join(map(str, hidden))]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """A booted systemd with tradectl installed by systemd/install.sh from this checkout."""
+    if os.geteuid() != 0:
+        pytest.skip("the systemd sandbox needs root (CAP_SYS_ADMIN)")
+    root = tmp_path / "inject"
+    drop_ins = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
+    drop_ins.mkdir(parents=True)
+    (drop_ins / "10-test.conf").write_text(
+        drop_in_for_this_machine(Path(sys.base_prefix).resolve())
+    )
+    (root / "opt").mkdir()
+    (root / "opt" / "tradectl").symlink_to(REPO)  # the checkout where the README puts it
+    try:
+        box = Sandbox.boot(root, bind=[REPO])
+    except SandboxUnavailable as e:
+        pytest.skip(f"systemd sandbox cannot boot here: {e}")
+    try:
+        installed = box.run("/opt/tradectl/systemd/install.sh", check=False)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        yield box
+    finally:
+        box.shutdown()
+
+
+def bots(box: Sandbox) -> dict[str, dict[str, object]]:
+    status = json.loads(box.run(*CLI, "status", "--json").stdout)
+    return {b["name"]: b for b in status["bots"]}
+
+
+def restarted(box: Sandbox, count: int) -> bool:
+    return box.prop(UNIT, "NRestarts") == str(count) and box.prop(UNIT, "ActiveState") == "active"
+
+
+def test_systemd_supervises_the_daemon_through_kills_and_stalls(sandbox: Sandbox) -> None:
+    verify = sandbox.run("systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}", check=False)
+    assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stderr
+
+    started = sandbox.run("systemctl", "start", UNIT, check=False)  # returns once READY=1 came
+    assert started.returncode == 0, started.stderr + sandbox.journal(UNIT)
+    assert sandbox.prop(UNIT, "ActiveState") == "active"
+    assert sandbox.prop(UNIT, "StatusText").startswith("healthy; bots: 1 running")
+    assert bots(sandbox)["eth-ema"]["state"] == "running"  # the socket answered at READY
+    health = sandbox.run(*CLI, "health", check=False)
+    assert health.returncode == 0, health.stdout + health.stderr
+
+    first = int(sandbox.prop(UNIT, "MainPID"))
+    sandbox.run("kill", "-9", str(first))
+    wait_for(lambda: restarted(sandbox, 1))
+    wait_for(lambda: bots(sandbox)["eth-ema"]["state"] == "running")
+    second = int(sandbox.prop(UNIT, "MainPID"))
+    assert second != first
+
+    sandbox.run("kill", "-STOP", str(second))  # frozen: no more WATCHDOG=1
+    wait_for(lambda: restarted(sandbox, 2), timeout=60)
+    assert int(sandbox.prop(UNIT, "MainPID")) != second
+    wait_for(lambda: bots(sandbox)["eth-ema"]["state"] == "running")
+    journal = sandbox.journal(UNIT)
+    assert "Watchdog timeout" in journal
+    resumed = [json.loads(line) for line in journal.splitlines() if '"bot_resumed"' in line]
+    assert len(resumed) >= 2 and all(r["bot"] == "eth-ema" for r in resumed)
+
+    sandbox.run("systemctl", "stop", UNIT)
+    assert sandbox.prop(UNIT, "ActiveState") == "inactive"
+    assert sandbox.prop(UNIT, "Result") == "success"
+    assert '"daemon_stopped"' in sandbox.journal(UNIT)
+
+
+def test_a_bad_config_fails_once_without_a_restart_loop(sandbox: Sandbox) -> None:
+    sandbox.run("sh", "-c", "echo 'max_leverage = \"x\"' >> /etc/tradectl/config.toml")
+    started = sandbox.run("systemctl", "start", UNIT, check=False)
+    assert started.returncode != 0
+    wait_for(lambda: sandbox.prop(UNIT, "ActiveState") == "failed")
+    assert sandbox.prop(UNIT, "NRestarts") == "0"
+    assert sandbox.prop(UNIT, "ExecMainStatus") == "78"
+    assert "/etc/tradectl/config.toml" in sandbox.journal(UNIT)
