@@ -64,10 +64,6 @@ class Supervisor:
         self._store = store
         self._clock = clock
         self._log = structlog.get_logger()
-        for name, slot in self._slots.items():
-            record = store.bot(name)
-            if record is not None and record.desired_state is DesiredState.HALTED:
-                slot.state = BotState.HALTED
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -94,6 +90,7 @@ class Supervisor:
                 self._log.info("bot_resumed", bot=record.name)
                 self._launch(self._slots[record.name])
             elif record.desired_state is DesiredState.HALTED:
+                self._move(self._slots[record.name], Trigger.HALT)
                 self._store.journal(
                     "bot_not_resumed", record.name, reason=f"halted: {record.halt_reason}"
                 )

@@ -211,3 +211,22 @@ def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_agai
         sent_order.client_order_id
     ) == 1
     assert not store.live_orders("eth-ema")
+
+
+def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(tmp_path: Path) -> None:
+    runtime = Runtime(tmp_path, {"eth-ema": ema(), "btc-ema": ema()})
+    runtime.store.set_meta("bootstrapped", "earlier")
+    runtime.store.set_desired_state("eth-ema", DesiredState.HALTED, reason="daily loss limit")
+    runtime.store.set_desired_state("btc-ema", DesiredState.RUNNING)
+
+    async def story(rt: Runtime) -> None:
+        await until(lambda: rt.supervisor.bot_status("btc-ema")["state"] == BotState.RUNNING)
+        assert rt.supervisor.bot_status("eth-ema")["state"] == BotState.HALTED
+
+    asyncio.run(runtime.run(story))
+    [why] = [e for e in runtime.store.events("eth-ema") if e["kind"] == "bot_not_resumed"]
+    assert why["reason"] == "halted: daily loss limit"
+    assert [e["kind"] for e in runtime.store.events("btc-ema")][-2:] == [
+        "bot_resumed",
+        "bot_started",
+    ]
