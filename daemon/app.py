@@ -193,6 +193,12 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def refuse_reload(self) -> None:
+        """SIGHUP must not kill a trading daemon; config changes take a restart."""
+        self.log.warning(
+            "reload_not_supported", hint="systemctl restart tradectl applies a new config"
+        )
+
     async def run(self) -> None:
         state_dir = self.loaded.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -403,6 +409,7 @@ def run_daemon(loaded: LoadedConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.refuse_reload)
         await daemon.run()
 
     asyncio.run(main())

@@ -186,3 +186,11 @@ def test_unknown_bot_is_refused_with_exit_1(make_daemon: MakeDaemon) -> None:
 @pytest.mark.parametrize("args", [("start",), ("stop", "a", "--all"), ("status", "--bogus")])
 def test_usage_errors_exit_2(make_daemon: MakeDaemon, args: tuple[str, ...]) -> None:
     assert make_daemon().cli(*args).returncode == 2
+
+
+def test_sighup_does_not_kill_the_daemon(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon().start()
+    daemon.signal(signal.SIGHUP)
+    eventually(lambda: "reload_not_supported" in daemon.log(), timeout=10)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.cli("status").returncode == 0
