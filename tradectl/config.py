@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -74,10 +74,15 @@ Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
 
 
 class RiskSettings(Strict):
+    """Per-bot limits, then account-wide ones; the risk day starts at `daily_reset_utc`."""
+
     max_leverage: int = Field(default=3, ge=1, le=125)
     max_position_usdt: Decimal = Field(default=Decimal(50), gt=0)
     risk_per_trade_pct: Decimal = Field(default=Decimal("0.5"), gt=0, le=100)
     daily_loss_limit_usdt: Decimal = Field(default=Decimal(20), gt=0)
+    max_account_position_usdt: Decimal = Field(default=Decimal(200), gt=0)
+    account_daily_loss_limit_usdt: Decimal = Field(default=Decimal(50), gt=0)
+    daily_reset_utc: time = time(0, 0)
 
 
 class StrategySettings(Strict):

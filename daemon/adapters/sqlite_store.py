@@ -470,11 +470,14 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ?", (bot,)
         ).fetchall()
-        total = ZERO
-        for pnl, fee, ts in rows:
-            if since is None or datetime.fromisoformat(ts) >= since:
-                total += Decimal(pnl) - Decimal(fee)
-        return total
+        return _net_since(rows, since)
+
+    def account_realized_pnl(self, account: str, since: datetime | None = None) -> Decimal:
+        """The same for a whole account, fills of no bot (manual, flatten) included."""
+        rows = self._db.execute(
+            "SELECT realized_pnl, fee, ts FROM fills WHERE account = ?", (account,)
+        ).fetchall()
+        return _net_since(rows, since)
 
     def save_position(self, bot: str, position: Position) -> None:
         with self._transaction() as db:
@@ -542,6 +545,14 @@ class SqliteStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _net_since(rows: list[sqlite3.Row], since: datetime | None) -> Decimal:
+    total = ZERO
+    for pnl, fee, ts in rows:
+        if since is None or datetime.fromisoformat(ts) >= since:
+            total += Decimal(pnl) - Decimal(fee)
+    return total
 
 
 def _statements(script: str) -> list[str]:

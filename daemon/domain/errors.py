@@ -45,3 +45,12 @@ class OrderRejected(ExchangeError):
 
 class StateLocked(TradectlError):
     """Another daemon holds the state folder."""
+
+
+class HaltRequested(TradectlError):
+    """A bot must stop trading until an operator resumes it (loss limit, flatten)."""
+
+    def __init__(self, reason: str, scope: str = "bot") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.scope = scope  # "bot": this bot; "account": every bot on its account

@@ -96,9 +96,9 @@ class Market:
 
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
-    """What a bot wants sent; written to the store before it leaves."""
+    """What a bot (or a flatten, for positions no bot owns) wants sent; stored first."""
 
-    bot: str
+    bot: str | None
     account: str
     symbol: str
     client_order_id: str

@@ -1,8 +1,13 @@
-"""Risk rules: pure functions checked on every order intent before it reaches an exchange."""
+"""Risk rules: pure functions checked on every order intent before it reaches an exchange.
+
+Nothing here reads a clock or an exchange: the caller passes the figures in, so the
+same rules run live, in backtests and in property tests.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from daemon.domain.errors import RiskRejected
@@ -14,9 +19,48 @@ HUNDRED = Decimal(100)
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
     max_leverage: int
-    max_position_usdt: Decimal
-    risk_per_trade_pct: Decimal
-    daily_loss_limit_usdt: Decimal
+    max_position_usdt: Decimal  # per bot, notional after the order
+    risk_per_trade_pct: Decimal  # of equity, between entry and stop
+    daily_loss_limit_usdt: Decimal  # per bot, realised plus unrealised since the reset
+    max_account_position_usdt: Decimal = Decimal(200)  # all positions on one account
+    account_daily_loss_limit_usdt: Decimal = Decimal(50)
+    daily_reset: time = time(0, 0)  # UTC
+
+
+@dataclass(frozen=True, slots=True)
+class AccountExposure:
+    """What the rest of the account holds, for the account-wide limits."""
+
+    other_positions_notional: Decimal = ZERO  # notional of the account's other symbols
+    daily_pnl: Decimal = ZERO  # realised today plus unrealised, the whole account
+
+
+@dataclass(frozen=True, slots=True)
+class LossBreach:
+    scope: str  # "bot" or "account"
+    pnl: Decimal
+    limit: Decimal
+
+    @property
+    def reason(self) -> str:
+        who = "account daily loss limit" if self.scope == "account" else "daily loss limit"
+        return f"{who}: today's PnL {self.pnl:.2f} USDT reached -{self.limit} USDT"
+
+
+def day_start(now: datetime, reset: time) -> datetime:
+    """Start of the risk day that `now` falls in (the last reset at or before it)."""
+    now = now.astimezone(UTC)
+    start = datetime.combine(now.date(), reset, tzinfo=UTC)
+    return start if start <= now else start - timedelta(days=1)
+
+
+def loss_breach(bot_pnl: Decimal, account_pnl: Decimal, limits: RiskLimits) -> LossBreach | None:
+    """The loss limit a bot (or its whole account) has reached today, if any."""
+    if -account_pnl >= limits.account_daily_loss_limit_usdt:
+        return LossBreach("account", account_pnl, limits.account_daily_loss_limit_usdt)
+    if -bot_pnl >= limits.daily_loss_limit_usdt:
+        return LossBreach("bot", bot_pnl, limits.daily_loss_limit_usdt)
+    return None
 
 
 def entry_quantity(signal: Signal, equity: Decimal, limits: RiskLimits, market: Market) -> Decimal:
@@ -36,6 +80,12 @@ def entry_quantity(signal: Signal, equity: Decimal, limits: RiskLimits, market: 
     return qty
 
 
+def shrinks_position(position_qty: Decimal, signed_qty: Decimal) -> bool:
+    """True when an order only reduces a position: same or smaller size, never flipped."""
+    after = position_qty + signed_qty
+    return abs(after) <= abs(position_qty) and (after == 0 or (after > 0) == (position_qty > 0))
+
+
 def check_intent(
     intent: OrderIntent,
     *,
@@ -45,35 +95,45 @@ def check_intent(
     limits: RiskLimits,
     market: Market,
     daily_pnl: Decimal,
+    account: AccountExposure | None = None,
 ) -> None:
-    """Raise RiskRejected when `intent` breaks a limit.
+    """Raise RiskRejected (naming the rule and the numbers) when `intent` breaks a limit.
 
     An order that only shrinks the position is never blocked: getting out must
     always be possible.
     """
-    signed = intent.qty * intent.side.sign
-    after = position_qty + signed
-    shrinks = abs(after) <= abs(position_qty) and (after == 0 or (after > 0) == (position_qty > 0))
-    if intent.reduce_only and not shrinks:
-        raise RiskRejected("reduce_only", "a reduce-only order must shrink the position")
-    if shrinks:
+    account = account or AccountExposure()
+    if shrinks_position(position_qty, intent.qty * intent.side.sign) and intent.qty > 0:
         return
+    if intent.reduce_only:
+        raise RiskRejected("reduce_only", "a reduce-only order must shrink the position")
     if intent.qty <= 0:
         raise RiskRejected("quantity", f"quantity must be positive, got {intent.qty}")
+    if price <= 0:
+        raise RiskRejected("price", f"no usable price for {intent.symbol} ({price})")
     leverage_cap = min(limits.max_leverage, market.max_leverage)
     if leverage > leverage_cap:
         raise RiskRejected("leverage", f"leverage {leverage} exceeds the limit {leverage_cap}")
-    if -daily_pnl >= limits.daily_loss_limit_usdt:
-        raise RiskRejected(
-            "daily_loss_limit",
-            f"daily loss {-daily_pnl} reached the limit {limits.daily_loss_limit_usdt} USDT",
-        )
-    notional_after = abs(after) * price
+    breach = loss_breach(daily_pnl, account.daily_pnl, limits)
+    if breach is not None:
+        raise RiskRejected(f"{breach.scope}_daily_loss_limit", breach.reason)
+    notional_after = abs(position_qty + intent.qty * intent.side.sign) * price
     if notional_after > limits.max_position_usdt:
         raise RiskRejected(
             "max_position",
             f"position after the order {notional_after:.2f} USDT exceeds "
             f"the limit {limits.max_position_usdt} USDT",
+        )
+    account_after = account.other_positions_notional + notional_after
+    if account_after > limits.max_account_position_usdt:
+        raise RiskRejected(
+            "max_account_position",
+            f"account positions after the order {account_after:.2f} USDT exceed "
+            f"the limit {limits.max_account_position_usdt} USDT",
+        )
+    if intent.qty != market.round_amount(intent.qty):
+        raise RiskRejected(
+            "market_precision", f"quantity {intent.qty} is not a multiple of {market.amount_step}"
         )
     if intent.qty < market.min_amount or intent.qty * price < market.min_notional:
         raise RiskRejected(

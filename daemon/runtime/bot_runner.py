@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.domain.errors import OrderRejected, RetryableExchangeError, RiskRejected
+from daemon.domain.bot_state import DesiredState
+from daemon.domain.errors import HaltRequested, OrderRejected, RetryableExchangeError, RiskRejected
 from daemon.domain.models import (
     ZERO,
     ClientOrderIds,
@@ -31,7 +32,14 @@ from daemon.domain.models import (
     Signal,
     TradePlan,
 )
-from daemon.domain.risk import RiskLimits, check_intent, entry_quantity
+from daemon.domain.risk import (
+    AccountExposure,
+    RiskLimits,
+    check_intent,
+    day_start,
+    entry_quantity,
+    loss_breach,
+)
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
@@ -90,6 +98,7 @@ class BotRunner:
         }
         self._market: Market | None = None
         self._last_close = ZERO
+        self._exposure = AccountExposure()
         self.log = structlog.get_logger().bind(bot=spec.name, symbol=spec.symbol)
 
     async def run(self) -> None:
@@ -204,15 +213,46 @@ class BotRunner:
         first = event.candles[0]
         self._last_close = first.close
         self.log.info("candle_closed", close=str(first.close), at=event.closed_at.isoformat())
+        self._check_not_halted()
         await self._resolve_live_orders()
         await self._sync_fills()
         position = await self._refresh_position()
+        await self._check_loss_limits(event.closed_at)
         position = await self._manage_exits(position, first.high, first.low, event.closed_at)
         if any(c.timeframe == self.strategy.timeframes[0] for c in event.candles):
             await self._evaluate(position, event.closed_at)
         self.snapshot.last_candle_monotonic = self.clock.monotonic()
         self.snapshot.last_candle_close = event.closed_at
         self.snapshot.candles_processed += 1
+
+    def _check_not_halted(self) -> None:
+        """A halt written by someone else (a direct flatten from the CLI) stops us too."""
+        record = self.store.bot(self.spec.name)
+        if record is not None and record.desired_state is DesiredState.HALTED:
+            raise HaltRequested(record.halt_reason or "halted", scope="external")
+
+    async def _check_loss_limits(self, now: datetime) -> None:
+        """Today's realised plus unrealised PnL, for this bot and its whole account."""
+        since = day_start(now, self.limits.daily_reset)
+        self._exposure = await self._account_exposure(since)
+        breach = loss_breach(self._daily_pnl(since), self._exposure.daily_pnl, self.limits)
+        if breach is not None:
+            self.store.journal(
+                "loss_limit_reached",
+                self.spec.name,
+                scope=breach.scope,
+                pnl=str(breach.pnl),
+                limit=str(breach.limit),
+            )
+            self.log.error("loss_limit_reached", scope=breach.scope, pnl=str(breach.pnl))
+            raise HaltRequested(breach.reason, scope=breach.scope)
+
+    async def _account_exposure(self, since: datetime) -> AccountExposure:
+        positions = await self.gateway.fetch_positions()
+        others = sum((p.notional for p in positions if p.symbol != self.spec.symbol), ZERO)
+        unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
+        realized = self.store.account_realized_pnl(self.spec.account, since)
+        return AccountExposure(other_positions_notional=others, daily_pnl=realized + unrealized)
 
     async def _manage_exits(
         self, position: Position | None, high: Decimal, low: Decimal, now: datetime
@@ -319,7 +359,8 @@ class BotRunner:
                 leverage=self.spec.leverage,
                 limits=self.limits,
                 market=self._market,
-                daily_pnl=self._daily_pnl(now),
+                daily_pnl=self._daily_pnl(day_start(now, self.limits.daily_reset)),
+                account=self._exposure,
             )
         except RiskRejected as e:
             self.store.journal(
@@ -359,9 +400,8 @@ class BotRunner:
         await self._sync_fills()
         return order
 
-    def _daily_pnl(self, now: datetime) -> Decimal:
-        day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        realized = self.store.realized_pnl(self.spec.name, since=day_start)
+    def _daily_pnl(self, since: datetime) -> Decimal:
+        realized = self.store.realized_pnl(self.spec.name, since=since)
         position = self.snapshot.position
         return realized + (position.unrealized_pnl if position is not None else ZERO)
 
