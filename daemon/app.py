@@ -29,15 +29,17 @@ from daemon.domain.risk import RiskLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
 from daemon.runtime.supervisor import Supervisor
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
-from tradectl.config import LoadedConfig, PaperAccount
+from tradectl.config import Config, LoadedConfig, PaperAccount
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
+FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = "state.db"
 
 
@@ -58,6 +60,41 @@ def candle_file(data_dir: Path, symbol: str) -> Path:
     if feather.exists() or not json_file.exists():
         return feather
     return json_file
+
+
+def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
+    """One gateway per configured account; the daemon and a direct flatten share this."""
+    config = loaded.config
+    gateways: dict[str, ExchangeGateway] = {}
+    markets = None
+    for name, account in config.accounts.items():
+        if not isinstance(account, PaperAccount):
+            raise ConfigError(
+                f"{loaded.path}: accounts.{name}.kind: {account.kind!r} accounts are not "
+                'supported by this build yet; use kind = "paper"'
+            )
+        markets = markets or load_paper_markets()
+        gateways[name] = PaperExchange(
+            name,
+            PaperSettings(
+                initial_balance=account.initial_balance,
+                taker_fee_rate=account.taker_fee_rate,
+                maker_fee_rate=account.maker_fee_rate,
+                slippage_bps=account.slippage_bps,
+                default_leverage=config.risk.max_leverage,
+            ),
+            store,
+            markets,
+        )
+    return gateways
+
+
+def owner_of(config: Config, account: str, symbol: str) -> str | None:
+    """The configured bot that trades `symbol` on `account` (at most one, by validation)."""
+    for name, bot in config.bots.items():
+        if bot.account == account and bot.symbol == symbol:
+            return name
+    return None
 
 
 class Daemon:
@@ -82,6 +119,9 @@ class Daemon:
             max_position_usdt=self.config.risk.max_position_usdt,
             risk_per_trade_pct=self.config.risk.risk_per_trade_pct,
             daily_loss_limit_usdt=self.config.risk.daily_loss_limit_usdt,
+            max_account_position_usdt=self.config.risk.max_account_position_usdt,
+            account_daily_loss_limit_usdt=self.config.risk.account_daily_loss_limit_usdt,
+            daily_reset=self.config.risk.daily_reset_utc,
         )
 
     # -- wiring ------------------------------------------------------------------
@@ -91,27 +131,7 @@ class Daemon:
             name: build_strategy(bot.strategy, bot.params, bot.timeframes, self.loaded.strategy_dir)
             for name, bot in self.config.bots.items()
         }
-        self.gateways: dict[str, ExchangeGateway] = {}
-        markets = None
-        for name, account in self.config.accounts.items():
-            if not isinstance(account, PaperAccount):
-                raise ConfigError(
-                    f"{self.loaded.path}: accounts.{name}.kind: {account.kind!r} accounts are not "
-                    'supported by this build yet; use kind = "paper"'
-                )
-            markets = markets or load_paper_markets()
-            self.gateways[name] = PaperExchange(
-                name,
-                PaperSettings(
-                    initial_balance=account.initial_balance,
-                    taker_fee_rate=account.taker_fee_rate,
-                    maker_fee_rate=account.maker_fee_rate,
-                    slippage_bps=account.slippage_bps,
-                    default_leverage=self.config.risk.max_leverage,
-                ),
-                store,
-                markets,
-            )
+        self.gateways = build_gateways(self.loaded, store)
         wanted: dict[FeedKey, set[str]] = {}
         for name, bot in self.config.bots.items():
             tfs = wanted.setdefault(FeedKey(bot.account, bot.symbol), {"1m"})
@@ -167,7 +187,8 @@ class Daemon:
             )
             for name, bot in self.config.bots.items()
         }
-        self._supervisor = Supervisor(specs, make_runner, store, self.clock)
+        self.flattener = Flattener(store, self.clock)
+        self._supervisor = Supervisor(specs, make_runner, store, self.clock, self._flatten_halted)
         health = self.config.health
         self.health = HealthMonitor(
             self._supervisor,
@@ -284,6 +305,8 @@ class Daemon:
             Command.POSITIONS: self._positions,
             Command.ORDERS: self._orders,
             Command.HEALTH: self._health,
+            Command.FLATTEN: self._flatten,
+            Command.RESUME: self._resume,
         }
 
     async def _ping(self, request: Request) -> dict[str, Any]:
@@ -314,6 +337,54 @@ class Daemon:
             "watchdog_interval_s": self.notifier.watchdog_interval_s,
         }
 
+    async def flatten_accounts(
+        self, bots: list[str], timeout_s: float, whole_account: bool
+    ) -> list[dict[str, Any]]:
+        """Flatten the bots' symbols, account by account, all symbols concurrently."""
+        accounts = sorted({self.config.bots[n].account for n in bots})
+        if whole_account:
+            accounts = sorted(self.gateways)
+
+        async def one(account: str) -> list[dict[str, Any]]:
+            symbols = [
+                self.config.bots[n].symbol for n in bots if self.config.bots[n].account == account
+            ]
+            reports = await self.flattener.flatten(
+                self.gateways[account],
+                symbols,
+                lambda symbol: self._owner(account, symbol),
+                timeout_s,
+                whole_account=whole_account,
+            )
+            return [r.as_dict() for r in reports]
+
+        results = await asyncio.gather(*(one(a) for a in accounts))
+        rows = [row for per_account in results for row in per_account]
+        self.store.journal(
+            "flatten_finished",
+            None,
+            bots=bots,
+            flat=all(r["flat"] for r in rows),
+            symbols=[f"{r['account']}:{r['symbol']}" for r in rows],
+        )
+        return rows
+
+    async def _flatten_halted(self, bots: list[str], reason: str) -> list[dict[str, Any]]:
+        return await self.flatten_accounts(bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False)
+
+    async def _flatten(self, request: Request) -> dict[str, Any]:
+        bots = self._targets(request)
+        every = arg(request, "all", bool, False)
+        timeout_s = float(arg(request, "timeout", (int, float), 30.0))
+        if not 0 < timeout_s <= 3600:
+            raise ArgumentError("flatten: timeout must be within 0..3600 s")
+        await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
+        rows = await self.flatten_accounts(bots, timeout_s, whole_account=every)
+        return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
+
+    async def _resume(self, request: Request) -> dict[str, Any]:
+        return await self.supervisor.resume_bot(arg(request, "bot", str))
+
     def _targets(self, request: Request) -> list[str]:
         bot = arg(request, "bot", str, None)
         every = arg(request, "all", bool, False)
@@ -328,10 +399,7 @@ class Daemon:
         return {"bots": [await self.supervisor.stop_bot(n) for n in self._targets(request)]}
 
     def _owner(self, account: str, symbol: str) -> str | None:
-        for name, bot in self.config.bots.items():
-            if bot.account == account and bot.symbol == symbol:
-                return name
-        return None
+        return owner_of(self.config, account, symbol)
 
     def _bot_filter(self, request: Request) -> str | None:
         bot: str | None = arg(request, "bot", str, None)

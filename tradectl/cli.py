@@ -18,7 +18,7 @@ from tradectl import paths
 from tradectl.client import ControlClient, DaemonError, DaemonUnreachable
 from tradectl.errors import ConfigError
 from tradectl.protocol import Command
-from tradectl.render import as_json, orders_text, positions_text, status_text
+from tradectl.render import as_json, flatten_text, orders_text, positions_text, status_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,14 +70,17 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(cmd: str, **args: Any) -> Any:
-    """One request to the daemon; errors become messages and exit codes, once, here."""
+def _client(timeout: float = 10.0) -> ControlClient:
     try:
-        socket_path = paths.client_socket_path(state.config)
+        return ControlClient(paths.client_socket_path(state.config), timeout)
     except ConfigError as e:
         _fail(str(e), EXIT_CONFIG)
+
+
+def _call(cmd: str, args: dict[str, Any] | None = None, *, read_timeout: float = 10.0) -> Any:
+    """One request to the daemon; errors become messages and exit codes, once, here."""
     try:
-        return ControlClient(socket_path).call(cmd, **args)
+        return _client(read_timeout).call(cmd, **(args or {}))
     except DaemonUnreachable as e:
         _fail(str(e), EXIT_UNREACHABLE)
     except DaemonError as e:
@@ -94,7 +97,7 @@ def status(
     json_output: JsonOption = False,
 ) -> None:
     """Daemon pid, version and uptime; per bot its state, candle age, position, orders, PnL."""
-    result = _call(Command.STATUS, **({"bot": bot} if bot else {}))
+    result = _call(Command.STATUS, {"bot": bot} if bot else {})
     _print(result, json_output, status_text)
 
 
@@ -122,7 +125,7 @@ def start(
     bot: BotArgument = None, every: AllOption = False, json_output: JsonOption = False
 ) -> None:
     """Start a bot and remember that it should run, across restarts."""
-    _print_changes("started", _call(Command.START, **_targets(bot, every)), json_output)
+    _print_changes("started", _call(Command.START, _targets(bot, every)), json_output)
 
 
 @app.command()
@@ -130,7 +133,7 @@ def stop(
     bot: BotArgument = None, every: AllOption = False, json_output: JsonOption = False
 ) -> None:
     """Stop a bot and remember that it should stay stopped. Positions stay open."""
-    _print_changes("stopped", _call(Command.STOP, **_targets(bot, every)), json_output)
+    _print_changes("stopped", _call(Command.STOP, _targets(bot, every)), json_output)
 
 
 @app.command()
@@ -139,7 +142,7 @@ def positions(
     json_output: JsonOption = False,
 ) -> None:
     """Open positions on every account, with the bot that owns each."""
-    _print(_call(Command.POSITIONS, **({"bot": bot} if bot else {})), json_output, positions_text)
+    _print(_call(Command.POSITIONS, {"bot": bot} if bot else {}), json_output, positions_text)
 
 
 @app.command()
@@ -152,17 +155,28 @@ def orders(
     args: dict[str, Any] = {"all": history}
     if bot:
         args["bot"] = bot
-    _print(_call(Command.ORDERS, **args), json_output, orders_text)
+    _print(_call(Command.ORDERS, args), json_output, orders_text)
 
 
 @app.command()
-def health(json_output: JsonOption = False) -> None:
+def health(
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds an unhealthy (or unreachable) daemon gets to recover before the "
+            "verdict stands; for dead-man's switches that must not fire on a restart.",
+            min=0,
+            max=3600,
+        ),
+    ] = 0.0,
+    json_output: JsonOption = False,
+) -> None:
     """Exit 0 when every bot that should run makes progress, 1 with the reasons when not.
 
     The same verdict keeps the systemd watchdog fed, so the two never disagree.
     Made for monitoring probes and cron; 3 when the daemon does not answer.
     """
-    result = _call(Command.HEALTH)
+    result = _health_within(grace)
     if json_output:
         typer.echo(as_json(result))
     else:
@@ -170,6 +184,115 @@ def health(json_output: JsonOption = False) -> None:
         for reason in result["reasons"]:
             typer.echo(f"  {reason}")
     raise typer.Exit(EXIT_OK if result["healthy"] else EXIT_FAILED)
+
+
+@app.command()
+def resume(
+    bot: Annotated[str, typer.Argument(help="The halted bot.")], json_output: JsonOption = False
+) -> None:
+    """Clear a bot's halt (loss limit, flatten) and start it again; says what was cleared."""
+    result = _call(Command.RESUME, {"bot": bot})
+    if json_output:
+        typer.echo(as_json(result))
+    else:
+        typer.echo(
+            f"{result['bot']}: halt cleared (was: {result['cleared']}), now {result['state']}"
+        )
+
+
+DAEMON_PROBE_TIMEOUT_S = 3.0
+
+
+@app.command()
+def flatten(
+    bot: BotArgument = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every bot and the whole of every account.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask (required without a terminal).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to keep trying until flat.", min=1, max=3600)
+    ] = 30.0,
+    direct: Annotated[
+        bool | None,
+        typer.Option(
+            "--direct/--no-direct",
+            help="Force (or forbid) flattening without the daemon. "
+            "Default: only when it is unreachable.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Emergency: halt the bots, cancel every order, close every position reduce-only, verify.
+
+    Exit 0 only when everything is flat; 1 with what is left otherwise. Safe to run
+    twice. Works from cron with --yes; without a terminal and without --yes it refuses.
+    """
+    args = _targets(bot, every)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("refusing to flatten without --yes when not on a terminal", EXIT_USAGE)
+        what = "EVERY bot and position on every account" if every else f"bot {bot}"
+        if not typer.confirm(f"Flatten {what}: halt, cancel all orders, close positions?"):
+            _fail("not flattened", EXIT_FAILED)
+    result = None
+    if direct is not True:
+        client = _client(DAEMON_PROBE_TIMEOUT_S)
+        try:
+            client.call(Command.PING)
+        except DaemonUnreachable as e:
+            if direct is False:
+                _fail(str(e), EXIT_UNREACHABLE)
+            typer.echo(f"tradectl: {e}; flattening directly", err=True)
+        else:
+            result = _call(Command.FLATTEN, {**args, "timeout": timeout}, read_timeout=timeout + 30)
+    if result is None:
+        result = _flatten_direct(args, timeout)
+    _print(result, json_output, flatten_text)
+    raise typer.Exit(EXIT_OK if result["flat"] else EXIT_FAILED)
+
+
+def _flatten_direct(args: dict[str, Any], timeout: float) -> Any:
+    import asyncio
+
+    from daemon.domain.errors import TradectlError
+    from daemon.emergency import flatten_direct
+    from daemon.logging_setup import configure_logging
+
+    loaded = _load(None)
+    configure_logging("console" if sys.stderr.isatty() else "json", "warning")
+    bots = sorted(loaded.config.bots) if args.get("all") else [args["bot"]]
+    unknown = [b for b in bots if b not in loaded.config.bots]
+    if unknown:
+        _fail(f"no bot named {unknown[0]!r} in {loaded.path}", EXIT_FAILED)
+    try:
+        return asyncio.run(
+            flatten_direct(loaded, bots, whole_account=bool(args.get("all")), timeout_s=timeout)
+        )
+    except TradectlError as e:
+        _fail(str(e), EXIT_FAILED)
+
+
+def _health_within(grace: float) -> Any:
+    """Ask until healthy or until `grace` has passed; the last answer (or failure) stands."""
+    import time
+
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            result = _client(5.0).call(Command.HEALTH)
+        except DaemonUnreachable as e:
+            if time.monotonic() >= deadline:
+                _fail(str(e), EXIT_UNREACHABLE)
+        except DaemonError as e:
+            _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+        else:
+            if result["healthy"] or time.monotonic() >= deadline:
+                return result
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
 
 
 def _load(config: Path | None) -> Any:

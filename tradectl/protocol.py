@@ -27,8 +27,10 @@ class Command:
     POSITIONS = "positions"
     ORDERS = "orders"
     HEALTH = "health"
+    FLATTEN = "flatten"
+    RESUME = "resume"
 
-    ALL = frozenset({PING, STATUS, START, STOP, POSITIONS, ORDERS, HEALTH})
+    ALL = frozenset({PING, STATUS, START, STOP, POSITIONS, ORDERS, HEALTH, FLATTEN, RESUME})
 
 
 class ErrorCode:

@@ -136,3 +136,28 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+
+
+def flatten_text(result: dict[str, Any]) -> str:
+    lines = []
+    if result.get("direct"):
+        lines.append("daemon unreachable: flattened directly against the exchanges")
+    if result.get("halted"):
+        lines.append(f"halted: {', '.join(result['halted'])}")
+    for r in result["symbols"]:
+        who = r["owner"] or "not ours: no configured bot trades it"
+        head = f"{r['account']} {r['symbol']} ({who}): "
+        done = f"cancelled {len(r['cancelled'])} orders, closed {r['closed_qty']}"
+        if r["flat"]:
+            lines.append(head + "flat; " + done)
+        else:
+            lines.append(
+                head
+                + f"NOT FLAT: {r['remaining_qty']} left, {r['remaining_orders']} open orders; "
+                + done
+            )
+        lines.extend(f"    {e}" for e in r["errors"][-3:])
+    if not result["symbols"]:
+        lines.append("nothing to flatten: no orders and no positions")
+    lines.append("all flat" if result["flat"] else "NOT FLAT")
+    return "\n".join(lines)

@@ -146,7 +146,7 @@ class ArgumentError(TradectlError):
     """A request's arguments are of the wrong shape."""
 
 
-def arg(request: Request, name: str, kind: type, default: Any = ...) -> Any:
+def arg(request: Request, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
     """One typed argument of a request, or ArgumentError naming it."""
     if name not in request.args:
         if default is ...:
@@ -155,8 +155,10 @@ def arg(request: Request, name: str, kind: type, default: Any = ...) -> Any:
     value = request.args[name]
     if value is None and default is None:
         return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ArgumentError(f"{request.cmd}: argument {name!r} must be {kind.__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ArgumentError(f"{request.cmd}: argument {name!r} must be {names}")
     return value
 
 

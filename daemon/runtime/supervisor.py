@@ -8,7 +8,7 @@ shutdown cancels tasks without touching desired state, so a restart resumes them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,7 +17,7 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
-from daemon.domain.errors import NotFound, Refused
+from daemon.domain.errors import HaltRequested, NotFound, Refused
 from daemon.ports import Clock
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
@@ -27,6 +27,8 @@ STOP_TIMEOUT_S = 5.0
 BOOTSTRAPPED = "bootstrapped"
 
 RunnerFactory = Callable[[BotSpec, Callable[[], None]], BotRunner]
+# Flattens the positions and orders of the named bots (on their accounts); returns reports.
+FlattenBots = Callable[[list[str], str], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass(slots=True)
@@ -58,7 +60,9 @@ class Supervisor:
         runner_factory: RunnerFactory,
         store: SqliteStore,
         clock: Clock,
+        flatten_bots: FlattenBots | None = None,
     ) -> None:
+        self._flatten_bots = flatten_bots
         self._slots = {name: BotSlot(spec, autostart) for name, (spec, autostart) in specs.items()}
         self._factory = runner_factory
         self._store = store
@@ -142,6 +146,39 @@ class Supervisor:
         changed = await self._stop_task(slot)
         return {"bot": name, "state": slot.state.value, "changed": changed}
 
+    async def halt(self, names: list[str], reason: str, *, cause: str) -> None:
+        """Persist the halt first, then stop each bot's task; needs an explicit resume."""
+        for name in names:
+            self._slot(name)
+        for name in names:
+            self._store.set_desired_state(name, DesiredState.HALTED, reason=reason, cause=cause)
+        for name in names:
+            slot = self._slots[name]
+            task = slot.task
+            if slot.state is not BotState.HALTED:
+                self._move(slot, Trigger.HALT)
+            self._log.warning("bot_halted", bot=name, reason=reason, cause=cause)
+            if task is not None and task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+
+    async def resume_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        """Clear a halt and start the bot again; say which halt was cleared."""
+        slot = self._slot(name)
+        record = self._store.bot(name)
+        if record is None or record.desired_state is not DesiredState.HALTED:
+            state = record.desired_state.value if record else "stopped"
+            raise Refused(f"bot {name!r} is not halted (it is {state}); nothing to resume")
+        self._store.set_desired_state(name, DesiredState.RUNNING, owner_uid=uid, cause="resume")
+        self._store.journal("halt_cleared", name, reason=record.halt_reason)
+        if slot.state is BotState.HALTED:
+            self._move(slot, Trigger.RESUME)
+        self._launch(slot)
+        return {"bot": name, "cleared": record.halt_reason, "state": slot.state.value}
+
+    def bots_on_account(self, account: str) -> list[str]:
+        return [n for n, s in sorted(self._slots.items()) if s.spec.account == account]
+
     async def _stop_task(self, slot: BotSlot) -> bool:
         task = slot.task
         if task is None or task.done():
@@ -198,6 +235,9 @@ class Supervisor:
                     raise RuntimeError("bot runner returned without being stopped")
                 except asyncio.CancelledError:
                     raise
+                except HaltRequested as halt:
+                    await self._on_halt(slot, halt)
+                    return
                 except Exception as e:  # a bot may fail; the daemon and other bots must not
                     slot.error = f"{type(e).__name__}: {e}"
                     if self._clock.monotonic() - began > BACKOFF_MAX_S:
@@ -239,6 +279,21 @@ class Supervisor:
                 on_wait(starting)
                 told = self._clock.monotonic()
             await asyncio.sleep(0.02)
+
+    async def _on_halt(self, slot: BotSlot, halt: HaltRequested) -> None:
+        """A runner asked to halt: itself, or (account limit) every bot on its account."""
+        if halt.scope == "external":  # already persisted by whoever wrote it
+            self._move(slot, Trigger.HALT)
+            self._log.warning(
+                "bot_halted", bot=slot.spec.name, reason=halt.reason, cause="external"
+            )
+            return
+        names = (
+            self.bots_on_account(slot.spec.account) if halt.scope == "account" else [slot.spec.name]
+        )
+        await self.halt(names, halt.reason, cause="risk")
+        if self._flatten_bots is not None:
+            await self._flatten_bots(names, halt.reason)
 
     # -- what status shows -----------------------------------------------------
 

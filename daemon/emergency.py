@@ -1,0 +1,101 @@
+"""Flatten without the daemon: for when it is down or does not answer.
+
+The CLI calls this directly against the exchange accounts in the config. Halts are
+written to the state store first, so a daemon that comes back keeps those bots
+halted. The store takes this safely while a (hung) daemon still holds it: WAL and
+a busy timeout. A paper account's state, though, lives in that daemon's memory;
+while the daemon holds the state lock, a paper account is refused, not raced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from daemon.adapters.paper_exchange import PaperExchange
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.adapters.state_lock import StateDirLock
+from daemon.app import STATE_FILE, build_gateways, owner_of
+from daemon.clock import SystemClock
+from daemon.domain.bot_state import DesiredState
+from daemon.domain.errors import StateLocked
+from daemon.runtime.flatten import Flattener
+from tradectl.config import LoadedConfig
+
+DIRECT_REASON = "flatten requested by the operator (direct: daemon unreachable)"
+
+
+async def flatten_direct(
+    loaded: LoadedConfig, bots: list[str], *, whole_account: bool, timeout_s: float
+) -> dict[str, Any]:
+    config = loaded.config
+    loaded.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    lock = StateDirLock(loaded.state_dir)
+    holder: str | None = None
+    try:
+        lock.acquire()
+    except StateLocked as e:
+        holder = str(e)
+    store = SqliteStore(loaded.state_dir / STATE_FILE)
+    try:
+        for name in bots:
+            store.set_desired_state(
+                name, DesiredState.HALTED, reason=DIRECT_REASON, cause="flatten"
+            )
+        gateways = build_gateways(loaded, store)
+        accounts = (
+            sorted(gateways) if whole_account else sorted({config.bots[n].account for n in bots})
+        )
+        flattener = Flattener(store, SystemClock())
+        rows: list[dict[str, Any]] = []
+
+        async def one(account: str) -> list[dict[str, Any]]:
+            gateway = gateways[account]
+            if holder is not None and isinstance(gateway, PaperExchange):
+                return [
+                    _refused(account, f"paper account state is held by a live daemon: {holder}")
+                ]
+            await gateway.start()
+            try:
+                symbols = [config.bots[n].symbol for n in bots if config.bots[n].account == account]
+                reports = await flattener.flatten(
+                    gateway,
+                    symbols,
+                    lambda symbol: owner_of(config, account, symbol),
+                    timeout_s,
+                    whole_account=whole_account,
+                )
+                return [r.as_dict() for r in reports]
+            finally:
+                await gateway.close()
+
+        for per_account in await asyncio.gather(*(one(a) for a in accounts)):
+            rows.extend(per_account)
+        store.journal(
+            "flatten_finished", None, bots=bots, direct=True, flat=all(r["flat"] for r in rows)
+        )
+        return {
+            "halted": bots,
+            "symbols": rows,
+            "flat": all(r["flat"] for r in rows),
+            "direct": True,
+        }
+    finally:
+        store.close()
+        lock.release()
+
+
+def _refused(account: str, why: str) -> dict[str, Any]:
+    return {
+        "account": account,
+        "symbol": "*",
+        "owner": None,
+        "known": False,
+        "cancelled": [],
+        "closed_qty": "0",
+        "remaining_qty": "unknown",
+        "remaining_orders": 0,
+        "flat": False,
+        "attempts": 0,
+        "errors": [why],
+    }

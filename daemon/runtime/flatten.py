@@ -1,0 +1,191 @@
+"""Emergency flatten: cancel every order, close every position reduce-only, verify flat.
+
+Used by halts on a loss limit, by `tradectl flatten` through the daemon, and by the
+CLI directly when the daemon is down. Symbols are handled concurrently; exchange
+faults are retried with backoff until flat or the deadline; a symbol is reported
+flat only after a read-back shows no position and no open order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.domain.errors import ExchangeError, NotFound
+from daemon.domain.models import ZERO, OrderIntent, OrderType, Side, bot_tag
+from daemon.ports import Clock, ExchangeGateway
+
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 2.0
+FILL_LOOKBACK = timedelta(minutes=10)
+
+OwnerOf = Callable[[str], str | None]  # symbol -> the configured bot trading it on this account
+
+
+@dataclass(slots=True)
+class SymbolFlatten:
+    """What a flatten did on one symbol of one account, and whether it is flat now."""
+
+    account: str
+    symbol: str
+    owner: str | None
+    cancelled: list[str] = field(default_factory=list)
+    closed_qty: Decimal = ZERO
+    remaining_qty: Decimal = ZERO
+    remaining_orders: int = 0
+    flat: bool = False
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            closed_qty=str(self.closed_qty),
+            remaining_qty=str(self.remaining_qty),
+            known=self.owner is not None,
+        )
+        return data
+
+
+class Flattener:
+    def __init__(
+        self,
+        store: SqliteStore | None,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._log = structlog.get_logger()
+
+    async def flatten(
+        self,
+        gateway: ExchangeGateway,
+        symbols: Iterable[str],
+        owner_of: OwnerOf,
+        timeout_s: float,
+        *,
+        whole_account: bool = False,
+    ) -> list[SymbolFlatten]:
+        """Flatten `symbols` on one account; with `whole_account`, also every other symbol
+        that holds an order or a position there, whoever placed it."""
+        deadline = self._clock.monotonic() + timeout_s
+        wanted = set(symbols)
+        if whole_account:
+            wanted |= await self._discover(gateway, deadline)
+        jobs = [self._flatten_symbol(gateway, s, owner_of(s), deadline) for s in sorted(wanted)]
+        return list(await asyncio.gather(*jobs))
+
+    async def _discover(self, gateway: ExchangeGateway, deadline: float) -> set[str]:
+        """Every symbol with an open order or a position, retried like the rest."""
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                orders = await gateway.fetch_open_orders()
+                positions = await gateway.fetch_positions()
+                return {o.symbol for o in orders} | {p.symbol for p in positions if p.qty}
+            except ExchangeError as e:
+                self._log.warning("flatten_discovery_failed", account=gateway.account, error=str(e))
+                if self._clock.monotonic() + delay > deadline:
+                    raise
+                await self._sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _flatten_symbol(
+        self, gateway: ExchangeGateway, symbol: str, owner: str | None, deadline: float
+    ) -> SymbolFlatten:
+        report = SymbolFlatten(gateway.account, symbol, owner)
+        log = self._log.bind(account=gateway.account, symbol=symbol, bot=owner)
+        delay = BACKOFF_FIRST_S
+        while True:
+            report.attempts += 1
+            try:
+                await self._one_pass(gateway, symbol, report)
+                orders = await gateway.fetch_open_orders(symbol)
+                position = await _position_qty(gateway, symbol)
+                report.remaining_orders, report.remaining_qty = len(orders), abs(position)
+                if not orders and position == 0:
+                    report.flat = True
+                    await self._record_fills(gateway, symbol, owner)
+                    log.info(
+                        "symbol_flat",
+                        cancelled=len(report.cancelled),
+                        closed=str(report.closed_qty),
+                    )
+                    return report
+            except ExchangeError as e:
+                report.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("flatten_attempt_failed", attempt=report.attempts, error=str(e))
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                log.error(
+                    "flatten_incomplete",
+                    remaining_qty=str(report.remaining_qty),
+                    remaining_orders=report.remaining_orders,
+                )
+                return report
+            await self._sleep(min(delay, left))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _one_pass(self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten) -> None:
+        for order in await gateway.fetch_open_orders(symbol):
+            with contextlib.suppress(NotFound):  # already gone: what we wanted
+                await gateway.cancel_order(symbol, order.client_order_id)
+            if order.client_order_id not in report.cancelled:
+                report.cancelled.append(order.client_order_id)
+            if self._store is not None and self._store.order(order.client_order_id) is not None:
+                cancelled = await gateway.fetch_order(symbol, order.client_order_id)
+                if cancelled is not None:
+                    self._store.update_order(cancelled)
+        qty = await _position_qty(gateway, symbol)
+        if qty == 0:
+            return
+        intent = OrderIntent(
+            bot=report.owner,
+            account=gateway.account,
+            symbol=symbol,
+            client_order_id=flatten_order_id(report.owner or gateway.account),
+            side=Side.SELL if qty > 0 else Side.BUY,
+            type=OrderType.MARKET,
+            qty=abs(qty),
+            price=None,
+            reduce_only=True,  # can never overshoot into a new position, even if sent twice
+            created_at=self._clock.now(),
+            purpose="flatten",
+        )
+        if self._store is not None:
+            self._store.record_intent(intent)
+        order = await gateway.submit_order(intent)
+        if self._store is not None:
+            self._store.update_order(order)
+        report.closed_qty += order.filled_qty
+
+    async def _record_fills(self, gateway: ExchangeGateway, symbol: str, owner: str | None) -> None:
+        if self._store is None:
+            return
+        since = self._store.last_fill_time(gateway.account, symbol)
+        for fill in await gateway.fetch_fills(
+            symbol, None if since is None else since - FILL_LOOKBACK
+        ):
+            known = self._store.order(fill.client_order_id)
+            self._store.record_fill(fill, known.bot if known is not None else owner)
+
+
+def flatten_order_id(owner: str) -> str:
+    """Random, not sequential: a flatten order is reduce-only, so a resend cannot overshoot."""
+    return f"tcfx{bot_tag(owner)}-{uuid.uuid4().hex[:12]}"
+
+
+async def _position_qty(gateway: ExchangeGateway, symbol: str) -> Decimal:
+    positions = await gateway.fetch_positions(symbol)
+    return sum((p.qty for p in positions if p.symbol == symbol), ZERO)
