@@ -22,13 +22,19 @@ if [ ! -e /etc/tradectl/config.toml ]; then
     install -m 0640 -o root -g tradectl systemd/config.toml /etc/tradectl/config.toml
 fi
 
-install -m 0644 systemd/tradectl.service /etc/systemd/system/tradectl.service
+# The daemon, and (installed, not enabled) the dead-man's switch and the daily cut-off.
+for unit in tradectl.service tradectl-deadman.service tradectl-deadman.timer \
+            tradectl-cutoff.service tradectl-cutoff.timer; do
+    install -m 0644 "systemd/$unit" "/etc/systemd/system/$unit"
+done
 systemctl daemon-reload
 "$PREFIX/.venv/bin/tradectl" config check --config /etc/tradectl/config.toml
 
 cat <<EOT
 installed. Next:
   systemctl enable --now tradectl
+  systemctl enable tradectl-deadman.timer        # optional: flatten when unhealthy 2 min
+  systemctl enable --now tradectl-cutoff.timer   # optional: flatten daily at 23:55 UTC
   usermod -aG tradectl YOUR_USER   # then log in again to use the CLI
   $PREFIX/.venv/bin/tradectl --config /etc/tradectl/config.toml status
 EOT

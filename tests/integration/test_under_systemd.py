@@ -18,14 +18,13 @@ UNIT = "tradectl.service"
 CLI = ["/opt/tradectl/.venv/bin/tradectl", "--config", "/etc/tradectl/config.toml"]
 
 
-def drop_in_for_this_machine(base_prefix: Path) -> str:
-    """Test-only adjustments; the unit itself is installed exactly as shipped.
+def drop_in_for_this_machine(base_prefix: Path, *extra: str) -> str:
+    """Test-only adjustments; the units themselves are installed exactly as shipped.
 
-    A fast watchdog and restart so the test takes seconds. This machine's Python (and
-    maybe the checkout) lives under /root or /home, which ProtectHome=yes hides; a real
-    install uses the system Python under /usr and the checkout under /opt.
+    This machine's Python (and maybe the checkout) lives under /root or /home, which
+    ProtectHome=yes hides; a real install uses the system Python and /opt/tradectl.
     """
-    lines = ["[Service]", "WatchdogSec=3", "RestartSec=1"]
+    lines = ["[Service]", *extra]
     hidden = [p for p in (base_prefix, REPO) if str(p).startswith(("/root", "/home"))]
     if hidden:
         lines += ["ProtectHome=tmpfs", "BindReadOnlyPaths=" + " ".join(map(str, hidden))]
@@ -38,11 +37,16 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     if os.geteuid() != 0:
         pytest.skip("the systemd sandbox needs root (CAP_SYS_ADMIN)")
     root = tmp_path / "inject"
-    drop_ins = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
-    drop_ins.mkdir(parents=True)
-    (drop_ins / "10-test.conf").write_text(
-        drop_in_for_this_machine(Path(sys.base_prefix).resolve())
-    )
+    python = Path(sys.base_prefix).resolve()
+    extras = {
+        UNIT: ("WatchdogSec=3", "RestartSec=1"),  # a fast watchdog: the test takes seconds
+        "tradectl-deadman.service": ("Environment=TRADECTL_DEADMAN_GRACE=0",),
+        "tradectl-cutoff.service": (),
+    }
+    for unit, extra in extras.items():
+        drop_ins = root / "etc" / "systemd" / "system" / f"{unit}.d"
+        drop_ins.mkdir(parents=True)
+        (drop_ins / "10-test.conf").write_text(drop_in_for_this_machine(python, *extra))
     (root / "opt").mkdir()
     (root / "opt" / "tradectl").symlink_to(REPO)  # the checkout where the README puts it
     try:
@@ -108,3 +112,21 @@ def test_a_bad_config_fails_once_without_a_restart_loop(sandbox: Sandbox) -> Non
     assert sandbox.prop(UNIT, "NRestarts") == "0"
     assert sandbox.prop(UNIT, "ExecMainStatus") == "78"
     assert "/etc/tradectl/config.toml" in sandbox.journal(UNIT)
+
+
+def test_the_dead_mans_switch_flattens_directly_when_the_daemon_is_gone(sandbox: Sandbox) -> None:
+    sandbox.run("sed", "-i", "s/^speed = 300 /speed = 3000 /", "/etc/tradectl/config.toml")
+    sandbox.run("systemctl", "start", UNIT)
+    wait_for(lambda: bots(sandbox)["eth-ema"]["position_side"] != "flat", timeout=90)
+    healthy = sandbox.run("systemctl", "start", "tradectl-deadman.service", check=False)
+    assert healthy.returncode == 0 and bots(sandbox)["eth-ema"]["state"] == "running"
+
+    sandbox.run("systemctl", "stop", UNIT)  # gone, as after a crash past the start limit
+    fired = sandbox.run("systemctl", "start", "tradectl-deadman.service", check=False)
+    journal = sandbox.journal("tradectl-deadman.service")
+    assert fired.returncode == 0, journal
+    assert "flattening directly" in journal and "all flat" in journal
+
+    sandbox.run("systemctl", "start", UNIT)
+    assert bots(sandbox)["eth-ema"]["state"] == "halted"
+    assert json.loads(sandbox.run(*CLI, "positions", "--json").stdout) == []
