@@ -1,0 +1,393 @@
+"""The exchange port over ccxt (async) for Binance USDT-M and Bitget USDT perpetuals.
+
+The only module that imports ccxt. ccxt's errors are translated here, once, into the
+domain's: transient ones are retried with backoff and jitter (idempotent calls) or
+resolved by client order id (order submission); rejections and authentication
+failures are not retried. One instance per account: every bot on that account
+shares its rate-limit budget, and a 429/418 pauses the whole account until the
+exchange's Retry-After has passed, so twenty bots cannot get the IP banned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt_async
+import structlog
+from ccxt.base import errors as ccxt_errors
+from ccxt.base.decimal_to_precision import TICK_SIZE
+
+from daemon.credentials import ApiCredentials
+from daemon.domain.errors import (
+    ExchangeError,
+    NotFound,
+    OrderRejected,
+    RetryableExchangeError,
+)
+from daemon.domain.models import (
+    ZERO,
+    Balance,
+    Fill,
+    Market,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
+
+T = TypeVar("T")
+KINDS = ("binanceusdm", "bitget")
+DUPLICATE_CLIENT_ID = ("-4116", "duplicate", "duplicated")  # Binance answers a reused id so
+MAX_ATTEMPTS = 5
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 20.0
+DEFAULT_BAN_S = 60.0
+
+
+class AuthenticationFailed(ExchangeError):
+    """The exchange refused our keys: not retried; the bot shows it and stops."""
+
+
+def _dec(value: Any, default: Decimal = ZERO) -> Decimal:
+    return default if value is None else Decimal(str(value))
+
+
+def _time(ms: Any) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def point_at_base_url(exchange: Any, base_url: str) -> None:
+    """Send every request to `base_url` (a proxy, or a test exchange), keeping each path.
+
+    ccxt picks Binance's USDT-M error table by the request host; for another host the
+    USDT-M table is merged over the generic one so errors map as they would for
+    fapi.binance.com.
+    """
+    base = base_url.rstrip("/")
+    for key, url in list(exchange.urls["api"].items()):
+        if isinstance(url, str):
+            exchange.urls["api"][key] = base + urlsplit(url).path
+    linear = exchange.exceptions.get("linear", {})
+    for table in ("exact", "broad"):
+        merged = dict(exchange.exceptions.get(table, {}))
+        merged.update(linear.get(table, {}))
+        exchange.exceptions[table] = merged
+
+
+class CcxtGateway:
+    def __init__(
+        self,
+        account: str,
+        kind: str,
+        credentials: ApiCredentials,
+        *,
+        testnet: bool = False,
+        api_base_url: str | None = None,
+        timeout_s: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unsupported exchange kind {kind!r}; supported: {', '.join(KINDS)}")
+        self.account = account
+        self.kind = kind
+        self._credentials = credentials
+        self._testnet = testnet
+        self._api_base_url = api_base_url
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._not_before = 0.0  # monotonic time before which the account must not call
+        self._cid_by_order_id: dict[str, str] = {}
+        self._ex: Any = None
+        self.log = structlog.get_logger().bind(account=account, exchange=kind)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        options: dict[str, Any] = {
+            "defaultType": "swap",
+            "defaultSubType": "linear",
+            "fetchMarkets": {"types": ["linear"]} if self.kind == "binanceusdm" else ["swap"],
+            "fetchCurrencies": False,
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
+        }
+        config: dict[str, Any] = {
+            "apiKey": self._credentials.api_key,
+            "secret": self._credentials.secret,
+            "enableRateLimit": True,
+            "timeout": int(self._timeout_s * 1000),
+            "options": options,
+        }
+        if self._credentials.password:
+            config["password"] = self._credentials.password
+        self._ex = getattr(ccxt_async, self.kind)(config)
+        if self._testnet:
+            self._ex.set_sandbox_mode(True)
+        if self._api_base_url:
+            point_at_base_url(self._ex, self._api_base_url)
+        await self._call("load markets", self._ex.load_markets)
+        self.log.info("exchange_connected", markets=len(self._ex.markets), testnet=self._testnet)
+
+    async def close(self) -> None:
+        if self._ex is not None:
+            await self._ex.close()
+
+    # -- the one place ccxt errors become ours ------------------------------------------
+
+    async def _call(
+        self, what: str, fn: Callable[..., Awaitable[T]], *args: Any, retry: bool = True, **kw: Any
+    ) -> T:
+        attempt = 0
+        while True:
+            wait = self._not_before - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+            try:
+                return await fn(*args, **kw)
+            except ccxt_errors.DDoSProtection as e:  # 429 and 418 from Binance
+                self._pause(e, what)
+                error: Exception = e
+            except ccxt_errors.RateLimitExceeded as e:
+                self._pause(e, what)
+                error = e
+            except ccxt_errors.NetworkError as e:  # timeouts, 5xx, dropped connections
+                error = e
+            except ccxt_errors.AuthenticationError as e:
+                raise AuthenticationFailed(f"{what}: {e}") from e
+            except ccxt_errors.OrderNotFound as e:
+                raise NotFound(f"{what}: {e}") from e
+            except (ccxt_errors.InsufficientFunds, ccxt_errors.InvalidOrder) as e:
+                raise OrderRejected(f"{what}: {e}") from e
+            except ccxt_errors.BaseError as e:
+                raise ExchangeError(f"{what}: {type(e).__name__}: {e}") from e
+            attempt += 1
+            if not retry or attempt >= MAX_ATTEMPTS:
+                raise RetryableExchangeError(f"{what}: {type(error).__name__}: {error}") from error
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
+            delay *= 0.5 + self._rng.random()  # jitter: bots on one account spread out
+            self.log.warning(
+                "exchange_retry",
+                what=what,
+                attempt=attempt,
+                delay_s=round(delay, 2),
+                error=type(error).__name__,
+            )
+            await self._sleep(delay)
+
+    def _pause(self, error: Exception, what: str) -> None:
+        """Honour Retry-After for the whole account: every bot waits, nobody hammers."""
+        headers = getattr(self._ex, "last_response_headers", None) or {}
+        raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        try:
+            seconds = float(raw) if raw is not None else DEFAULT_BAN_S
+        except ValueError:
+            seconds = DEFAULT_BAN_S
+        self._not_before = max(self._not_before, time.monotonic() + seconds)
+        self.log.warning(
+            "exchange_rate_limited", what=what, pause_s=seconds, error=str(error)[:200]
+        )
+
+    # -- markets and account -------------------------------------------------------------
+
+    async def market(self, symbol: str) -> Market:
+        raw = self._ex.markets.get(symbol)
+        if raw is None:
+            raise NotFound(f"{self.kind} has no market {symbol}")
+        precision, limits = raw.get("precision", {}), raw.get("limits", {})
+        if self._ex.precisionMode == TICK_SIZE:
+            amount_step, price_step = _dec(precision.get("amount")), _dec(precision.get("price"))
+        else:
+            amount_step = Decimal(1).scaleb(-int(precision.get("amount") or 0))
+            price_step = Decimal(1).scaleb(-int(precision.get("price") or 0))
+        return Market(
+            symbol=symbol,
+            amount_step=amount_step,
+            price_step=price_step,
+            min_amount=_dec(limits.get("amount", {}).get("min"), amount_step),
+            min_notional=_dec(limits.get("cost", {}).get("min")),
+            max_leverage=int(limits.get("leverage", {}).get("max") or 125),
+            contract_size=_dec(raw.get("contractSize"), Decimal(1)),
+        )
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        try:
+            await self._call("set margin mode", self._ex.set_margin_mode, "isolated", symbol)
+        except ExchangeError as e:
+            if "MarginModeAlreadySet" not in str(e) and "No need to change" not in str(e):
+                raise
+        await self._call("set leverage", self._ex.set_leverage, leverage, symbol)
+
+    async def fetch_balance(self) -> Balance:
+        raw = await self._call("fetch balance", self._ex.fetch_balance)
+        usdt = raw.get("USDT", {})
+        return Balance("USDT", total=_dec(usdt.get("total")), free=_dec(usdt.get("free")))
+
+    async def fetch_positions(self, symbol: str | None = None) -> list[Position]:
+        raw = await self._call(
+            "fetch positions", self._ex.fetch_positions, [symbol] if symbol else None
+        )
+        positions = []
+        for p in raw:
+            contracts = _dec(p.get("contracts"))
+            if contracts == 0 or (symbol is not None and p.get("symbol") != symbol):
+                continue
+            size = contracts * _dec(p.get("contractSize"), Decimal(1))
+            positions.append(
+                Position(
+                    account=self.account,
+                    symbol=p["symbol"],
+                    qty=size if p.get("side") == "long" else -size,
+                    entry_price=_dec(p.get("entryPrice")),
+                    mark_price=_dec(p.get("markPrice"), _dec(p.get("entryPrice"))),
+                    leverage=int(p.get("leverage") or 0),
+                    margin=_dec(p.get("initialMargin") or p.get("collateral")),
+                )
+            )
+        return positions
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def _order(self, raw: dict[str, Any], bot: str | None = None) -> Order:
+        status = raw.get("status")
+        filled = _dec(raw.get("filled"))
+        if status == "closed":
+            state = OrderStatus.FILLED
+        elif status in ("canceled", "cancelled", "expired"):
+            state = OrderStatus.CANCELED
+        elif status == "rejected":
+            state = OrderStatus.REJECTED
+        else:
+            state = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
+        cid = raw.get("clientOrderId") or f"exchange-{raw.get('id')}"
+        if raw.get("id") is not None:
+            self._cid_by_order_id[str(raw["id"])] = cid
+        order_type = OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET
+        return Order(
+            account=self.account,
+            symbol=raw["symbol"],
+            client_order_id=cid,
+            side=Side(raw["side"]),
+            type=order_type,
+            qty=_dec(raw.get("amount")),
+            price=_dec(raw["price"])
+            if order_type is OrderType.LIMIT and raw.get("price")
+            else None,
+            reduce_only=bool(raw.get("reduceOnly")),
+            status=state,
+            filled_qty=filled,
+            avg_fill_price=_dec(raw["average"]) if raw.get("average") else None,
+            exchange_order_id=None if raw.get("id") is None else str(raw["id"]),
+            bot=bot,
+            created_at=_time(raw.get("timestamp")),
+            updated_at=_time(raw.get("lastUpdateTimestamp") or raw.get("timestamp")),
+        )
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        """Send once; on an unknown outcome ask for the client id before sending again.
+
+        A resend carries the same client order id, so the exchange refuses a second
+        copy (Binance -4116) and we fetch the first instead: never two orders.
+        """
+        params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
+        if intent.reduce_only:
+            params["reduceOnly"] = True
+        last: Exception | None = None
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                raw = await self._call(
+                    "create order",
+                    self._ex.create_order,
+                    intent.symbol,
+                    intent.type.value,
+                    intent.side.value,
+                    float(intent.qty),
+                    None if intent.price is None else float(intent.price),
+                    params,
+                    retry=False,
+                )
+                return self._order(raw, intent.bot)
+            except OrderRejected as e:
+                if not any(mark in str(e).lower() for mark in DUPLICATE_CLIENT_ID):
+                    raise
+                last = e  # already accepted earlier: good news, fetch it below
+            except RetryableExchangeError as e:
+                last = e  # unknown outcome: the order may exist
+            known = await self.fetch_order(intent.symbol, intent.client_order_id)
+            if known is not None:
+                self.log.info("order_found_after_unknown_outcome", cid=intent.client_order_id)
+                return known if known.bot else _with_bot(known, intent.bot)
+        raise RetryableExchangeError(
+            f"order {intent.client_order_id}: outcome unknown after {MAX_ATTEMPTS} tries: {last}"
+        )
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order | None:
+        try:
+            raw = await self._call(
+                "fetch order",
+                self._ex.fetch_order,
+                None,
+                symbol,
+                {"clientOrderId": client_order_id},
+            )
+        except NotFound:
+            return None
+        return self._order(raw)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """Cancel by client id; an order already gone is good news, not an error."""
+        if client_order_id.startswith("exchange-"):
+            params: dict[str, Any] = {}
+            order_id: str | None = client_order_id.removeprefix("exchange-")
+        else:
+            params, order_id = {"clientOrderId": client_order_id}, None
+        try:
+            raw = await self._call("cancel order", self._ex.cancel_order, order_id, symbol, params)
+        except NotFound:
+            return await self.fetch_order(symbol, client_order_id)
+        return self._order(raw)
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        raw = await self._call("fetch open orders", self._ex.fetch_open_orders, symbol)
+        return [self._order(o) for o in raw]
+
+    async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+        since_ms = None if since is None else int(since.timestamp() * 1000) + 1
+        raw = await self._call("fetch my trades", self._ex.fetch_my_trades, symbol, since_ms)
+        fills = []
+        for t in raw:
+            order_id = str(t.get("order"))
+            cid = self._cid_by_order_id.get(order_id)
+            if cid is None:
+                known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
+                cid = self._order(known).client_order_id
+            fee = t.get("fee") or {}
+            info = t.get("info") or {}
+            fills.append(
+                Fill(
+                    account=self.account,
+                    fill_id=str(t["id"]),
+                    client_order_id=cid,
+                    symbol=t["symbol"],
+                    side=Side(t["side"]),
+                    qty=_dec(t.get("amount")),
+                    price=_dec(t.get("price")),
+                    fee=_dec(fee.get("cost")),
+                    realized_pnl=_dec(info.get("realizedPnl") or info.get("profit")),
+                    timestamp=_time(t.get("timestamp")) or datetime.now(UTC),
+                )
+            )
+        return fills
+
+
+def _with_bot(order: Order, bot: str | None) -> Order:
+    return order.with_status(order.status, bot=bot)
