@@ -21,13 +21,13 @@ CLI = ["/opt/tradectl/.venv/bin/tradectl", "--config", "/etc/tradectl/config.tom
 def drop_in_for_this_machine(base_prefix: Path, *extra: str) -> str:
     """Test-only adjustments; the units themselves are installed exactly as shipped.
 
-    This machine's Python (and maybe the checkout) lives under /root or /home, which
-    ProtectHome=yes hides; a real install uses the system Python and /opt/tradectl.
+    /opt/tradectl is a link to this checkout, which may live under /tmp (hidden by
+    PrivateTmp=) or /home or /root (hidden by ProtectHome=), and so may this machine's
+    Python; a real install has both under /opt and /usr. Bind them in read-only.
     """
-    lines = ["[Service]", *extra]
-    hidden = [p for p in (base_prefix, REPO) if str(p).startswith(("/root", "/home"))]
-    if hidden:
-        lines += ["ProtectHome=tmpfs", "BindReadOnlyPaths=" + " ".join(map(str, hidden))]
+    lines = ["[Service]", *extra, f"BindReadOnlyPaths={base_prefix} {REPO}"]
+    if any(str(p).startswith(("/root", "/home")) for p in (base_prefix, REPO)):
+        lines.append("ProtectHome=tmpfs")
     return "\n".join(lines) + "\n"
 
 
