@@ -7,6 +7,7 @@ PaperExchange fed by a ReplayFeed; nothing else in the daemon asks "is it paper?
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 import structlog
 
 import tradectl
+from daemon.adapters.ccxt_gateway import CcxtGateway
+from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
@@ -23,19 +26,21 @@ from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.clock import SystemClock
 from daemon.control.server import ArgumentError, ControlServer, Handler, arg
+from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.risk import RiskLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
-from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
+from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
-from tradectl.config import Config, LoadedConfig, PaperAccount
+from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
@@ -68,11 +73,19 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
     gateways: dict[str, ExchangeGateway] = {}
     markets = None
     for name, account in config.accounts.items():
-        if not isinstance(account, PaperAccount):
-            raise ConfigError(
-                f"{loaded.path}: accounts.{name}.kind: {account.kind!r} accounts are not "
-                'supported by this build yet; use kind = "paper"'
+        if isinstance(account, ExchangeAccount):
+            try:
+                credentials = load_credentials(account.credentials)
+            except ConfigError as e:
+                raise ConfigError(f"{loaded.path}: accounts.{name}.credentials: {e}") from None
+            gateways[name] = CcxtGateway(
+                name,
+                account.kind,
+                credentials,
+                testnet=account.testnet,
+                api_base_url=account.api_base_url,
             )
+            continue
         markets = markets or load_paper_markets()
         gateways[name] = PaperExchange(
             name,
@@ -114,6 +127,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor: Supervisor | None = None
+        self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
         self.limits = RiskLimits(
             max_leverage=self.config.risk.max_leverage,
             max_position_usdt=self.config.risk.max_position_usdt,
@@ -137,28 +151,12 @@ class Daemon:
             tfs = wanted.setdefault(FeedKey(bot.account, bot.symbol), {"1m"})
             tfs.update(bot.timeframes, self.strategies[name].timeframes)
         self.feeds: dict[FeedKey, MarketFeed] = {}
+        self.data_gateways: dict[str, CcxtGateway] = {}  # public prices for paper accounts
         for key, timeframes in wanted.items():
-            account = self.config.accounts[key.account]
-            assert isinstance(account, PaperAccount)
-            replay = account.replay
-            data_file = candle_file(self.loaded.resolve(replay.data_dir), key.symbol)
-            if not data_file.exists():
-                raise ConfigError(
-                    f"{self.loaded.path}: accounts.{key.account}.replay.data_dir: no candles for "
-                    f"{key.symbol} (looked for {data_file})"
-                )
-            feed = ReplayFeed(
-                symbol=key.symbol,
-                data_file=data_file,
-                timeframes=sorted(timeframes, key=timeframe_seconds),
-                speed=replay.speed,
-                cursor_store=store,
-                feed_key=str(key),
-                start=replay.start,
-            )
+            feed = self._build_feed(key, sorted(timeframes, key=timeframe_seconds), store)
             gateway = self.gateways[key.account]
-            assert isinstance(gateway, PaperExchange)
-            feed.subscribe(gateway.on_candles)  # the exchange learns each price before any bot
+            if isinstance(gateway, PaperExchange):
+                feed.subscribe(gateway.on_candles)  # the exchange learns each price before any bot
             self.feeds[key] = feed
 
         def make_runner(spec: BotSpec, on_started: Any) -> BotRunner:
@@ -204,6 +202,54 @@ class Daemon:
             self.notifier,
         )
 
+    def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
+        """Replay for paper accounts on recorded data, exchange polling for everything else."""
+        account = self.config.accounts[key.account]
+        if isinstance(account, PaperAccount) and account.market_data == "replay":
+            replay = account.replay
+            data_file = candle_file(self.loaded.resolve(replay.data_dir), key.symbol)
+            if not data_file.exists():
+                raise ConfigError(
+                    f"{self.loaded.path}: accounts.{key.account}.replay.data_dir: no candles for "
+                    f"{key.symbol} (looked for {data_file})"
+                )
+            return ReplayFeed(
+                symbol=key.symbol,
+                data_file=data_file,
+                timeframes=timeframes,
+                speed=replay.speed,
+                cursor_store=store,
+                feed_key=str(key),
+                start=replay.start,
+            )
+        if isinstance(account, PaperAccount):  # paper fills on live public prices
+            source = self.data_gateways.get(key.account)
+            if source is None:
+                source = CcxtGateway(
+                    key.account, account.market_data, None, api_base_url=account.api_base_url
+                )
+                self.data_gateways[key.account] = source
+        else:
+            gateway = self.gateways[key.account]
+            assert isinstance(gateway, CcxtGateway)
+            source = gateway
+        return ExchangeFeed(
+            key.symbol,
+            source.fetch_ohlcv,
+            timeframes,
+            store,
+            str(key),
+            poll_interval_s=account.poll_interval_s,
+        )
+
+    def _warmup_needs(self, key: FeedKey) -> dict[str, int]:
+        needs: dict[str, int] = {}
+        for name, bot in self.config.bots.items():
+            if FeedKey(bot.account, bot.symbol) == key:
+                for tf, n in self.strategies[name].warmup.items():
+                    needs[tf] = max(needs.get(tf, 0), n + WINDOW_SLACK)
+        return needs
+
     @property
     def supervisor(self) -> Supervisor:
         assert self._supervisor is not None, "the daemon is not built yet"
@@ -235,9 +281,21 @@ class Daemon:
         started_gateways: list[ExchangeGateway] = []
         try:
             self._build(store)
-            for gateway in self.gateways.values():
+            for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
                 await gateway.start()
                 started_gateways.append(gateway)
+            for key, feed in self.feeds.items():
+                await feed.prepare(self._warmup_needs(key))
+            self.notifier.status("starting: reconciling accounts with their exchanges")
+            for account, gateway in self.gateways.items():
+                bot_symbols = {
+                    bot.symbol: name
+                    for name, bot in self.config.bots.items()
+                    if bot.account == account
+                }
+                self.reconciliation += await reconcile_account(
+                    gateway, store, functools.partial(self._owner, account), bot_symbols
+                )
             server = ControlServer(self.loaded.socket_path, self._handlers())
             await server.start()
             await self.supervisor.bootstrap()
@@ -323,6 +381,7 @@ class Daemon:
                 "config": str(self.loaded.path),
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
+                "reconciliation": self.reconciliation,
             },
             "bots": self.supervisor.status(bot),
         }

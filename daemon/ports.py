@@ -5,7 +5,7 @@ Adapters (paper, ccxt, SQLite, replay) implement them; the runtime sees only the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -59,6 +59,10 @@ class MarketFeed(Protocol):
     timeframes: tuple[str, ...]
 
     def history(self, timeframe: str, limit: int) -> list[Candle]: ...
+    async def prepare(self, needs: Mapping[str, int]) -> None:
+        """Load what history() must serve (warm-up per timeframe) before bots start."""
+        ...
+
     def subscribe(self, consumer: CandleConsumer) -> None: ...
     def unsubscribe(self, consumer: CandleConsumer) -> None: ...
     async def run(self) -> None: ...

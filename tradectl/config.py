@@ -58,8 +58,11 @@ class PaperAccount(Strict):
     taker_fee_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"))
     maker_fee_rate: Decimal = Field(default=Decimal("0.0002"), ge=0, lt=Decimal("0.01"))
     slippage_bps: Decimal = Field(default=Decimal(2), ge=0, le=500)
-    market_data: Literal["replay"] = "replay"
+    # "replay": recorded candles; an exchange name: live public prices, simulated fills.
+    market_data: Literal["replay", "binanceusdm", "bitget"] = "replay"
     replay: ReplaySettings = ReplaySettings()
+    poll_interval_s: float = Field(default=5.0, gt=0, le=60)
+    api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
 
 
 class ExchangeAccount(Strict):
@@ -68,6 +71,8 @@ class ExchangeAccount(Strict):
     kind: Literal["binanceusdm", "bitget"]
     credentials: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     testnet: bool = False
+    poll_interval_s: float = Field(default=5.0, gt=0, le=60)
+    api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
 
 
 Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]

@@ -88,7 +88,7 @@ class CcxtGateway:
         self,
         account: str,
         kind: str,
-        credentials: ApiCredentials,
+        credentials: ApiCredentials | None,
         *,
         testnet: bool = False,
         api_base_url: str | None = None,
@@ -122,14 +122,14 @@ class CcxtGateway:
             "warnOnFetchOpenOrdersWithoutSymbol": False,
         }
         config: dict[str, Any] = {
-            "apiKey": self._credentials.api_key,
-            "secret": self._credentials.secret,
             "enableRateLimit": True,
             "timeout": int(self._timeout_s * 1000),
             "options": options,
         }
-        if self._credentials.password:
-            config["password"] = self._credentials.password
+        if self._credentials is not None:  # None: public market data only
+            config.update(apiKey=self._credentials.api_key, secret=self._credentials.secret)
+            if self._credentials.password:
+                config["password"] = self._credentials.password
         self._ex = getattr(ccxt_async, self.kind)(config)
         if self._testnet:
             self._ex.set_sandbox_mode(True)
@@ -254,6 +254,15 @@ class CcxtGateway:
                 )
             )
         return positions
+
+    async def fetch_ohlcv(
+        self, symbol: str, timeframe: str, since_ms: int | None, limit: int
+    ) -> list[list[float]]:
+        """Raw candles for the exchange feed (the newest one may still be forming)."""
+        rows: list[list[float]] = await self._call(
+            "fetch ohlcv", self._ex.fetch_ohlcv, symbol, timeframe, since_ms, limit
+        )
+        return rows
 
     # -- orders -----------------------------------------------------------------------------
 

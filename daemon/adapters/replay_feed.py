@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -116,6 +116,9 @@ class ReplayFeed:
     def last_event_monotonic(self) -> float | None:
         """`monotonic()` after the last event was handled; None before the first."""
         return self._last_event_monotonic
+
+    async def prepare(self, needs: Mapping[str, int]) -> None:
+        """Nothing to fetch: the whole history is in the file."""
 
     @property
     def expected_interval_s(self) -> float:

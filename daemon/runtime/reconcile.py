@@ -1,0 +1,108 @@
+"""Start-up reconciliation of an account: the exchange is the truth, the store learns it.
+
+Runs for every account before READY, the same after a clean stop, a crash or a
+kill -9 (crash-only start). The rules for what the store does not know:
+- an open order with our client-id prefix (`tc`) that the store has no record of is
+  cancelled: no bot can say why it exists, and its bot will decide afresh;
+- an open order without our prefix (placed by hand, or by another program) is left
+  alone and reported;
+- a position on a symbol no bot trades is left alone and reported (`flatten --all`
+  closes it); a bot's position that differs from the store's last snapshot is
+  adopted from the exchange, and the difference is journalled.
+Every difference is journalled and listed in `tradectl status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.domain.errors import NotFound
+from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO
+from daemon.ports import ExchangeGateway
+
+FILL_LOOKBACK = timedelta(minutes=5)  # fills may share a timestamp; ids deduplicate
+
+
+async def reconcile_account(
+    gateway: ExchangeGateway,
+    store: SqliteStore,
+    owner_of: Callable[[str], str | None],
+    bot_symbols: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """`bot_symbols`: symbol -> the bot trading it on this account."""
+    log = structlog.get_logger().bind(account=gateway.account)
+    differences: list[dict[str, Any]] = []
+
+    def report(kind: str, bot: str | None, **data: Any) -> None:
+        entry = {"kind": kind, "account": gateway.account, "bot": bot, **data}
+        differences.append(entry)
+        store.journal(kind, bot, account=gateway.account, **data)
+        log.warning(kind, bot=bot, **data)
+
+    for order in await gateway.fetch_open_orders():
+        known = store.order(order.client_order_id)
+        if known is not None:
+            if known.status != order.status or known.filled_qty != order.filled_qty:
+                store.update_order(order.with_status(order.status, bot=known.bot))
+            continue
+        owner = owner_of(order.symbol)
+        if order.client_order_id.startswith(CLIENT_ORDER_PREFIX):
+            with contextlib.suppress(NotFound):  # gone already: same outcome
+                await gateway.cancel_order(order.symbol, order.client_order_id)
+            report(
+                "unknown_order_cancelled",
+                owner,
+                cid=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side.value,
+                qty=str(order.qty),
+            )
+        else:
+            report(
+                "foreign_order_seen",
+                owner,
+                cid=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side.value,
+                qty=str(order.qty),
+            )
+
+    positions = {p.symbol: p for p in await gateway.fetch_positions()}
+    for symbol, position in positions.items():
+        if owner_of(symbol) is None:
+            report("foreign_position_seen", None, symbol=symbol, qty=str(position.qty))
+    for symbol, owner in sorted(bot_symbols.items()):
+        await record_missed_fills(gateway, store, symbol)
+        last = store.position(owner)
+        held = positions.get(symbol)
+        held_qty = held.qty if held is not None else ZERO
+        if last is not None and last.qty != held_qty:
+            report(
+                "position_adopted",
+                owner,
+                symbol=symbol,
+                store_qty=str(last.qty),
+                exchange_qty=str(held_qty),
+            )
+        if held is not None:
+            store.save_position(owner, held)
+        elif last is not None and last.qty != 0:
+            store.save_position(owner, replace(last, qty=ZERO, entry_price=ZERO))
+    return differences
+
+
+async def record_missed_fills(gateway: ExchangeGateway, store: SqliteStore, symbol: str) -> int:
+    """Fills that happened while we were down (or whose reply we lost), each recorded once."""
+    since = store.last_fill_time(gateway.account, symbol)
+    new = 0
+    for fill in await gateway.fetch_fills(symbol, None if since is None else since - FILL_LOOKBACK):
+        known = store.order(fill.client_order_id)
+        new += store.record_fill(fill, known.bot if known is not None else None)
+    return new
