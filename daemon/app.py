@@ -84,6 +84,7 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
                 credentials,
                 testnet=account.testnet,
                 api_base_url=account.api_base_url,
+                requests_per_s=account.requests_per_s,
             )
             continue
         markets = markets or load_paper_markets()

@@ -73,6 +73,8 @@ class ExchangeAccount(Strict):
     testnet: bool = False
     poll_interval_s: float = Field(default=5.0, gt=0, le=60)
     api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
+    # The account's request budget, shared by all its bots; default: ccxt's for the exchange.
+    requests_per_s: float | None = Field(default=None, gt=0, le=1000)
 
 
 Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]

@@ -92,6 +92,7 @@ class CcxtGateway:
         *,
         testnet: bool = False,
         api_base_url: str | None = None,
+        requests_per_s: float | None = None,
         timeout_s: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -103,6 +104,7 @@ class CcxtGateway:
         self._credentials = credentials
         self._testnet = testnet
         self._api_base_url = api_base_url
+        self._requests_per_s = requests_per_s
         self._timeout_s = timeout_s
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -126,6 +128,8 @@ class CcxtGateway:
             "timeout": int(self._timeout_s * 1000),
             "options": options,
         }
+        if self._requests_per_s is not None:
+            config["rateLimit"] = 1000.0 / self._requests_per_s  # ms between request units
         if self._credentials is not None:  # None: public market data only
             config.update(apiKey=self._credentials.api_key, secret=self._credentials.secret)
             if self._credentials.password:

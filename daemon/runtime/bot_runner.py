@@ -99,6 +99,7 @@ class BotRunner:
         self._market: Market | None = None
         self._last_close = ZERO
         self._exposure = AccountExposure()
+        self._account_positions: list[Position] = []
         self.log = structlog.get_logger().bind(bot=spec.name, symbol=spec.symbol)
 
     async def run(self) -> None:
@@ -191,7 +192,9 @@ class BotRunner:
                 )
 
     async def _refresh_position(self) -> Position | None:
-        positions = await self.gateway.fetch_positions(self.spec.symbol)
+        """This bot's position, and (from the same one request) the account's others."""
+        positions = await self.gateway.fetch_positions()
+        self._account_positions = positions
         position = next((p for p in positions if p.symbol == self.spec.symbol and p.qty), None)
         self.snapshot.position = position
         self.store.save_position(
@@ -248,7 +251,7 @@ class BotRunner:
             raise HaltRequested(breach.reason, scope=breach.scope)
 
     async def _account_exposure(self, since: datetime) -> AccountExposure:
-        positions = await self.gateway.fetch_positions()
+        positions = self._account_positions  # read by _refresh_position on this candle
         others = sum((p.notional for p in positions if p.symbol != self.spec.symbol), ZERO)
         unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
         realized = self.store.account_realized_pnl(self.spec.account, since)

@@ -4,8 +4,9 @@ Runs for every account before READY, the same after a clean stop, a crash or a
 kill -9 (crash-only start). The rules for what the store does not know:
 - an open order with our client-id prefix (`tc`) that the store has no record of is
   cancelled: no bot can say why it exists, and its bot will decide afresh;
-- an open order without our prefix (placed by hand, or by another program) is left
-  alone and reported;
+- an open order without our prefix (placed by hand, or by another program) on a
+  bot's symbol is left alone and reported (orders on other symbols are not looked
+  at here; `flatten --all` finds and cancels them);
 - a position on a symbol no bot trades is left alone and reported (`flatten --all`
   closes it); a bot's position that differs from the store's last snapshot is
   adopted from the exchange, and the difference is journalled.
@@ -46,7 +47,12 @@ async def reconcile_account(
         store.journal(kind, bot, account=gateway.account, **data)
         log.warning(kind, bot=bot, **data)
 
-    for order in await gateway.fetch_open_orders():
+    # Per bot symbol: our orders only ever live there, and an all-symbol query costs
+    # Binance 40x the weight (ccxt then throttles the next call for seconds).
+    open_orders = [
+        o for symbol in sorted(bot_symbols) for o in await gateway.fetch_open_orders(symbol)
+    ]
+    for order in open_orders:
         known = store.order(order.client_order_id)
         if known is not None:
             if known.status != order.status or known.filled_qty != order.filled_qty:

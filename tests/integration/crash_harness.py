@@ -1,0 +1,205 @@
+"""kill -9 the daemon at random moments of the order flow against the loopback Binance,
+restart it each time, and check that the store and the exchange agree at the end.
+
+Shared by the crash-consistency test (a few dozen kills) and bench/crash_consistency.py
+(hundreds). A plugin strategy flips long/short on every candle, so orders are always
+in flight; some replies are lost on purpose, so restarts must resolve unknown outcomes.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from tests.conftest import REPO, eventually
+from tests.integration.daemon_process import DaemonProcess, short_socket_dir
+from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+
+BOT = "eth-flip"
+SYMBOL_ID = "ETHUSDT"
+
+FLIPPER = '''
+"""Long, short, long...: one reversal per candle, so orders are always in flight."""
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from daemon.domain.models import Direction, Signal
+from strategies.base import Strategy
+
+
+class FlipperParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Flipper(Strategy):
+    name = "flipper"
+    Params = FlipperParams
+
+    @property
+    def timeframes(self):
+        return ("1m",)
+
+    @property
+    def warmup(self):
+        return {"1m": 2}
+
+    def evaluate(self, frames):
+        frame = frames["1m"]
+        close = Decimal(repr(frame["close"][-1])).quantize(Decimal("0.01"))
+        long = frame["timestamp"][-1].minute % 2 == 0
+        step = close / 100
+        return Signal(
+            Direction.LONG if long else Direction.SHORT,
+            close,
+            close - step if long else close + step,
+            close + step if long else close - step,
+        )
+'''
+
+
+def config_text(url: str, plugins: Path) -> str:
+    return f"""
+[daemon]
+log_format = "json"
+
+[risk]
+max_leverage = 3
+max_position_usdt = 50
+daily_loss_limit_usdt = 1000
+account_daily_loss_limit_usdt = 1000
+
+[strategies]
+user_dir = "{plugins}"
+
+[accounts.binance]
+kind = "binanceusdm"
+credentials = "loopback"
+api_base_url = "{url}"
+poll_interval_s = 0.05
+requests_per_s = 1000
+
+[bots.{BOT}]
+account = "binance"
+symbol = "ETH/USDT:USDT"
+strategy = "flipper"
+timeframes = ["1m"]
+autostart = true
+leverage = 3
+"""
+
+
+@dataclass
+class CrashReport:
+    kills: int = 0
+    exchange_orders: int = 0
+    resends: int = 0
+    lost_replies: int = 0
+    unknown_to_store: list[str] = field(default_factory=list)
+    pending_left: list[str] = field(default_factory=list)
+    missing_fills: list[str] = field(default_factory=list)
+    position_exchange: Decimal = Decimal(0)
+    position_store: Decimal = Decimal(0)
+
+    @property
+    def mismatches(self) -> int:
+        return (
+            len(self.unknown_to_store)
+            + len(self.pending_left)
+            + len(self.missing_fills)
+            + int(self.position_exchange != self.position_store)
+        )
+
+    def summary(self) -> str:
+        return (
+            f"kills={self.kills} orders={self.exchange_orders} resends={self.resends} "
+            f"lost_replies={self.lost_replies} mismatches={self.mismatches} "
+            f"(unknown={len(self.unknown_to_store)} pending={len(self.pending_left)} "
+            f"missing_fills={len(self.missing_fills)} "
+            f"position exchange={self.position_exchange} store={self.position_store})"
+        )
+
+
+def run_crash_test(folder: Path, kills: int, seed: int = 7) -> CrashReport:
+    rng = random.Random(seed)
+    plugins = folder / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "flipper.py").write_text(FLIPPER)
+    market = ServerThread(
+        SYMBOL_ID,
+        real_candles(REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"),
+        interval_s=0.1,
+    )
+    url = market.start()
+    socket_dir = short_socket_dir()
+    config = folder / "config.toml"
+    config.write_text(config_text(url, plugins))
+    daemon = DaemonProcess(
+        config,
+        folder / "state",
+        socket_dir / "control.sock",
+        folder / "daemon.log",
+        extra_env={"TRADECTL_LOOPBACK_API_KEY": API_KEY, "TRADECTL_LOOPBACK_SECRET": API_SECRET},
+    )
+    report = CrashReport()
+    try:
+        for _ in range(kills):
+            if rng.random() < 0.3:  # the next order is accepted but its reply never arrives
+                market.call(
+                    lambda s: s.faults.add(
+                        "accepted_reply_lost", path="/fapi/v1/order", method="POST"
+                    )
+                )
+                report.lost_replies += 1
+            during_startup = rng.random() < 0.25  # also kill while it reconciles
+            daemon.start(wait=not during_startup)
+            time.sleep(rng.uniform(0.05, 2.0) if during_startup else rng.uniform(0.2, 2.0))
+            daemon.signal(signal.SIGKILL)
+            daemon.wait()
+            report.kills += 1
+        market.pause_market()
+        daemon.start()  # crash-only start: reconcile, resume, trade a little
+        eventually(lambda: daemon.bot(BOT)["candles_processed"] > 2, timeout=30)
+        stopped = daemon.cli("stop", BOT)
+        assert stopped.returncode == 0, stopped.stderr
+        daemon.stop()
+        daemon.start()  # one more reconciliation with the bot stopped: the last word
+        daemon.stop()
+        check(report, market, folder / "state" / "state.db")
+    finally:
+        daemon.stop()
+        market.stop()
+    return report
+
+
+def check(report: CrashReport, market: ServerThread, state_db: Path) -> None:
+    orders = market.call(lambda s: s.orders_by_client_id())
+    trades = market.call(lambda s: s.trades())
+    requests = market.call(lambda s: list(s.requests))
+    position = market.call(lambda s: s.position(SYMBOL_ID))[0]
+    db = sqlite3.connect(state_db)
+    store_orders = {
+        cid: status for cid, status in db.execute("SELECT client_order_id, status FROM orders")
+    }
+    store_fills = {fid for (fid,) in db.execute("SELECT fill_id FROM fills")}
+    row = db.execute("SELECT qty FROM positions WHERE bot = ?", (BOT,)).fetchone()
+    db.close()
+    posts = [
+        p.get("newClientOrderId")
+        for m, path, p in requests
+        if m == "POST" and path == "/fapi/v1/order"
+    ]
+    report.exchange_orders = len(orders)
+    report.resends = len(posts) - len(set(posts))
+    report.unknown_to_store = sorted(cid for cid in orders if cid not in store_orders)
+    report.pending_left = sorted(
+        cid for cid, status in store_orders.items() if status == "pending_submit"
+    )
+    report.missing_fills = sorted(str(t["id"]) for t in trades if str(t["id"]) not in store_fills)
+    report.position_exchange = position
+    report.position_store = Decimal(row[0]) if row else Decimal(0)

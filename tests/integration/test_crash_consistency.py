@@ -1,0 +1,18 @@
+"""The daemon killed at random moments of the order flow never sends an order twice,
+never forgets one, and ends with the store agreeing with the exchange."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.crash_harness import run_crash_test
+
+
+def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(tmp_path: Path) -> None:
+    report = run_crash_test(tmp_path, kills=24)
+    print(report.summary())
+    assert report.kills == 24 and report.exchange_orders > 20, report.summary()
+    assert report.unknown_to_store == [], "every order on the exchange must be known to the store"
+    assert report.pending_left == [], "no intent may stay unresolved"
+    assert report.missing_fills == [], "every fill must be in the journal"
+    assert report.position_exchange == report.position_store, report.summary()
