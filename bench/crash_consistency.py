@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.crash_harness import run_crash_test  # noqa: E402
+from tests.integration.crash_harness import run_crash_test
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 
 from daemon.adapters.ccxt_gateway import AuthenticationFailed, CcxtGateway
+from daemon.clock import SystemClock
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import OrderRejected, RetryableExchangeError
 from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side
 from daemon.runtime.flatten import Flattener
-from daemon.clock import SystemClock
 from tests.loopback.binance_usdm import LoopbackBinance
 
 ETH = "ETH/USDT:USDT"
@@ -22,10 +22,26 @@ T0_MS = 1_746_835_200_000  # 2025-05-10 00:00 UTC
 KEYS = ApiCredentials("loopback", "test-key", "test-secret")
 
 
-def intent(cid: str, side: Side = Side.BUY, qty: str = "0.02", reduce_only: bool = False,
-           order_type: OrderType = OrderType.MARKET, price: str | None = None) -> OrderIntent:
-    return OrderIntent("b1", "binance", ETH, cid, side, order_type, Decimal(qty),
-                       None if price is None else Decimal(price), reduce_only, datetime.now(UTC))
+def intent(
+    cid: str,
+    side: Side = Side.BUY,
+    qty: str = "0.02",
+    reduce_only: bool = False,
+    order_type: OrderType = OrderType.MARKET,
+    price: str | None = None,
+) -> OrderIntent:
+    return OrderIntent(
+        "b1",
+        "binance",
+        ETH,
+        cid,
+        side,
+        order_type,
+        Decimal(qty),
+        None if price is None else Decimal(price),
+        reduce_only,
+        datetime.now(UTC),
+    )
 
 
 class Sleeps:
@@ -39,14 +55,18 @@ class Sleeps:
         await asyncio.sleep(min(seconds, 0.01))
 
 
-def run(story: Callable[[LoopbackBinance, CcxtGateway, Sleeps], Awaitable[None]],
-        keys: ApiCredentials = KEYS) -> None:
+def run(
+    story: Callable[[LoopbackBinance, CcxtGateway, Sleeps], Awaitable[None]],
+    keys: ApiCredentials = KEYS,
+) -> None:
     async def main() -> None:
         server = LoopbackBinance("test-key", "test-secret")
         url = await server.start()
         server.push_candle("ETHUSDT", T0_MS, 2500, 2505, 2495, 2500, 100)
         sleeps = Sleeps()
-        gateway = CcxtGateway("binance", "binanceusdm", keys, api_base_url=url, timeout_s=2, sleep=sleeps)
+        gateway = CcxtGateway(
+            "binance", "binanceusdm", keys, api_base_url=url, timeout_s=2, sleep=sleeps
+        )
         try:
             await gateway.start()
             await story(server, gateway, sleeps)
@@ -134,8 +154,13 @@ def test_wrong_keys_are_an_authentication_failure_not_a_retry_loop() -> None:
     async def main() -> None:
         server = LoopbackBinance("test-key", "test-secret")
         url = await server.start()
-        gw = CcxtGateway("binance", "binanceusdm", ApiCredentials("x", "test-key", "wrong"),
-                         api_base_url=url, sleep=Sleeps())
+        gw = CcxtGateway(
+            "binance",
+            "binanceusdm",
+            ApiCredentials("x", "test-key", "wrong"),
+            api_base_url=url,
+            sleep=Sleeps(),
+        )
         try:
             await gw.start()  # public market data needs no signature
             with pytest.raises(AuthenticationFailed):
@@ -150,7 +175,9 @@ def test_wrong_keys_are_an_authentication_failure_not_a_retry_loop() -> None:
 def test_cancel_of_an_order_already_gone_is_not_an_error() -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
         assert await gw.cancel_order(ETH, "tc1-never") is None
-        resting = await gw.submit_order(intent("tc1-rest", order_type=OrderType.LIMIT, price="2000"))
+        resting = await gw.submit_order(
+            intent("tc1-rest", order_type=OrderType.LIMIT, price="2000")
+        )
         assert resting.status is OrderStatus.OPEN
         cancelled = await gw.cancel_order(ETH, "tc1-rest")
         assert cancelled is not None and cancelled.status is OrderStatus.CANCELED
