@@ -82,6 +82,7 @@ def status_text(status: dict[str, Any]) -> str:
         )
     )
     errors = [f"  {b['name']}: {b['error']}" for b in bots if b.get("error")]
+    errors += [f"  {b['name']}: {b['last_problem']}" for b in bots if b.get("last_problem")]
     if errors:
         text += "\n\nerrors:\n" + "\n".join(errors)
     return text

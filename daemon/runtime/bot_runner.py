@@ -63,6 +63,7 @@ class BotSnapshot:
     """What the runner last knew, for status: read without touching the exchange."""
 
     last_candle_monotonic: float | None = None
+    last_problem: str | None = None  # the last refusal by the exchange or the risk rules
     last_candle_close: datetime | None = None
     candles_processed: int = 0
     position: Position | None = None
@@ -374,6 +375,7 @@ class BotRunner:
                 cid=intent.client_order_id,
             )
             self.log.warning("order_refused", rule=e.rule, reason=str(e))
+            self.snapshot.last_problem = f"risk rule {e.rule}: {e}"
             return None
         self.store.record_intent(intent)
         self.log.info(
@@ -394,6 +396,10 @@ class BotRunner:
                 else _intent_order(intent, OrderStatus.REJECTED, str(e))
             )
             self.log.warning("order_rejected", cid=intent.client_order_id, reason=str(e))
+            self.store.journal(
+                "order_rejected", self.spec.name, cid=intent.client_order_id, reason=str(e)
+            )
+            self.snapshot.last_problem = f"order rejected: {e}"
             return None
         except RetryableExchangeError as e:
             self.log.warning("order_outcome_unknown", cid=intent.client_order_id, reason=str(e))

@@ -326,6 +326,7 @@ class Supervisor:
             "open_orders": sum(1 for o in self._store.live_orders(name)),
             "realized_pnl": str(self._store.realized_pnl(name)),
             "error": slot.error,
+            "last_problem": runner.snapshot.last_problem if runner is not None else None,
             "restarts": slot.restarts,
         }
 

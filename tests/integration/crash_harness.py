@@ -8,6 +8,7 @@ in flight; some replies are lost on purpose, so restarts must resolve unknown ou
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO, eventually
 from tests.integration.daemon_process import DaemonProcess, short_socket_dir
@@ -105,6 +107,7 @@ class CrashReport:
     missing_fills: list[str] = field(default_factory=list)
     position_exchange: Decimal = Decimal(0)
     position_store: Decimal = Decimal(0)
+    flattened: dict[str, Any] | None = None
 
     @property
     def mismatches(self) -> int:
@@ -125,7 +128,9 @@ class CrashReport:
         )
 
 
-def run_crash_test(folder: Path, kills: int, seed: int = 7) -> CrashReport:
+def run_crash_test(
+    folder: Path, kills: int, seed: int = 7, finish_with_flatten: bool = False
+) -> CrashReport:
     rng = random.Random(seed)
     plugins = folder / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
@@ -162,11 +167,16 @@ def run_crash_test(folder: Path, kills: int, seed: int = 7) -> CrashReport:
             daemon.signal(signal.SIGKILL)
             daemon.wait()
             report.kills += 1
-        market.pause_market()
         daemon.start()  # crash-only start: reconcile, resume, trade a little
         eventually(lambda: daemon.bot(BOT)["candles_processed"] > 2, timeout=30)
-        stopped = daemon.cli("stop", BOT)
-        assert stopped.returncode == 0, stopped.stderr
+        market.pause_market()
+        if finish_with_flatten:
+            done = daemon.cli("flatten", "--all", "--yes", "--json")
+            assert done.returncode == 0, done.stdout + done.stderr
+            report.flattened = json.loads(done.stdout)
+        else:
+            stopped = daemon.cli("stop", BOT)
+            assert stopped.returncode == 0, stopped.stderr
         daemon.stop()
         daemon.start()  # one more reconciliation with the bot stopped: the last word
         daemon.stop()

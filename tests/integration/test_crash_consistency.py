@@ -16,3 +16,10 @@ def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(tmp_pat
     assert report.pending_left == [], "no intent may stay unresolved"
     assert report.missing_fills == [], "every fill must be in the journal"
     assert report.position_exchange == report.position_store, report.summary()
+
+
+def test_flatten_all_flattens_a_loopback_account_after_kills(tmp_path: Path) -> None:
+    report = run_crash_test(tmp_path, kills=3, seed=3, finish_with_flatten=True)
+    assert report.flattened is not None and report.flattened["flat"], report.flattened
+    assert report.position_exchange == report.position_store == 0, report.summary()
+    assert report.mismatches == 0, report.summary()
