@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 import structlog
@@ -41,11 +41,11 @@ from daemon.domain.risk import (
     loss_breach,
 )
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
+from daemon.runtime.fills import record_new_fills
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
 
 WINDOW_SLACK = 50  # candles kept beyond the warm-up, so indicators see a little more history
-FILL_LOOKBACK = timedelta(minutes=5)  # fills may share a timestamp; ids deduplicate
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,23 +174,16 @@ class BotRunner:
             self.store.update_order(_with_bot(known, self.spec.name))
 
     async def _sync_fills(self) -> None:
-        since = self.store.last_fill_time(self.spec.account, self.spec.symbol)
-        fills = await self.gateway.fetch_fills(
-            self.spec.symbol, None if since is None else since - FILL_LOOKBACK
-        )
-        for fill in fills:
-            order = self.store.order(fill.client_order_id)
-            owner = order.bot if order is not None else None
-            if self.store.record_fill(fill, owner):
-                self.log.info(
-                    "order_filled",
-                    cid=fill.client_order_id,
-                    side=fill.side.value,
-                    qty=str(fill.qty),
-                    price=str(fill.price),
-                    fee=str(fill.fee),
-                    realized_pnl=str(fill.realized_pnl),
-                )
+        for fill in await record_new_fills(self.gateway, self.store, self.spec.symbol):
+            self.log.info(
+                "order_filled",
+                cid=fill.client_order_id,
+                side=fill.side.value,
+                qty=str(fill.qty),
+                price=str(fill.price),
+                fee=str(fill.fee),
+                realized_pnl=str(fill.realized_pnl),
+            )
 
     async def _refresh_position(self) -> Position | None:
         """This bot's position, and (from the same one request) the account's others."""

@@ -13,7 +13,6 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,10 +22,10 @@ from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError, NotFound
 from daemon.domain.models import ZERO, OrderIntent, OrderType, Side, bot_tag
 from daemon.ports import Clock, ExchangeGateway
+from daemon.runtime.fills import record_new_fills
 
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 2.0
-FILL_LOOKBACK = timedelta(minutes=10)
 
 OwnerOf = Callable[[str], str | None]  # symbol -> the configured bot trading it on this account
 
@@ -116,7 +115,8 @@ class Flattener:
                 report.remaining_orders, report.remaining_qty = len(orders), abs(position)
                 if not orders and position == 0:
                     report.flat = True
-                    await self._record_fills(gateway, symbol, owner)
+                    if self._store is not None:
+                        await record_new_fills(gateway, self._store, symbol, owner)
                     log.info(
                         "symbol_flat",
                         cancelled=len(report.cancelled),
@@ -169,16 +169,6 @@ class Flattener:
         if self._store is not None:
             self._store.update_order(order)
         report.closed_qty += order.filled_qty
-
-    async def _record_fills(self, gateway: ExchangeGateway, symbol: str, owner: str | None) -> None:
-        if self._store is None:
-            return
-        since = self._store.last_fill_time(gateway.account, symbol)
-        for fill in await gateway.fetch_fills(
-            symbol, None if since is None else since - FILL_LOOKBACK
-        ):
-            known = self._store.order(fill.client_order_id)
-            self._store.record_fill(fill, known.bot if known is not None else owner)
 
 
 def flatten_order_id(owner: str) -> str:

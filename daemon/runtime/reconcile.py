@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -27,8 +26,7 @@ from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import NotFound
 from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO
 from daemon.ports import ExchangeGateway
-
-FILL_LOOKBACK = timedelta(minutes=5)  # fills may share a timestamp; ids deduplicate
+from daemon.runtime.fills import record_new_fills
 
 
 async def reconcile_account(
@@ -85,7 +83,7 @@ async def reconcile_account(
         if owner_of(symbol) is None:
             report("foreign_position_seen", None, symbol=symbol, qty=str(position.qty))
     for symbol, owner in sorted(bot_symbols.items()):
-        await record_missed_fills(gateway, store, symbol)
+        await record_new_fills(gateway, store, symbol)
         last = store.position(owner)
         held = positions.get(symbol)
         held_qty = held.qty if held is not None else ZERO
@@ -102,13 +100,3 @@ async def reconcile_account(
         elif last is not None and last.qty != 0:
             store.save_position(owner, replace(last, qty=ZERO, entry_price=ZERO))
     return differences
-
-
-async def record_missed_fills(gateway: ExchangeGateway, store: SqliteStore, symbol: str) -> int:
-    """Fills that happened while we were down (or whose reply we lost), each recorded once."""
-    since = store.last_fill_time(gateway.account, symbol)
-    new = 0
-    for fill in await gateway.fetch_fills(symbol, None if since is None else since - FILL_LOOKBACK):
-        known = store.order(fill.client_order_id)
-        new += store.record_fill(fill, known.bot if known is not None else None)
-    return new
