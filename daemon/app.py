@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import grp
 import os
+import pwd
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,15 @@ from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.clock import SystemClock
-from daemon.control.server import ArgumentError, ControlServer, Handler, arg
+from daemon.control.server import (
+    ArgumentError,
+    ControlServer,
+    Forbidden,
+    Handler,
+    Peer,
+    arg,
+    current_peer,
+)
 from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
@@ -44,6 +54,9 @@ from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
+READ_ONLY_COMMANDS = frozenset(
+    {Command.PING, Command.STATUS, Command.POSITIONS, Command.ORDERS, Command.HEALTH}
+)
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = "state.db"
 
@@ -101,6 +114,24 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
             markets,
         )
     return gateways
+
+
+def _uid(loaded: LoadedConfig, bot: str, owner: str | int) -> int:
+    if isinstance(owner, int):
+        return owner
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise ConfigError(f"{loaded.path}: bots.{bot}.owner: no user named {owner!r}") from None
+
+
+def _gid(loaded: LoadedConfig, group: str | int) -> int:
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"{loaded.path}: daemon.admin_group: no group named {group!r}") from None
 
 
 def owner_of(config: Config, account: str, symbol: str) -> str | None:
@@ -204,7 +235,7 @@ class Daemon:
         )
 
     def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
-        """Replay for paper accounts on recorded data, exchange polling for everything else."""
+        """Replay for paper accounts on recorded data, else the exchange: websocket or REST."""
         account = self.config.accounts[key.account]
         if isinstance(account, PaperAccount) and account.market_data == "replay":
             replay = account.replay
@@ -234,6 +265,9 @@ class Daemon:
             gateway = self.gateways[key.account]
             assert isinstance(gateway, CcxtGateway)
             source = gateway
+        watch = None
+        if account.market_data_transport == "websocket" and source.can_watch_ohlcv:
+            watch = source.watch_ohlcv  # REST polling stays the fallback
         return ExchangeFeed(
             key.symbol,
             source.fetch_ohlcv,
@@ -241,6 +275,8 @@ class Daemon:
             store,
             str(key),
             poll_interval_s=account.poll_interval_s,
+            watch_ohlcv=watch,
+            exchange_time_ms=source.exchange_time_ms,
         )
 
     def _warmup_needs(self, key: FeedKey) -> dict[str, int]:
@@ -282,6 +318,7 @@ class Daemon:
         started_gateways: list[ExchangeGateway] = []
         try:
             self._build(store)
+            self._resolve_access()
             for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
                 await gateway.start()
                 started_gateways.append(gateway)
@@ -297,7 +334,7 @@ class Daemon:
                 self.reconciliation += await reconcile_account(
                     gateway, store, functools.partial(self._owner, account), bot_symbols
                 )
-            server = ControlServer(self.loaded.socket_path, self._handlers())
+            server = ControlServer(self.loaded.socket_path, self._handlers(), self._authorize)
             await server.start()
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")
@@ -354,6 +391,47 @@ class Daemon:
                 await asyncio.sleep(FEED_RESTART_DELAY_S)
 
     # -- the control commands ------------------------------------------------------
+
+    def _resolve_access(self) -> None:
+        """Names in the config become ids once, at start-up; an unknown one is a config error."""
+        daemon = self.config.daemon
+        self.admin_gid = (
+            None if daemon.admin_group is None else _gid(self.loaded, daemon.admin_group)
+        )
+        self.config_owners = {
+            name: _uid(self.loaded, name, bot.owner)
+            for name, bot in self.config.bots.items()
+            if bot.owner is not None
+        }
+
+    def bot_owner(self, name: str) -> int:
+        """The config's owner, else whoever first started it, else the daemon's own user."""
+        if name in self.config_owners:
+            return self.config_owners[name]
+        record = self.store.bot(name)
+        if record is not None and record.owner_uid is not None:
+            return record.owner_uid
+        return os.getuid() if record is not None else -1  # -1: nobody yet; first start owns it
+
+    def _authorize(self, peer: Peer, request: Request) -> None:
+        """Root, the daemon's user and the admin group: anything. Others: read, and act on
+        the bots they own."""
+        if peer.uid in (0, os.getuid()):
+            return
+        if self.admin_gid is not None and self.admin_gid in peer.groups():
+            return
+        if request.cmd in READ_ONLY_COMMANDS:
+            return
+        if request.args.get("all"):
+            raise Forbidden(f"{request.cmd} --all is for administrators (uid {peer.uid} is not)")
+        bot = request.args.get("bot")
+        if not isinstance(bot, str) or bot not in self.config.bots:
+            return  # the handler answers with the precise error
+        owner = self.bot_owner(bot)
+        if owner == -1 and request.cmd == Command.START:
+            return  # the first start makes the caller the owner
+        if owner != peer.uid:
+            raise Forbidden(f"bot {bot!r} belongs to uid {owner}; uid {peer.uid} may only read it")
 
     def _handlers(self) -> dict[str, Handler]:
         return {
@@ -443,7 +521,7 @@ class Daemon:
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
 
     async def _resume(self, request: Request) -> dict[str, Any]:
-        return await self.supervisor.resume_bot(arg(request, "bot", str))
+        return await self.supervisor.resume_bot(arg(request, "bot", str), current_peer.get().uid)
 
     def _targets(self, request: Request) -> list[str]:
         bot = arg(request, "bot", str, None)
@@ -453,10 +531,12 @@ class Daemon:
         return self.supervisor.names() if every else [bot]
 
     async def _start(self, request: Request) -> dict[str, Any]:
-        return {"bots": [await self.supervisor.start_bot(n) for n in self._targets(request)]}
+        uid = current_peer.get().uid
+        return {"bots": [await self.supervisor.start_bot(n, uid) for n in self._targets(request)]}
 
     async def _stop_bots(self, request: Request) -> dict[str, Any]:
-        return {"bots": [await self.supervisor.stop_bot(n) for n in self._targets(request)]}
+        uid = current_peer.get().uid
+        return {"bots": [await self.supervisor.stop_bot(n, uid) for n in self._targets(request)]}
 
     def _owner(self, account: str, symbol: str) -> str | None:
         return owner_of(self.config, account, symbol)

@@ -33,6 +33,10 @@ class DaemonSettings(Strict):
     socket_path: str = paths.DEFAULT_SOCKET
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Members of this group (name or gid) may do anything on the control socket, like root
+    # and the daemon's own user; everyone else who can reach it reads status and acts only
+    # on the bots they own.
+    admin_group: str | int | None = None
 
 
 class ReplaySettings(Strict):
@@ -63,6 +67,8 @@ class PaperAccount(Strict):
     replay: ReplaySettings = ReplaySettings()
     poll_interval_s: float = Field(default=5.0, gt=0, le=60)
     api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
+    # Live candles: ccxt.pro websocket (REST polling as fallback), or REST polling only.
+    market_data_transport: Literal["websocket", "rest"] = "websocket"
 
 
 class ExchangeAccount(Strict):
@@ -75,6 +81,8 @@ class ExchangeAccount(Strict):
     api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
     # The account's request budget, shared by all its bots; default: ccxt's for the exchange.
     requests_per_s: float | None = Field(default=None, gt=0, le=1000)
+    # Live candles: ccxt.pro websocket (REST polling as fallback), or REST polling only.
+    market_data_transport: Literal["websocket", "rest"] = "websocket"
 
 
 Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
@@ -113,6 +121,7 @@ class BotSettings(Strict):
     timeframes: tuple[str, ...] = ("1m",)
     autostart: bool = False
     leverage: int = Field(default=3, ge=1, le=125)
+    owner: str | int | None = None  # user name or uid; else whoever first starts the bot
 
     @field_validator("symbol")
     @classmethod

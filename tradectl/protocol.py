@@ -42,6 +42,8 @@ class ErrorCode:
     UNKNOWN_COMMAND = "unknown_command"
     NOT_FOUND = "not_found"  # a named bot or order does not exist
     REFUSED = "refused"  # understood, but not allowed now (illegal transition, risk rule)
+    FORBIDDEN = "forbidden"  # this local user may not do this (see the README's access rules)
+    BUSY = "busy"  # too many clients at once
     INTERNAL = "internal"  # a bug in the daemon; it is logged there
 
 

@@ -13,7 +13,10 @@ import contextlib
 import os
 import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,39 @@ from tradectl.protocol import (
 )
 
 Handler = Callable[[Request], Awaitable[Any]]
-IDLE_TIMEOUT_S = 300.0
+IDLE_TIMEOUT_S = 300.0  # a connection may idle between requests this long
+FRAME_TIMEOUT_S = 10.0  # once a request has begun, the rest of its line must come this soon
+MAX_CLIENTS = 64
 SOCKET_MODE = 0o660
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end, as the kernel says (SO_PEERCRED), not as they claim."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    def groups(self) -> set[int]:
+        """Primary and supplementary groups of the peer process, read from /proc."""
+        found = {self.gid}
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("Groups:"):
+                        found.update(int(g) for g in line.split()[1:])
+        except OSError:
+            pass  # the peer exited; its primary group is all we know
+        return found
+
+
+current_peer: ContextVar[Peer] = ContextVar("current_peer")
+Authorizer = Callable[[Peer, Request], None]  # raises Forbidden to refuse
+
+
+class Forbidden(TradectlError):
+    """The peer may not do this."""
 
 
 class SocketInUse(TradectlError):
@@ -42,9 +76,17 @@ class SocketInUse(TradectlError):
 
 
 class ControlServer:
-    def __init__(self, socket_path: Path, handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        handlers: dict[str, Handler],
+        authorize: Authorizer | None = None,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self.socket_path = socket_path
         self._handlers = handlers
+        self._authorize = authorize
+        self._max_clients = max_clients
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger()
@@ -78,11 +120,16 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self._max_clients:
+            self._log.warning("control_client_refused", reason="too many clients")
+            await self._refuse_busy(writer)
+            return
         self._connections.add(task)
+        current_peer.set(_peer_of(writer))
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT_S)
+                    line = await self._read_frame(reader)
                 except asyncio.IncompleteReadError as e:
                     if e.partial.strip():
                         await self._reply(writer, await self._handle(e.partial))
@@ -97,7 +144,7 @@ class ControlServer:
                         ),
                     )
                     return
-                except (TimeoutError, ConnectionError):
+                except (TimeoutError, ConnectionError, OSError):
                     return
                 if not line.strip():
                     continue
@@ -110,9 +157,32 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
+        """Wait as long as a client likes for a request to begin, but not for it to end:
+        a client that sends half a line and stalls is dropped, not waited on."""
+        first = await asyncio.wait_for(reader.read(1), IDLE_TIMEOUT_S)
+        if not first:
+            raise asyncio.IncompleteReadError(b"", None)
+        if first == b"\n":
+            return first
+        try:
+            rest = await asyncio.wait_for(reader.readuntil(b"\n"), FRAME_TIMEOUT_S)
+        except asyncio.IncompleteReadError as e:
+            raise asyncio.IncompleteReadError(first + e.partial, None) from None
+        return first + rest
+
+    async def _refuse_busy(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            writer.write(
+                encode_reply(error_reply(None, ErrorCode.BUSY, "too many clients; try again"))
+            )
+            await asyncio.wait_for(writer.drain(), 1.0)
+        writer.close()
+
     async def _reply(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """A client that does not read its replies is dropped rather than waited on."""
         writer.write(encode_reply(reply))
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), FRAME_TIMEOUT_S)
 
     async def _handle(self, line: bytes) -> Reply:
         try:
@@ -126,7 +196,13 @@ class ControlServer:
                 request.id, ErrorCode.UNKNOWN_COMMAND, f"unknown command {request.cmd!r}"
             )
         try:
+            if self._authorize is not None:
+                self._authorize(current_peer.get(), request)
             return ok_reply(request.id, await handler(request))
+        except Forbidden as e:
+            peer = current_peer.get()
+            self._log.warning("control_forbidden", cmd=request.cmd, uid=peer.uid, reason=str(e))
+            return error_reply(request.id, ErrorCode.FORBIDDEN, str(e))
         except NotFound as e:
             return error_reply(request.id, ErrorCode.NOT_FOUND, str(e))
         except Refused as e:
@@ -160,6 +236,13 @@ def arg(request: Request, name: str, kind: type | tuple[type, ...], default: Any
         names = " or ".join(k.__name__ for k in kinds)
         raise ArgumentError(f"{request.cmd}: argument {name!r} must be {names}")
     return value
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> Peer:
+    sock = writer.get_extra_info("socket")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
 
 
 def _remove_stale_socket(path: Path) -> None:
