@@ -8,6 +8,7 @@ here: prices and volumes become polars Decimal columns at the file's own precisi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,20 @@ def timeframe_minutes(timeframe: str) -> int:
 
 
 def load_candles(path: Path, timeframe: str = "1m") -> CandleFile:
+    """Read a `.feather` (Arrow IPC) or freqtrade `.json` candle file and validate it.
+
+    Loaded once per process and file version: a hundred bots replaying the same file
+    share one immutable frame.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return _load_candles(path, timeframe, 0, 0)  # _read names the missing file
+    return _load_candles(path.resolve(), timeframe, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_candles(path: Path, timeframe: str, _mtime_ns: int, _size: int) -> CandleFile:
     """Read a `.feather` (Arrow IPC) or freqtrade `.json` candle file and validate it.
 
     Raises DataFileError naming the file and the first problem found: missing columns,
