@@ -11,6 +11,7 @@ exchange's Retry-After has passed, so twenty bots cannot get the IP banned.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -68,19 +69,67 @@ def _time(ms: Any) -> datetime | None:
 def point_at_base_url(exchange: Any, base_url: str) -> None:
     """Send every request to `base_url` (a proxy, or a test exchange), keeping each path.
 
-    ccxt picks Binance's USDT-M error table by the request host; for another host the
-    USDT-M table is merged over the generic one so errors map as they would for
-    fapi.binance.com.
+    A ccxt.pro instance's websocket URLs (``urls['api']['ws']``) are re-rooted the same way,
+    with http(s) turned into ws(s). ccxt picks Binance's USDT-M error table by the request
+    host; for another host the USDT-M table is merged over the generic one so errors map as
+    they would for fapi.binance.com.
     """
     base = base_url.rstrip("/")
     for key, url in list(exchange.urls["api"].items()):
         if isinstance(url, str):
             exchange.urls["api"][key] = base + urlsplit(url).path
+    ws_urls = exchange.urls["api"].get("ws")
+    if isinstance(ws_urls, dict):
+        _reroot(ws_urls, "ws" + base.removeprefix("http"))
     linear = exchange.exceptions.get("linear", {})
     for table in ("exact", "broad"):
         merged = dict(exchange.exceptions.get(table, {}))
         merged.update(linear.get(table, {}))
         exchange.exceptions[table] = merged
+
+
+def _reroot(urls: dict[str, Any], base: str) -> None:
+    for key, url in list(urls.items()):
+        if isinstance(url, str):
+            urls[key] = base + urlsplit(url).path
+        elif isinstance(url, dict):
+            _reroot(url, base)
+
+
+def market_from_ccxt(raw: dict[str, Any], precision_mode: int) -> Market:
+    """A ccxt market structure as our Market; `precision_mode` is the exchange's precisionMode."""
+    precision, limits = raw.get("precision", {}), raw.get("limits", {})
+    if precision_mode == TICK_SIZE:
+        amount_step, price_step = _dec(precision.get("amount")), _dec(precision.get("price"))
+    else:
+        amount_step = Decimal(1).scaleb(-int(precision.get("amount") or 0))
+        price_step = Decimal(1).scaleb(-int(precision.get("price") or 0))
+    return Market(
+        symbol=raw["symbol"],
+        amount_step=amount_step,
+        price_step=price_step,
+        min_amount=_dec(limits.get("amount", {}).get("min"), amount_step),
+        min_notional=_dec(limits.get("cost", {}).get("min")),
+        max_leverage=int(limits.get("leverage", {}).get("max") or 125),
+        contract_size=_dec(raw.get("contractSize"), Decimal(1)),
+    )
+
+
+def position_from_ccxt(raw: dict[str, Any], account: str) -> Position | None:
+    """A ccxt position structure as our signed Position; None for an empty (flat) one."""
+    contracts = _dec(raw.get("contracts"))
+    if contracts == 0:
+        return None
+    size = contracts * _dec(raw.get("contractSize"), Decimal(1))
+    return Position(
+        account=account,
+        symbol=raw["symbol"],
+        qty=size if raw.get("side") == "long" else -size,
+        entry_price=_dec(raw.get("entryPrice")),
+        mark_price=_dec(raw.get("markPrice"), _dec(raw.get("entryPrice"))),
+        leverage=int(raw.get("leverage") or 0),
+        margin=_dec(raw.get("initialMargin") or raw.get("collateral")),
+    )
 
 
 class CcxtGateway:
@@ -111,11 +160,17 @@ class CcxtGateway:
         self._not_before = 0.0  # monotonic time before which the account must not call
         self._cid_by_order_id: dict[str, str] = {}
         self._ex: Any = None
+        self._ws: Any = None  # the ccxt.pro instance, made on the first watch
+        self._can_watch: bool | None = None
         self.log = structlog.get_logger().bind(account=account, exchange=kind)
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def _make_exchange(self, websocket: bool = False) -> Any:
+        """The ccxt instance for this account, configured but not yet connected (no network).
+
+        `websocket`: a ccxt.pro instance (same options, sandbox and base URL) for streams.
+        """
         options: dict[str, Any] = {
             "defaultType": "swap",
             "defaultSubType": "linear",
@@ -134,15 +189,23 @@ class CcxtGateway:
             config.update(apiKey=self._credentials.api_key, secret=self._credentials.secret)
             if self._credentials.password:
                 config["password"] = self._credentials.password
-        self._ex = getattr(ccxt_async, self.kind)(config)
+        module = importlib.import_module("ccxt.pro") if websocket else ccxt_async
+        ex = getattr(module, self.kind)(config)
         if self._testnet:
-            self._ex.set_sandbox_mode(True)
+            ex.set_sandbox_mode(True)
         if self._api_base_url:
-            point_at_base_url(self._ex, self._api_base_url)
+            point_at_base_url(ex, self._api_base_url)
+        return ex
+
+    async def start(self) -> None:
+        self._ex = self._make_exchange()
         await self._call("load markets", self._ex.load_markets)
         self.log.info("exchange_connected", markets=len(self._ex.markets), testnet=self._testnet)
 
     async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
         if self._ex is not None:
             await self._ex.close()
 
@@ -207,21 +270,7 @@ class CcxtGateway:
         raw = self._ex.markets.get(symbol)
         if raw is None:
             raise NotFound(f"{self.kind} has no market {symbol}")
-        precision, limits = raw.get("precision", {}), raw.get("limits", {})
-        if self._ex.precisionMode == TICK_SIZE:
-            amount_step, price_step = _dec(precision.get("amount")), _dec(precision.get("price"))
-        else:
-            amount_step = Decimal(1).scaleb(-int(precision.get("amount") or 0))
-            price_step = Decimal(1).scaleb(-int(precision.get("price") or 0))
-        return Market(
-            symbol=symbol,
-            amount_step=amount_step,
-            price_step=price_step,
-            min_amount=_dec(limits.get("amount", {}).get("min"), amount_step),
-            min_notional=_dec(limits.get("cost", {}).get("min")),
-            max_leverage=int(limits.get("leverage", {}).get("max") or 125),
-            contract_size=_dec(raw.get("contractSize"), Decimal(1)),
-        )
+        return market_from_ccxt({**raw, "symbol": symbol}, self._ex.precisionMode)
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         try:
@@ -242,21 +291,11 @@ class CcxtGateway:
         )
         positions = []
         for p in raw:
-            contracts = _dec(p.get("contracts"))
-            if contracts == 0 or (symbol is not None and p.get("symbol") != symbol):
+            if symbol is not None and p.get("symbol") != symbol:
                 continue
-            size = contracts * _dec(p.get("contractSize"), Decimal(1))
-            positions.append(
-                Position(
-                    account=self.account,
-                    symbol=p["symbol"],
-                    qty=size if p.get("side") == "long" else -size,
-                    entry_price=_dec(p.get("entryPrice")),
-                    mark_price=_dec(p.get("markPrice"), _dec(p.get("entryPrice"))),
-                    leverage=int(p.get("leverage") or 0),
-                    margin=_dec(p.get("initialMargin") or p.get("collateral")),
-                )
-            )
+            position = position_from_ccxt(p, self.account)
+            if position is not None:
+                positions.append(position)
         return positions
 
     async def fetch_ohlcv(
@@ -267,6 +306,47 @@ class CcxtGateway:
             "fetch ohlcv", self._ex.fetch_ohlcv, symbol, timeframe, since_ms, limit
         )
         return rows
+
+    # -- streams ------------------------------------------------------------------------
+
+    @property
+    def can_watch_ohlcv(self) -> bool:
+        """Whether ccxt.pro streams candles for this exchange (decided offline)."""
+        if self._can_watch is None:
+            try:
+                has = self._make_exchange(websocket=True).has
+            except (ImportError, AttributeError):
+                has = {}
+            self._can_watch = bool(has.get("watchOHLCV"))
+        return self._can_watch
+
+    async def watch_ohlcv(self, symbol: str, timeframe: str) -> list[list[float]]:
+        """The candles the websocket updated since the previous call (the newest is forming).
+
+        The first call connects and subscribes; a call after a failure reconnects. Errors
+        become ours: RetryableExchangeError for a dropped or refused connection.
+        """
+        if self._ws is None:
+            self._ws = self._make_exchange(websocket=True)
+            if self._ex is not None and self._ex.markets:
+                self._ws.set_markets_from_exchange(self._ex)  # no second load_markets
+        try:
+            rows = await self._ws.watch_ohlcv(symbol, timeframe)
+        except ccxt_errors.BaseError as e:
+            # ccxt keeps its candle cache across reconnects; rows from before the drop
+            # must not come back as fresh updates of the next connection.
+            self._ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
+            if isinstance(e, ccxt_errors.NetworkError):
+                raise RetryableExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
+            raise ExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
+        return [list(row) for row in rows]  # ccxt updates its rows in place: copy
+
+    def exchange_time_ms(self) -> int:
+        """The exchange's clock as ccxt knows it: ours, corrected by any measured difference."""
+        if self._ex is None:
+            return int(time.time() * 1000)
+        difference = self._ex.options.get("timeDifference") or 0
+        return int(self._ex.milliseconds() - difference)
 
     # -- orders -----------------------------------------------------------------------------
 
