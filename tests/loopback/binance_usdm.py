@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -171,6 +172,14 @@ SYMBOLS: dict[str, SymbolSpec] = {
         ),
     ),
 }
+
+
+def add_symbol_like(symbol: str, base: str, template: str = "ETHUSDT") -> SymbolSpec:
+    """Register one more perpetual with a template's trading rules (benchmarks that need
+    many symbols); servers created afterwards list it in exchangeInfo."""
+    spec = dataclasses.replace(SYMBOLS[template], symbol=symbol, base=base)
+    SYMBOLS[symbol] = spec
+    return spec
 
 
 class BinanceError(Exception):
