@@ -17,9 +17,10 @@ Model, kept deliberately simple:
 * no funding, no liquidation, no partial fills: the wallet can go below zero on paper.
 
 The state lives in the `PaperLedger` as JSON and is written after every change that matters.
-Only the newest 1000 terminal orders and 5000 fills are kept (in memory and in the saved
+Only the newest 200 terminal orders and 1000 fills are kept (in memory and in the saved
 state) so an account that trades for months does not grow without bound; idempotency by
-client order id therefore only reaches back over those 1000 orders.
+client order id therefore only reaches back over those 200 orders. The whole state is
+rewritten on every change, so it is kept small; the store's own tables keep every fill.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from daemon.domain.models import (
 )
 from daemon.ports import CandlesClosed, PaperLedger
 
-MAX_TERMINAL_ORDERS = 1000
-MAX_FILLS = 5000
+MAX_TERMINAL_ORDERS = 200
+MAX_FILLS = 1000
 STATE_VERSION = 1
 CURRENCY = "USDT"
 _BPS = Decimal(10_000)

@@ -113,6 +113,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: today's PnL is asked on every candle; find a day's fills without reading them all
+    """
+    CREATE INDEX fills_by_account ON fills(account, ts);
+    """,
 )
 
 LIVE_STATUSES = (
@@ -467,16 +471,28 @@ class SqliteStore:
 
     def realized_pnl(self, bot: str, since: datetime | None = None) -> Decimal:
         """Realised PnL net of fees (since a time, by fill time), summed exactly in Decimal."""
-        rows = self._db.execute(
-            "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ?", (bot,)
-        ).fetchall()
+        if since is None:
+            rows = self._db.execute(
+                "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ?", (bot,)
+            ).fetchall()
+        else:  # ISO 8601 UTC text sorts by time; _net_since checks each row exactly again
+            rows = self._db.execute(
+                "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ? AND ts >= ?",
+                (bot, since.astimezone(UTC).isoformat()[:19]),
+            ).fetchall()
         return _net_since(rows, since)
 
     def account_realized_pnl(self, account: str, since: datetime | None = None) -> Decimal:
         """The same for a whole account, fills of no bot (manual, flatten) included."""
-        rows = self._db.execute(
-            "SELECT realized_pnl, fee, ts FROM fills WHERE account = ?", (account,)
-        ).fetchall()
+        if since is None:
+            rows = self._db.execute(
+                "SELECT realized_pnl, fee, ts FROM fills WHERE account = ?", (account,)
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT realized_pnl, fee, ts FROM fills WHERE account = ? AND ts >= ?",
+                (account, since.astimezone(UTC).isoformat()[:19]),
+            ).fetchall()
         return _net_since(rows, since)
 
     def save_position(self, bot: str, position: Position) -> None:
