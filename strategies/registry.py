@@ -7,9 +7,10 @@ from pathlib import Path
 
 from strategies.base import Strategy, StrategyConfigError, parse_params
 from strategies.ema_cross import EmaCross
+from strategies.ict import Ict
 from strategies.plugins import load_user_strategies
 
-BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (EmaCross,)
+BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (EmaCross, Ict)
 """Registered explicitly: what can run is visible here, not decided by import side effects."""
 
 

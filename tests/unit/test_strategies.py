@@ -15,6 +15,7 @@ from daemon.domain.models import Candle, Direction, Signal
 from strategies.base import Strategy, StrategyConfigError
 from strategies.ema_cross import EmaCross, EmaCrossParams, ema, wilder_atr
 from strategies.frames import FRAME_SCHEMA, CandleWindow
+from strategies.ict import Ict
 from strategies.registry import available_strategies, build_strategy
 
 ETH_1M = Path(__file__).parents[2] / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
@@ -288,7 +289,7 @@ def test_plausible_signal_count_over_one_real_day(eth: pl.DataFrame) -> None:
         ("ema_cross", {"stop_atr": 0}, "parameter 'stop_atr': Input should be greater than 0"),
         ("ema_cross", {"timeframe": "7x"}, "parameter 'timeframe': unknown timeframe '7x'"),
         ("ema_cross", {"trend_timeframe": "1m"}, "parameter 'trend_timeframe': must be a longer"),
-        ("ema_cros", {}, "strategy ema_cros: unknown strategy (available: ema_cross)"),
+        ("ema_cros", {}, "strategy ema_cros: unknown strategy (available: ema_cross, ict)"),
     ],
 )
 def test_invalid_params_are_refused_naming_the_parameter(
@@ -320,7 +321,7 @@ def test_bot_timeframes_must_cover_the_strategy() -> None:
 
 def test_registry_lists_builtins_that_build_from_defaults() -> None:
     strategies = available_strategies()
-    assert strategies == {"ema_cross": EmaCross}
+    assert strategies == {"ema_cross": EmaCross, "ict": Ict}
     for name, cls in strategies.items():
         assert issubclass(cls, Strategy)
         strategy = build_strategy(name, {})
