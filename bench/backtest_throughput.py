@@ -14,7 +14,10 @@ Over the 60k ETH 1m candles in data/candles:
 backtesting.py is not a dependency of tradectl. When it is missing the bench says the pip
 command, or runs it with --install. The comparison is of speed only: backtesting.py
 vectorises nothing per bar either, but it has no risk rules, no order journal and no store.
-Usage: python bench/backtest_throughput.py [--install] [--skip-backtest]
+`--days N` limits parts 2 and 3 to the first N days of the file (both sides alike): our
+per-candle cost grows with the trade history (see the note printed), so the whole file takes
+many minutes.
+Usage: python bench/backtest_throughput.py [--install] [--skip-backtest] [--days N]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +79,7 @@ def bench_indicators(df: pl.DataFrame) -> None:
         print(f"  {name:<16} {seconds * 1000:8.1f} ms  {df.height / seconds:>14,.0f} candles/s")
 
 
-def bench_ours(first_open: str) -> float:
+def bench_ours(first_open: str, end: str | None) -> float:
     command = [
         sys.executable,
         "-m",
@@ -84,6 +88,7 @@ def bench_ours(first_open: str) -> float:
         "ema_cross",
         *("--data", str(DATA), "--symbol", SYMBOL, "--from", first_open),
         *("-p", "trend_timeframe=null", "--json"),
+        *(("--to", end) if end else ()),
     ]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
@@ -156,9 +161,15 @@ def bench_theirs(df: pl.DataFrame) -> float | None:
 def main() -> None:
     df = candles()
     bench_indicators(df)
-    first_open = df["timestamp"][0].strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    first = df["timestamp"][0]
+    first_open = first.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    end = None
+    if "--days" in sys.argv:
+        days = int(sys.argv[sys.argv.index("--days") + 1])
+        df = df.head(days * 1440)
+        end = (first + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     print(f"\nEMA 9/21 cross, ATR stop, 2R target, over {df.height} candles:")
-    ours = None if "--skip-backtest" in sys.argv else bench_ours(first_open)
+    ours = None if "--skip-backtest" in sys.argv else bench_ours(first_open, end)
     theirs = bench_theirs(df)
     if ours is not None and theirs is not None:
         print(f"  ratio ours / theirs {ours / theirs:.3f}  (same run, same machine)")

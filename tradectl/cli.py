@@ -346,6 +346,191 @@ def daemon(config: ConfigOption = None) -> None:
     raise typer.Exit(code)
 
 
+PROGRESS_EVERY_S = 2.0  # on a terminal
+PROGRESS_EVERY_PCT = 10  # otherwise: a line per step
+
+
+@app.command()
+def backtest(
+    strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. ema_cross or ict.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="1m candles: a freqtrade .feather or .json file.", show_default=False
+        ),
+    ],
+    symbol: Annotated[
+        str, typer.Option("--symbol", help="Market, e.g. ETH/USDT:USDT.", show_default=False)
+    ],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="First candle's open time, ISO 8601 (UTC if no zone). "
+            "Default: 3 days into the data, so there is history to warm up on.",
+            show_default=False,
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="End, exclusive: candles opening before it, ISO 8601. Default: end of data.",
+            show_default=False,
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Strategy parameter k=v (repeatable).", show_default=False
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Write a PNG equity curve with the trades.", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Backtest a strategy on recorded candles, trading exactly as the daemon would.
+
+    The daemon's own runner, replay feed, risk rules and paper fills, at full speed. Risk
+    limits, fees and balance come from the config (found as usual; built-in defaults if there
+    is none). Exit 2 for a bad command line (a missing file, a malformed date or --param, a
+    window outside the data), 78 when the strategy, its parameters, the config or the data
+    file's content are refused.
+    """
+    from datetime import UTC, datetime
+
+    window: list[datetime | None] = []
+    for flag, text in (("--from", start), ("--to", end)):
+        if text is None:
+            window.append(None)
+            continue
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            _fail(f"{flag} {text!r} is not an ISO 8601 date or time", EXIT_USAGE)
+        window.append(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    if window[0] is not None and window[1] is not None and window[1] <= window[0]:
+        _fail(f"--to {end} is not after --from {start}", EXIT_USAGE)
+    params = _parse_params(param or [])
+    if not data.is_file():
+        _fail(f"--data {data}: no such file", EXIT_USAGE)
+    setup_config = _backtest_config(config)
+
+    from daemon.backtest import BacktestInputError, run_backtest, setup_from_config, write_plot
+    from daemon.logging_setup import configure_logging
+
+    configure_logging("console" if sys.stderr.isatty() else "json", "error")
+    try:
+        result = run_backtest(
+            strategy,
+            params,
+            data,
+            symbol,
+            setup_from_config(setup_config, symbol),
+            window[0],
+            window[1],
+            _progress_printer(),
+        )
+    except BacktestInputError as e:
+        _fail(str(e), EXIT_USAGE)
+    except ConfigError as e:  # strategy, parameters, data file content, market
+        _fail(str(e), EXIT_CONFIG)
+    summary = result.summary()
+    if plot is not None:
+        try:
+            write_plot(result, plot)
+        except BacktestInputError as e:
+            _fail(str(e), EXIT_FAILED)
+        except OSError as e:
+            _fail(f"--plot {plot}: {e}", EXIT_FAILED)
+    if json_output:
+        typer.echo(as_json(summary))
+    else:
+        typer.echo(_backtest_text(summary))
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    """`k=v` pairs; v is read as JSON when it parses (9, 1.5, true, null), else as text."""
+    import json
+
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--param {item!r}: expected name=value", EXIT_USAGE)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[key.strip()] = value
+    return params
+
+
+def _backtest_config(explicit: Path | None) -> Any:
+    """The config named (or found as usual); built-in defaults when none exists anywhere."""
+    from tradectl.config import Config, load_config
+
+    chosen = explicit or state.config
+    path = paths.find_config(chosen)
+    if chosen is None and not path.is_file():
+        return Config.model_validate({"accounts": {"paper": {"kind": "paper"}}})
+    try:
+        return load_config(path).config
+    except ConfigError as e:
+        _fail(str(e), EXIT_CONFIG)
+
+
+def _progress_printer() -> Any:
+    """Progress on stderr: every few seconds on a terminal, else every 10 %."""
+    import time
+
+    tty = sys.stderr.isatty()
+    last = {"at": time.monotonic(), "pct": 0}
+
+    def report(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if tty:
+            now = time.monotonic()
+            if now - last["at"] >= PROGRESS_EVERY_S or done == total:
+                last["at"] = now
+                end = "\n" if done == total else ""
+                sys.stderr.write(f"\rbacktest: {pct:3d}% ({done}/{total} candles){end}")
+                sys.stderr.flush()
+        elif pct >= last["pct"] + PROGRESS_EVERY_PCT:
+            last["pct"] = pct - pct % PROGRESS_EVERY_PCT
+            sys.stderr.write(f"backtest: {last['pct']}% ({done}/{total} candles)\n")
+            sys.stderr.flush()
+
+    return report
+
+
+def _backtest_text(s: dict[str, Any]) -> str:
+    def opt(value: float | None, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    lines = [
+        f"{s['strategy']} on {s['symbol']}, {s['start']} .. {s['end']} ({s['candles']} candles)",
+        f"trades        {s['trades']}",
+        f"net PnL       {s['net_pnl']:.4f} USDT (fees {s['fees']:.4f})",
+        f"win rate      {opt(s['win_rate'] and s['win_rate'] * 100, '.1f')} %",
+        f"profit factor {opt(s['profit_factor'], '.3f')}",
+        f"max drawdown  {s['max_drawdown']:.4f} USDT ({s['max_drawdown_pct'] * 100:.2f} %)",
+        f"Sharpe        {opt(s['sharpe'], '.2f')} ({s['sharpe_basis']})",
+        f"equity        {s['initial_balance']:.2f} -> {s['end_equity']:.4f} USDT",
+    ]
+    if s["open_position"]:
+        p = s["open_position"]
+        lines.append(f"open at end   {p['side']} {p['qty']} @ {p['entry_price']}")
+    if s["halted"]:
+        lines.append(f"halted        {s['halted']['at']}: {s['halted']['reason']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

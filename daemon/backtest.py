@@ -1,0 +1,534 @@
+"""Backtests that trade exactly as the daemon does: the same runner, feed, risk rules and fills.
+
+Parity by construction, not by imitation. A backtest wires the daemon's own parts in one event
+loop, as `daemon.app` does for a paper account on replayed data:
+
+- `ReplayFeed` at speed 0 over the candle file: the same multi-timeframe aggregation (UTC
+  epoch-aligned buckets, complete candles only, in the event of the 1m candle that closes
+  them), the same history for the warm-up, the same lock-step delivery;
+- `PaperExchange` (fees, slippage, margin, market-order fill model) on an in-memory
+  `SqliteStore` as its ledger, subscribed to the feed before the bot, as in the daemon;
+- `BotRunner`: exits on the 1m high/low against the stop and take-profit, signals, sizing by
+  `daemon.domain.risk.entry_quantity`, every order through `check_intent`, market orders.
+
+A daily loss limit halts the bot as in the daemon: its position is flattened with the daemon's
+`Flattener` and it stays halted to the end of the run (nobody is there to resume it); the
+result says when and why.
+
+Window: the 1m candles opening in [start, end) of the file's own data (never the replay's
+mirrored laps). `start` defaults to the replay's default (3 days after the first candle, so
+there is history to warm up on); the warm-up reads candles before `start`, like the daemon.
+
+Metrics (`BacktestResult.summary`):
+
+- `trades`: round trips, from a fill that opens a position to the fill that makes it flat.
+  A position still open at the end is reported under `open_position`, not as a trade.
+- `net_pnl`: sum over trades of realised PnL minus the fees of both fills (USDT).
+- `win_rate`: share of trades with net PnL > 0 (null without trades).
+- `profit_factor`: sum of winning trades' net PnL / |sum of losing trades' net PnL| (null
+  without a losing trade).
+- `max_drawdown`: the largest fall of equity (wallet + unrealised PnL, marked at every 1m
+  close) from a previous peak, in USDT; `max_drawdown_pct` the same relative to that peak.
+- `sharpe`: daily and annualised: the equity at each UTC day's last 1m close, returns day over
+  day (the first against the starting equity), mean / sample standard deviation * sqrt(365)
+  (crypto trades every day). Null with fewer than two daily returns or no variation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from daemon.adapters.candle_files import load_candles, minute_to_datetime
+from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
+from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.clock import SystemClock
+from daemon.domain.bot_state import DesiredState
+from daemon.domain.errors import HaltRequested, TradectlError
+from daemon.domain.models import ZERO, Fill, Side
+from daemon.domain.risk import RiskLimits
+from daemon.domain.timeframes import timeframe_seconds
+from daemon.ports import CandlesClosed
+from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.flatten import Flattener
+from strategies.registry import build_strategy
+from tradectl.config import Config, PaperAccount
+
+ACCOUNT = "paper"
+BOT = "backtest"
+FLATTEN_TIMEOUT_S = 10.0
+_MINUTE = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Progress = Callable[[int, int], None]  # candles done, candles in the window
+
+
+class BacktestInputError(TradectlError):
+    """The window asked for does not fit the data (the caller's input, not the config)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestSetup:
+    """Everything a run needs besides the strategy and the data: money, costs, limits."""
+
+    limits: RiskLimits
+    paper: PaperSettings
+    leverage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One round trip, flat to flat."""
+
+    side: str  # long | short
+    qty: Decimal
+    entry_time: datetime
+    entry_price: Decimal
+    exit_time: datetime
+    exit_price: Decimal  # quantity-weighted when the exit took several fills
+    exit_reason: str  # stop | take_profit | reversal | flatten ...
+    pnl: Decimal  # realised, before fees
+    fees: Decimal
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.pnl - self.fees
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "side": self.side,
+            "qty": str(self.qty),
+            "entry_time": self.entry_time.isoformat(),
+            "entry_price": str(self.entry_price),
+            "exit_time": self.exit_time.isoformat(),
+            "exit_price": str(self.exit_price),
+            "exit_reason": self.exit_reason,
+            "pnl": str(self.pnl),
+            "fees": str(self.fees),
+            "net_pnl": str(self.net_pnl),
+        }
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    strategy: str
+    params: dict[str, Any]
+    symbol: str
+    start: datetime
+    end: datetime
+    initial_balance: Decimal
+    candles: int = 0
+    trades: list[Trade] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    equity: list[tuple[datetime, float]] = field(default_factory=list)  # at every 1m close
+    open_position: dict[str, str] | None = None
+    halted: dict[str, str] | None = None
+    signals: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The metrics of the module docstring, plus the trades; JSON-ready."""
+        nets = [float(t.net_pnl) for t in self.trades]
+        wins = [n for n in nets if n > 0]
+        losses = [n for n in nets if n <= 0]
+        gross_loss = -sum(n for n in losses if n < 0)
+        drawdown, drawdown_pct = max_drawdown([e for _, e in self.equity])
+        end_equity = self.equity[-1][1] if self.equity else float(self.initial_balance)
+        return {
+            "strategy": self.strategy,
+            "params": self.params,
+            "symbol": self.symbol,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "candles": self.candles,
+            "signals": self.signals,
+            "trades": len(self.trades),
+            "net_pnl": _round(sum(nets)),
+            "fees": _round(sum(float(t.fees) for t in self.trades)),
+            "win_rate": _round(len(wins) / len(nets)) if nets else None,
+            "profit_factor": _round(sum(wins) / gross_loss) if gross_loss > 0 else None,
+            "max_drawdown": _round(drawdown),
+            "max_drawdown_pct": _round(drawdown_pct),
+            "sharpe": _opt_round(daily_sharpe(self.equity, float(self.initial_balance))),
+            "sharpe_basis": "daily, annualised with sqrt(365)",
+            "initial_balance": _round(float(self.initial_balance)),
+            "end_equity": _round(end_equity),
+            "open_position": self.open_position,
+            "halted": self.halted,
+            "trade_list": [t.as_dict() for t in self.trades],
+        }
+
+
+def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
+    """Risk limits, paper costs and leverage as the daemon would use them for `symbol`.
+
+    The paper account of the config's bot trading `symbol` if there is one, else the first
+    paper account, else a paper account's defaults; the bot's leverage, else the risk cap.
+    """
+    risk = config.risk
+    limits = RiskLimits(
+        max_leverage=risk.max_leverage,
+        max_position_usdt=risk.max_position_usdt,
+        risk_per_trade_pct=risk.risk_per_trade_pct,
+        daily_loss_limit_usdt=risk.daily_loss_limit_usdt,
+        max_account_position_usdt=risk.max_account_position_usdt,
+        account_daily_loss_limit_usdt=risk.account_daily_loss_limit_usdt,
+        daily_reset=risk.daily_reset_utc,
+    )
+    papers = {n: a for n, a in config.accounts.items() if isinstance(a, PaperAccount)}
+    bot = next(
+        (b for b in config.bots.values() if b.symbol == symbol and b.account in papers), None
+    )
+    if bot is not None:
+        account, leverage = papers[bot.account], bot.leverage
+    else:
+        account = next(iter(papers.values()), PaperAccount(kind="paper"))
+        leverage = risk.max_leverage
+    paper = PaperSettings(
+        initial_balance=account.initial_balance,
+        taker_fee_rate=account.taker_fee_rate,
+        maker_fee_rate=account.maker_fee_rate,
+        slippage_bps=account.slippage_bps,
+        default_leverage=risk.max_leverage,
+    )
+    return BacktestSetup(limits, paper, leverage)
+
+
+def run_backtest(
+    strategy_name: str,
+    params: Mapping[str, object],
+    data_file: Path,
+    symbol: str,
+    setup: BacktestSetup,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    progress: Progress | None = None,
+    strategy_dir: Path | None = None,
+) -> BacktestResult:
+    """Run one backtest to the end of its window (see the module docstring).
+
+    Raises StrategyConfigError (unknown strategy, bad params), DataFileError (the file) and
+    BacktestInputError (a window outside the data), all before the first candle.
+    """
+    return asyncio.run(
+        _run(strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir)
+    )
+
+
+async def _run(
+    strategy_name: str,
+    params: Mapping[str, object],
+    data_file: Path,
+    symbol: str,
+    setup: BacktestSetup,
+    start: datetime | None,
+    end: datetime | None,
+    progress: Progress | None,
+    strategy_dir: Path | None,
+) -> BacktestResult:
+    strategy = build_strategy(strategy_name, params, None, strategy_dir)
+    timeframes = sorted({"1m", *strategy.timeframes}, key=timeframe_seconds)
+    data = load_candles(data_file)
+    data_end = minute_to_datetime(data.first_minute + data.height)  # close of the last candle
+    for name, when in (("start", start), ("end", end)):
+        if when is not None and (when.tzinfo is None or when.utcoffset() is None):
+            raise BacktestInputError(f"the {name} {when.isoformat()} must carry a timezone")
+    data_start = minute_to_datetime(data.first_minute)
+    if start is not None and not data_start <= start < data_end:
+        raise BacktestInputError(
+            f"start {start.isoformat()} is outside the data: the first candle opens at "
+            f"{data_start.isoformat()}, the last closes at {data_end.isoformat()}"
+        )
+    store = SqliteStore(Path(":memory:"))
+    try:
+        failures: list[BaseException] = []
+        try:
+            feed = ReplayFeed(
+                symbol,
+                data_file,
+                timeframes,
+                0,
+                store,
+                f"{ACCOUNT}:{symbol}",
+                start=start,
+                on_consumer_error=lambda _, e: failures.append(e),
+            )
+        except ValueError as e:  # a timeframe the replay cannot build
+            raise BacktestInputError(f"strategy {strategy_name}: {e}") from None
+        first = feed.cursor  # open time of the first candle of the window
+        stop_at = data_end if end is None else end
+        if stop_at > data_end:
+            raise BacktestInputError(
+                f"end {stop_at.isoformat()} is after the data's last candle closes "
+                f"({data_end.isoformat()})"
+            )
+        if stop_at <= first:
+            raise BacktestInputError(
+                f"end {stop_at.isoformat()} is not after the start {first.isoformat()}"
+            )
+        total = (stop_at - first) // _MINUTE
+        result = BacktestResult(
+            strategy_name,
+            dict(strategy.params.model_dump()),
+            symbol,
+            first,
+            stop_at,
+            setup.paper.initial_balance,
+        )
+        await _drive(result, strategy, feed, store, setup, stop_at, total, progress, failures)
+        _collect(result, store, feed.symbol)
+        return result
+    finally:
+        store.close()
+
+
+async def _drive(
+    result: BacktestResult,
+    strategy: Any,
+    feed: ReplayFeed,
+    store: SqliteStore,
+    setup: BacktestSetup,
+    stop_at: datetime,
+    total: int,
+    progress: Progress | None,
+    failures: list[BaseException],
+) -> None:
+    """Wire the daemon's parts and run the feed until the window's last candle is handled."""
+    clock = SystemClock()
+    exchange = PaperExchange(ACCOUNT, setup.paper, store, load_paper_markets())
+    await exchange.start()
+    store.set_desired_state(BOT, DesiredState.RUNNING, cause="backtest")  # as a start does
+    feed.subscribe(exchange.on_candles)  # the exchange learns each price before the bot
+    spec = BotSpec(BOT, ACCOUNT, feed.symbol, strategy.name, feed.timeframes, setup.leverage)
+    started = asyncio.Event()
+    runner = BotRunner(spec, strategy, exchange, feed, store, setup.limits, clock, started.set)
+    runner_task = asyncio.create_task(runner.run(), name="backtest-runner")
+    finished = asyncio.Event()
+    halt_seen = False
+
+    async def record(event: CandlesClosed) -> None:
+        """After the bot: equity, progress, halts; holds the feed once the window is done."""
+        nonlocal halt_seen
+        if runner_task.done() and not halt_seen:
+            halt_seen = True
+            await _on_runner_end(result, runner_task, exchange, store, clock, event)
+        balance = await exchange.fetch_balance()
+        result.equity.append((event.closed_at, float(balance.equity)))
+        result.candles += 1
+        if progress is not None:
+            progress(result.candles, total)
+        if event.closed_at >= stop_at or failures:
+            finished.set()
+            await asyncio.Event().wait()  # lock-step: no further candle until cancelled
+
+    feed_task: asyncio.Task[None] | None = None
+    try:
+        await _first_done(started.wait(), runner_task)
+        if runner_task.done():
+            runner_task.result()  # the runner failed to start: raise its error
+        feed.subscribe(record)
+        feed_task = asyncio.create_task(feed.run(), name="backtest-feed")
+        await _first_done(finished.wait(), feed_task)
+        if feed_task.done():
+            feed_task.result()
+        if failures:  # the feed shields consumers from each other; a backtest must not
+            raise RuntimeError(f"backtest failed: {failures[0]!r}") from failures[0]
+        result.signals = runner.snapshot.signals
+    finally:
+        for task in (feed_task, runner_task):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (feed_task, runner_task) if t is not None), return_exceptions=True
+        )
+    position = next(iter(await exchange.fetch_positions(feed.symbol)), None)
+    if position is not None:
+        result.open_position = {
+            "side": position.side,
+            "qty": str(abs(position.qty)),
+            "entry_price": str(position.entry_price),
+            "mark_price": str(position.mark_price),
+            "unrealized_pnl": str(position.unrealized_pnl),
+        }
+    await exchange.close()
+
+
+async def _first_done(waiting: Any, task: asyncio.Task[None]) -> None:
+    waiter = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def _on_runner_end(
+    result: BacktestResult,
+    runner_task: asyncio.Task[None],
+    exchange: PaperExchange,
+    store: SqliteStore,
+    clock: SystemClock,
+    event: CandlesClosed,
+) -> None:
+    """The runner stopped: a halt flattens as the daemon's supervisor does; else re-raise."""
+    error = runner_task.exception()
+    if not isinstance(error, HaltRequested):
+        raise RuntimeError(f"the bot stopped: {error!r}") from error
+    at = event.closed_at.isoformat()
+    result.halted = {"at": at, "scope": error.scope, "reason": error.reason}
+    store.journal("bot_halted", BOT, reason=error.reason, scope=error.scope)
+    await Flattener(store, clock).flatten(
+        exchange, [event.symbol], lambda _: BOT, FLATTEN_TIMEOUT_S
+    )
+
+
+def _collect(result: BacktestResult, store: SqliteStore, symbol: str) -> None:
+    """Fills (in execution order) and the round trips they make."""
+    fills = [f for f in store.fills(BOT) if f.symbol == symbol]
+    # Same-instant fills (a reversal: close, then enter) in the order they were sent;
+    # client order ids carry a zero-padded per-bot sequence.
+    fills.sort(key=lambda f: (f.timestamp, f.client_order_id))
+    purposes = {
+        e["cid"]: e["purpose"]
+        for e in store.events(BOT, limit=1 << 62)
+        if e["kind"] == "order_intent_recorded"
+    }
+    result.fills = fills
+    result.trades = round_trips(fills, purposes)
+
+
+def round_trips(fills: list[Fill], purposes: Mapping[str, str]) -> list[Trade]:
+    """Trades from fills in execution order; `purposes` maps client order ids to why."""
+    trades: list[Trade] = []
+    qty = ZERO
+    opened: dict[str, Any] = {}
+    exits: list[tuple[Decimal, Decimal]] = []
+    pnl = fees = ZERO
+    for fill in fills:
+        signed = fill.qty * fill.side.sign
+        if qty == 0 or (qty > 0) == (signed > 0):  # opens or adds
+            if qty == 0:
+                opened = {"side": "long" if fill.side is Side.BUY else "short", "time": fill}
+                exits, pnl, fees = [], ZERO, ZERO
+            qty += signed
+            fees += fill.fee
+            continue
+        closing = min(abs(qty), fill.qty)
+        share = closing / fill.qty
+        exits.append((closing, fill.price))
+        pnl += fill.realized_pnl
+        fees += fill.fee * share
+        qty += closing * fill.side.sign
+        if qty == 0:
+            entry: Fill = opened["time"]
+            total = sum((q for q, _ in exits), ZERO)
+            trades.append(
+                Trade(
+                    side=opened["side"],
+                    qty=total,
+                    entry_time=entry.timestamp,
+                    entry_price=entry.price,
+                    exit_time=fill.timestamp,
+                    exit_price=sum((q * p for q, p in exits), ZERO) / total,
+                    exit_reason=purposes.get(fill.client_order_id, "flatten"),
+                    pnl=pnl,
+                    fees=fees,
+                )
+            )
+            rest = fill.qty - closing
+            if rest > 0:  # a flip: the remainder opens the other way
+                opened = {"side": "long" if fill.side is Side.BUY else "short", "time": fill}
+                exits, pnl, fees = [], ZERO, fill.fee * (1 - share)
+                qty = rest * fill.side.sign
+    return trades
+
+
+def max_drawdown(equity: list[float]) -> tuple[float, float]:
+    """Largest peak-to-trough fall, in money and as a fraction of the peak."""
+    peak = -math.inf
+    worst = worst_pct = 0.0
+    for value in equity:
+        peak = max(peak, value)
+        fall = peak - value
+        if fall > worst:
+            worst = fall
+        if peak > 0 and fall / peak > worst_pct:
+            worst_pct = fall / peak
+    return worst, worst_pct
+
+
+def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> float | None:
+    """Annualised Sharpe of daily equity returns (see the module docstring)."""
+    closes: dict[date, float] = {}
+    for when, value in equity:
+        # a close at 00:00 ends the previous day's last candle
+        closes[(when.astimezone(UTC) - _MINUTE).date()] = value
+    levels = [initial, *closes.values()]
+    returns = [b / a - 1 for a, b in itertools.pairwise(levels) if a > 0]
+    if len(returns) < 2:
+        return None
+    spread = statistics.stdev(returns)
+    if spread == 0:
+        return None
+    return statistics.fmean(returns) / spread * math.sqrt(365)
+
+
+def _round(value: float) -> float:
+    return round(value, 6)
+
+
+def _opt_round(value: float | None) -> float | None:
+    return None if value is None else _round(value)
+
+
+def write_plot(result: BacktestResult, path: Path) -> None:
+    """A PNG of the equity curve with entries and exits marked (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise BacktestInputError(
+            f"--plot needs matplotlib: pip install 'tradectl[plot]' ({e})"
+        ) from None
+    times = [_mpl_days(t) for t, _ in result.equity]
+    values = [v for _, v in result.equity]
+    fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
+    try:
+        ax.plot(times, values, color="#1f77b4", linewidth=1.0, label="equity (USDT)")
+        ax.xaxis_date()
+        index = dict(result.equity)
+        for trade in result.trades:
+            marker = "^" if trade.side == "long" else "v"
+            at_entry = index.get(trade.entry_time, values[0] if values else 0.0)
+            at_exit = index.get(trade.exit_time, at_entry)
+            colour = "#2ca02c" if trade.net_pnl > 0 else "#d62728"
+            entered, left = _mpl_days(trade.entry_time), _mpl_days(trade.exit_time)
+            ax.scatter([entered], [at_entry], marker=marker, color="#555555", s=18)
+            ax.scatter([left], [at_exit], marker="x", color=colour, s=18)
+        summary = result.summary()
+        ax.set_title(
+            f"{result.strategy} on {result.symbol}: {summary['trades']} trades, "
+            f"net {summary['net_pnl']:.2f} USDT, max drawdown {summary['max_drawdown']:.2f}"
+        )
+        ax.set_ylabel("USDT")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left")
+        fig.autofmt_xdate()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _mpl_days(when: datetime) -> float:
+    """matplotlib's date number: days since its default epoch, 1970-01-01 UTC."""
+    return (when - _EPOCH) / timedelta(days=1)
