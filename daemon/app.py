@@ -21,7 +21,7 @@ import structlog
 import tradectl
 from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
-from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
+from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
@@ -39,7 +39,6 @@ from daemon.control.server import (
 from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
-from daemon.domain.risk import RiskLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
@@ -47,6 +46,7 @@ from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
+from daemon.settings import paper_settings, risk_limits
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
@@ -101,18 +101,7 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
             )
             continue
         markets = markets or load_paper_markets()
-        gateways[name] = PaperExchange(
-            name,
-            PaperSettings(
-                initial_balance=account.initial_balance,
-                taker_fee_rate=account.taker_fee_rate,
-                maker_fee_rate=account.maker_fee_rate,
-                slippage_bps=account.slippage_bps,
-                default_leverage=config.risk.max_leverage,
-            ),
-            store,
-            markets,
-        )
+        gateways[name] = PaperExchange(name, paper_settings(account, config.risk), store, markets)
     return gateways
 
 
@@ -160,15 +149,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor: Supervisor | None = None
         self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
-        self.limits = RiskLimits(
-            max_leverage=self.config.risk.max_leverage,
-            max_position_usdt=self.config.risk.max_position_usdt,
-            risk_per_trade_pct=self.config.risk.risk_per_trade_pct,
-            daily_loss_limit_usdt=self.config.risk.daily_loss_limit_usdt,
-            max_account_position_usdt=self.config.risk.max_account_position_usdt,
-            account_daily_loss_limit_usdt=self.config.risk.account_daily_loss_limit_usdt,
-            daily_reset=self.config.risk.daily_reset_utc,
-        )
+        self.limits = risk_limits(self.config.risk)
 
     # -- wiring ------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
+from daemon.settings import paper_settings, risk_limits
 from strategies.registry import build_strategy
 from tradectl.config import Config, PaperAccount
 
@@ -175,15 +176,7 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
     paper account, else a paper account's defaults; the bot's leverage, else the risk cap.
     """
     risk = config.risk
-    limits = RiskLimits(
-        max_leverage=risk.max_leverage,
-        max_position_usdt=risk.max_position_usdt,
-        risk_per_trade_pct=risk.risk_per_trade_pct,
-        daily_loss_limit_usdt=risk.daily_loss_limit_usdt,
-        max_account_position_usdt=risk.max_account_position_usdt,
-        account_daily_loss_limit_usdt=risk.account_daily_loss_limit_usdt,
-        daily_reset=risk.daily_reset_utc,
-    )
+    limits = risk_limits(risk)
     papers = {n: a for n, a in config.accounts.items() if isinstance(a, PaperAccount)}
     bot = next(
         (b for b in config.bots.values() if b.symbol == symbol and b.account in papers), None
@@ -193,13 +186,7 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
     else:
         account = next(iter(papers.values()), PaperAccount(kind="paper"))
         leverage = risk.max_leverage
-    paper = PaperSettings(
-        initial_balance=account.initial_balance,
-        taker_fee_rate=account.taker_fee_rate,
-        maker_fee_rate=account.maker_fee_rate,
-        slippage_bps=account.slippage_bps,
-        default_leverage=risk.max_leverage,
-    )
+    paper = paper_settings(account, risk)
     return BacktestSetup(limits, paper, leverage)
 
 
