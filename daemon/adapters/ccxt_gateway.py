@@ -75,9 +75,7 @@ def point_at_base_url(exchange: Any, base_url: str) -> None:
     they would for fapi.binance.com.
     """
     base = base_url.rstrip("/")
-    for key, url in list(exchange.urls["api"].items()):
-        if isinstance(url, str):
-            exchange.urls["api"][key] = base + urlsplit(url).path
+    _reroot(exchange.urls["api"], base, skip="ws")
     ws_urls = exchange.urls["api"].get("ws")
     if isinstance(ws_urls, dict):
         _reroot(ws_urls, "ws" + base.removeprefix("http"))
@@ -88,8 +86,11 @@ def point_at_base_url(exchange: Any, base_url: str) -> None:
         exchange.exceptions[table] = merged
 
 
-def _reroot(urls: dict[str, Any], base: str) -> None:
+def _reroot(urls: dict[str, Any], base: str, skip: str | None = None) -> None:
+    """In place, nested tables too (ccxt.pro keeps e.g. ``ws-api`` URLs one level down)."""
     for key, url in list(urls.items()):
+        if key == skip:
+            continue
         if isinstance(url, str):
             urls[key] = base + urlsplit(url).path
         elif isinstance(url, dict):

@@ -52,7 +52,7 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     try:
         box = Sandbox.boot(root, bind=[REPO])
     except SandboxUnavailable as e:
-        pytest.skip(f"systemd sandbox cannot boot here: {e}")
+        pytest.skip(f"systemd sandbox cannot boot here (needs CAP_SYS_ADMIN for unshare): {e}")
     try:
         installed = box.run("/opt/tradectl/systemd/install.sh", check=False)
         assert installed.returncode == 0, installed.stdout + installed.stderr

@@ -46,9 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+
+from daemon.adapters.ccxt_gateway import point_at_base_url
 
 log = logging.getLogger(__name__)
 
@@ -1583,19 +1585,10 @@ def point_ccxt_at(exchange: Any, base_url: str) -> None:
     demo-fapi, testnet); a loopback URL matches none, so the USDT-M table is merged over the
     generic one here, which reproduces the order in which ccxt consults them for a real fapi URL.
     """
-    base = base_url.rstrip("/")
-    api = exchange.urls["api"]
-    for key, url in list(api.items()):
-        if isinstance(url, str):
-            api[key] = base + urlsplit(url).path
+    point_at_base_url(exchange, base_url)  # the daemon's own re-rooting and error tables
     exchange.options["fetchMarkets"] = {"types": ["linear"]}
     exchange.options["fetchCurrencies"] = False
     exchange.options["fetchMargins"] = False
     exchange.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
     exchange.options["defaultType"] = "swap"
     exchange.options["defaultSubType"] = "linear"
-    linear = exchange.exceptions.get("linear", {})
-    for table in ("exact", "broad"):
-        merged = dict(exchange.exceptions.get(table, {}))
-        merged.update(linear.get(table, {}))
-        exchange.exceptions[table] = merged

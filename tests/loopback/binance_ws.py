@@ -26,10 +26,10 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from daemon.adapters.ccxt_gateway import point_at_base_url
 from tests.loopback.binance_usdm import _INTERVAL_MS, Candle, LoopbackBinance, Number, _fmt
 
 WS_PREFIXES = ("/market/ws", "/public/ws", "/ws", "/stream")
@@ -208,13 +208,4 @@ def point_ccxt_ws_at(exchange: Any, base_url: str) -> None:
     ``http://127.0.0.1:port`` becomes ``ws://127.0.0.1:port``; each URL keeps its path, so
     linear ``.../ws`` still becomes ``.../market/ws/0`` inside ccxt.
     """
-    ws_base = "ws" + base_url.rstrip("/").removeprefix("http")
-
-    def reroot(urls: dict[str, Any]) -> None:
-        for key, url in list(urls.items()):
-            if isinstance(url, str):
-                urls[key] = ws_base + urlsplit(url).path
-            elif isinstance(url, dict):
-                reroot(url)
-
-    reroot(exchange.urls["api"]["ws"])
+    point_at_base_url(exchange, base_url)  # the daemon's own re-rooting, REST and websocket
