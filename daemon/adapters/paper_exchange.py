@@ -46,13 +46,21 @@ from daemon.domain.models import (
     Position,
     Side,
 )
+from daemon.domain.paper_model import (
+    FLAT,
+    Holding,
+    apply_fill,
+    is_marketable,
+    isolated_margin,
+    limit_triggered,
+    slipped_price,
+)
 from daemon.ports import CandlesClosed, PaperLedger
 
 MAX_TERMINAL_ORDERS = 200
 MAX_FILLS = 1000
 STATE_VERSION = 1
 CURRENCY = "USDT"
-_BPS = Decimal(10_000)
 
 T = TypeVar("T")
 
@@ -72,68 +80,6 @@ class PaperSettings:
     default_leverage: int
 
 
-# --- the engine: pure arithmetic -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Holding:
-    """A net position as the engine keeps it: signed qty and average entry."""
-
-    qty: Decimal
-    entry_price: Decimal
-
-
-FLAT = _Holding(ZERO, ZERO)
-
-
-@dataclass(frozen=True, slots=True)
-class _PositionChange:
-    """What one fill does to a net position."""
-
-    holding: _Holding
-    realized_pnl: Decimal
-    closed_qty: Decimal
-    opened_qty: Decimal
-
-
-def _apply_fill(holding: _Holding, side: Side, qty: Decimal, price: Decimal) -> _PositionChange:
-    """Average in on increase, realise PnL on decrease, close-then-reopen on a flip."""
-    signed = qty * side.sign
-    old = holding.qty
-    new = old + signed
-    if old == 0 or (old > 0) == (signed > 0):
-        entry = (abs(old) * holding.entry_price + qty * price) / abs(new)
-        return _PositionChange(_Holding(new, entry), ZERO, ZERO, qty)
-    closed = min(abs(old), qty)
-    direction = 1 if old > 0 else -1
-    realized = (price - holding.entry_price) * closed * direction
-    if new == 0:
-        after = FLAT
-    elif (new > 0) == (old > 0):
-        after = _Holding(new, holding.entry_price)
-    else:
-        after = _Holding(new, price)
-    return _PositionChange(after, realized, closed, qty - closed)
-
-
-def _margin(holding: _Holding, leverage: int) -> Decimal:
-    return abs(holding.qty) * holding.entry_price / leverage
-
-
-def _slipped_price(side: Side, last: Decimal, slippage_bps: Decimal, market: Market) -> Decimal:
-    """A taker pays the spread: buys fill above the last close, sells below."""
-    return market.round_price(last * (1 + side.sign * slippage_bps / _BPS))
-
-
-def _is_marketable(side: Side, limit: Decimal, last: Decimal) -> bool:
-    return limit >= last if side is Side.BUY else limit <= last
-
-
-def _limit_triggered(side: Side, limit: Decimal, candle: Candle) -> bool:
-    """Whether the candle traded through a resting limit during its life."""
-    return candle.low <= limit if side is Side.BUY else candle.high >= limit
-
-
 @dataclass(slots=True)
 class _Book:
     """Everything the account remembers; exactly what is saved to the ledger."""
@@ -147,7 +93,7 @@ class _Book:
     last_prices: dict[str, Decimal] = field(default_factory=dict)
     last_candle_at: dict[str, datetime] = field(default_factory=dict)
     leverage: dict[str, int] = field(default_factory=dict)
-    positions: dict[str, _Holding] = field(default_factory=dict)
+    positions: dict[str, Holding] = field(default_factory=dict)
     # Ordered by last change, so trimming drops the orders that went terminal longest ago.
     orders: dict[str, Order] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
@@ -304,10 +250,10 @@ class PaperExchange:
             return pinned
         return min(self._settings.default_leverage, self._market(symbol).max_leverage)
 
-    def _holding(self, symbol: str) -> _Holding:
+    def _holding(self, symbol: str) -> Holding:
         return self._book.positions.get(symbol, FLAT)
 
-    def _position(self, symbol: str, holding: _Holding) -> Position:
+    def _position(self, symbol: str, holding: Holding) -> Position:
         leverage = self._leverage_of(symbol)
         return Position(
             account=self.account,
@@ -316,7 +262,7 @@ class PaperExchange:
             entry_price=holding.entry_price,
             mark_price=self._book.last_prices.get(symbol, holding.entry_price),
             leverage=leverage,
-            margin=_margin(holding, leverage),
+            margin=isolated_margin(holding, leverage),
         )
 
     def _reserved_margin(self, symbol: str, leverage: int) -> Decimal:
@@ -335,7 +281,7 @@ class PaperExchange:
         used = ZERO
         for symbol in symbols:
             leverage = self._leverage_of(symbol)
-            used += _margin(self._holding(symbol), leverage)
+            used += isolated_margin(self._holding(symbol), leverage)
             used += self._reserved_margin(symbol, leverage)
         return book.wallet - used
 
@@ -441,13 +387,13 @@ class PaperExchange:
         settings = self._settings
         if intent.type is OrderType.MARKET:
             price, fee_rate, immediate = (
-                _slipped_price(intent.side, last, settings.slippage_bps, market),
+                slipped_price(intent.side, last, settings.slippage_bps, market),
                 settings.taker_fee_rate,
                 True,
             )
         else:
             assert limit is not None
-            if _is_marketable(intent.side, limit, last):
+            if is_marketable(intent.side, limit, last):
                 price, fee_rate, immediate = last, settings.taker_fee_rate, True
             else:
                 price, fee_rate, immediate = limit, settings.maker_fee_rate, False
@@ -485,10 +431,12 @@ class PaperExchange:
         free = self._free()
         if immediate:
             before = self._holding(symbol)
-            change = _apply_fill(before, side, qty, price)
+            change = apply_fill(before, side, qty, price)
             if change.opened_qty == 0:
                 return  # only reduces: frees margin, never needs any
-            extra_margin = _margin(change.holding, leverage) - _margin(before, leverage)
+            extra_margin = isolated_margin(change.holding, leverage) - isolated_margin(
+                before, leverage
+            )
             available = free + change.realized_pnl
         else:
             extra_margin = qty * price / leverage
@@ -504,7 +452,7 @@ class PaperExchange:
     ) -> Order:
         """Book one fill: position, wallet, fill record, order status."""
         book = self._book
-        change = _apply_fill(self._holding(order.symbol), order.side, qty, price)
+        change = apply_fill(self._holding(order.symbol), order.side, qty, price)
         fee = qty * price * fee_rate
         book.realized_pnl += change.realized_pnl
         book.fees_paid += fee
@@ -559,7 +507,7 @@ class PaperExchange:
         resting = [o for o in book.orders.values() if o.symbol == symbol and o.status.is_open]
         changed = False
         for order in resting:
-            if order.price is None or not _limit_triggered(order.side, order.price, candle):
+            if order.price is None or not limit_triggered(order.side, order.price, candle):
                 continue
             qty = order.remaining_qty
             if order.reduce_only:
@@ -761,7 +709,7 @@ def _load_state(account: str, text: str) -> _Book:
             last_candle_at={_text(s): _time(t) for s, t in raw["last_candle_at"].items()},
             leverage={_text(s): _leverage(v) for s, v in raw["leverage"].items()},
             positions={
-                _text(s): _Holding(_dec(h["qty"]), _dec(h["entry_price"]))
+                _text(s): Holding(_dec(h["qty"]), _dec(h["entry_price"]))
                 for s, h in raw["positions"].items()
             },
         )

@@ -19,15 +19,7 @@ from typing import Any
 import pytest
 
 from daemon.adapters import paper_exchange
-from daemon.adapters.paper_exchange import (
-    FLAT,
-    PaperExchange,
-    PaperSettings,
-    PaperStateCorrupt,
-    _apply_fill,
-    _Holding,
-    _limit_triggered,
-)
+from daemon.adapters.paper_exchange import PaperExchange, PaperSettings, PaperStateCorrupt
 from daemon.adapters.paper_markets import DEFAULT_MARKETS_FILE, load_paper_markets
 from daemon.domain.errors import ConfigError, NotFound, OrderRejected
 from daemon.domain.models import (
@@ -39,6 +31,7 @@ from daemon.domain.models import (
     OrderType,
     Side,
 )
+from daemon.domain.paper_model import FLAT, Holding, apply_fill, limit_triggered
 from daemon.ports import CandlesClosed, ExchangeGateway
 
 D = Decimal
@@ -460,7 +453,7 @@ def test_a_limit_fills_only_if_the_candle_range_reaches_it(
     side: Side, limit: str, fills: bool
 ) -> None:
     candle = Candle(BTC, "1m", T0, D(100), D(103), D(99), D(101), D(1))
-    assert _limit_triggered(side, D(limit), candle) is fills
+    assert limit_triggered(side, D(limit), candle) is fills
 
 
 @run_async
@@ -552,17 +545,17 @@ async def test_a_flip_may_pay_its_new_margin_out_of_the_profit_it_realises() -> 
 @pytest.mark.parametrize(
     ("before", "side", "qty", "price", "after", "realized"),
     [
-        (FLAT, Side.SELL, "2", "10", _Holding(D(-2), D(10)), "0"),
-        (_Holding(D(-2), D(10)), Side.SELL, "2", "13", _Holding(D(-4), D("11.5")), "0"),
-        (_Holding(D(-4), D(10)), Side.BUY, "1", "8", _Holding(D(-3), D(10)), "2"),
-        (_Holding(D(-4), D(10)), Side.BUY, "4", "12", FLAT, "-8"),
-        (_Holding(D(-1), D(10)), Side.BUY, "3", "9", _Holding(D(2), D(9)), "1"),
+        (FLAT, Side.SELL, "2", "10", Holding(D(-2), D(10)), "0"),
+        (Holding(D(-2), D(10)), Side.SELL, "2", "13", Holding(D(-4), D("11.5")), "0"),
+        (Holding(D(-4), D(10)), Side.BUY, "1", "8", Holding(D(-3), D(10)), "2"),
+        (Holding(D(-4), D(10)), Side.BUY, "4", "12", FLAT, "-8"),
+        (Holding(D(-1), D(10)), Side.BUY, "3", "9", Holding(D(2), D(9)), "1"),
     ],
 )
 def test_short_position_arithmetic(
-    before: _Holding, side: Side, qty: str, price: str, after: _Holding, realized: str
+    before: Holding, side: Side, qty: str, price: str, after: Holding, realized: str
 ) -> None:
-    change = _apply_fill(before, side, D(qty), D(price))
+    change = apply_fill(before, side, D(qty), D(price))
     assert change.holding == after
     assert change.realized_pnl == D(realized)
 
