@@ -47,11 +47,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from daemon.adapters.candle_files import load_candles, minute_to_datetime
+from daemon.adapters.candle_files import (
+    CandleFile,
+    load_candles,
+    minute_to_datetime,
+    timeframe_minutes,
+)
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
-from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.replay_feed import DEFAULT_WARMUP, ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
+from daemon.backtest_simulator import Costs, signals_by_candle, simulate
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
@@ -200,15 +206,124 @@ def run_backtest(
     end: datetime | None = None,
     progress: Progress | None = None,
     strategy_dir: Path | None = None,
+    engine: str = "fast",
 ) -> BacktestResult:
     """Run one backtest to the end of its window (see the module docstring).
 
+    `engine` is "fast" (`daemon.backtest_simulator`) or "replay" (the daemon's own runner,
+    feed and store, candle by candle: the reference the fast engine is tested against).
     Raises StrategyConfigError (unknown strategy, bad params), DataFileError (the file) and
-    BacktestInputError (a window outside the data), all before the first candle.
+    BacktestInputError (a window outside the data, an unknown engine), all before the first
+    candle.
     """
+    markets = load_paper_markets()
+    if symbol not in markets:
+        raise BacktestInputError(
+            f"no paper market {symbol!r} to trade on; known: {', '.join(sorted(markets))}"
+        )
+    if engine == "fast":
+        return _run_fast(
+            strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir
+        )
+    if engine != "replay":
+        raise BacktestInputError(f"unknown engine {engine!r}: expected fast or replay")
     return asyncio.run(
         _run(strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir)
     )
+
+
+def _run_fast(
+    strategy_name: str,
+    params: Mapping[str, object],
+    data_file: Path,
+    symbol: str,
+    setup: BacktestSetup,
+    start: datetime | None,
+    end: datetime | None,
+    progress: Progress | None,
+    strategy_dir: Path | None,
+) -> BacktestResult:
+    strategy = build_strategy(strategy_name, params, None, strategy_dir)
+    for tf in strategy.timeframes:
+        try:
+            timeframe_minutes(tf)
+        except ValueError as e:
+            raise BacktestInputError(f"strategy {strategy_name}: {e}") from None
+    data = load_candles(data_file)
+    first, stop_at = _window(data, start, end)
+    market = load_paper_markets()[symbol]  # checked by run_backtest
+    count = -((first_open := minute_to_datetime(data.first_minute + first)) - stop_at) // _MINUTE
+    leverage = setup.leverage
+    if not 1 <= leverage <= market.max_leverage:  # the runner's set_leverage is refused
+        margin_leverage = min(setup.paper.default_leverage, market.max_leverage)
+    else:
+        margin_leverage = leverage
+    costs = Costs(
+        setup.paper.initial_balance,
+        setup.paper.taker_fee_rate,
+        setup.paper.slippage_bps,
+        leverage,
+        margin_leverage,
+    )
+    signals = signals_by_candle(strategy, data, first, first + count)
+    outcome = simulate(
+        data, first, first + count, signals, symbol, BOT, costs, setup.limits, market, progress
+    )
+    fills = sorted(outcome.fills, key=lambda f: (f.timestamp, f.client_order_id))
+    return BacktestResult(
+        strategy_name,
+        dict(strategy.params.model_dump()),
+        symbol,
+        first_open,
+        stop_at,
+        setup.paper.initial_balance,
+        candles=outcome.candles,
+        trades=round_trips(fills, outcome.purposes),
+        fills=fills,
+        equity=outcome.equity,
+        open_position=outcome.open_position,
+        halted=outcome.halted,
+        signals=outcome.signals,
+    )
+
+
+def _window(data: CandleFile, start: datetime | None, end: datetime | None) -> tuple[int, datetime]:
+    """Index of the window's first 1m candle and the window's end, as the replay engine has them.
+
+    The first candle is the first opening at or after `start` (default: 3 days into the data,
+    the replay feed's default); the window holds the candles opening before `end`.
+    """
+    data_start = minute_to_datetime(data.first_minute)
+    data_end = minute_to_datetime(data.first_minute + data.height)
+    for name, when in (("start", start), ("end", end)):
+        if when is not None and (when.tzinfo is None or when.utcoffset() is None):
+            raise BacktestInputError(f"the {name} {when.isoformat()} must carry a timezone")
+    if start is not None and not data_start <= start < data_end:
+        raise BacktestInputError(
+            f"start {start.isoformat()} is outside the data: the first candle opens at "
+            f"{data_start.isoformat()}, the last closes at {data_end.isoformat()}"
+        )
+    if start is None:
+        first = DEFAULT_WARMUP // _MINUTE
+    else:
+        first = -((data_start - start) // _MINUTE)  # rounded up to a whole minute
+        if first >= data.height:
+            raise BacktestInputError(
+                f"start {start.isoformat()} is outside the data: the last candle opens at "
+                f"{minute_to_datetime(data.first_minute + data.height - 1).isoformat()}"
+            )
+    first_open = minute_to_datetime(data.first_minute + first)
+    stop_at = data_end if end is None else end
+    if stop_at > data_end:
+        raise BacktestInputError(
+            f"end {stop_at.isoformat()} is after the data's last candle closes "
+            f"({data_end.isoformat()})"
+        )
+    if stop_at <= first_open:
+        raise BacktestInputError(
+            f"end {stop_at.isoformat()} is not after the start {first_open.isoformat()}"
+        )
+    return first, stop_at
 
 
 async def _run(

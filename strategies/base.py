@@ -59,6 +59,22 @@ class Strategy(abc.ABC):
     def evaluate(self, frames: Mapping[str, pl.DataFrame]) -> Signal | None:
         """A Signal to be in a trade from the last close of the lowest timeframe, or None."""
 
+    def signal_series(
+        self, frames: Mapping[str, pl.DataFrame], windows: Mapping[str, int]
+    ) -> dict[int, Signal] | None:
+        """Optional fast path for backtests: every signal of a whole history at once.
+
+        `frames[tf]` holds the whole series of closed candles of each timeframe (the
+        `evaluate` layout) and `windows[tf]` the length of the live runner's rolling window.
+        The answer maps each row r of the lowest timeframe's frame to the Signal `evaluate`
+        returns when handed, per timeframe, the last `windows[tf]` candles of `frames[tf]`
+        that had closed by row r's close; rows where that is None are left out. It must be
+        exactly that, float for float, since a backtest is only worth its parity with live
+        trading. None (the default) means there is no such path: the caller then slices
+        the windows and calls `evaluate` per candle.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
 

@@ -393,14 +393,23 @@ def backtest(
         ),
     ] = None,
     config: ConfigOption = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="fast: the runner's decisions in one loop over the whole history; replay: "
+            "the daemon's own runner, feed and store candle by candle (slow, the reference).",
+        ),
+    ] = "fast",
 ) -> None:
     """Backtest a strategy on recorded candles, trading exactly as the daemon would.
 
-    The daemon's own runner, replay feed, risk rules and paper fills, at full speed. Risk
-    limits, fees and balance come from the config (found as usual; built-in defaults if there
-    is none). Exit 2 for a bad command line (a missing file, a malformed date or --param, a
-    window outside the data), 78 when the strategy, its parameters, the config or the data
-    file's content are refused.
+    The daemon's risk rules, paper fills and multi-timeframe candles, at full speed, with the
+    runner's decisions made in the same order; `--engine replay` runs the daemon's own runner
+    instead, candle by candle. Risk limits, fees and balance come from the config (found as
+    usual; built-in defaults if there is none). Exit 2 for a bad command line (a missing
+    file, a malformed date or --param, a window outside the data, an unknown engine), 78 when
+    the strategy, its parameters, the config or the data file's content are refused.
     """
     from datetime import UTC, datetime
 
@@ -435,6 +444,7 @@ def backtest(
             window[0],
             window[1],
             _progress_printer(),
+            engine=engine,
         )
     except BacktestInputError as e:
         _fail(str(e), EXIT_USAGE)

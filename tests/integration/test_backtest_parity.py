@@ -147,6 +147,8 @@ def test_cli_backtest_refuses_bad_input_with_the_documented_exit_codes() -> None
         (("ema_cross", *data, "--from", "10 May"), 2, "not an ISO 8601"),
         (("ema_cross", *data, "--from", "2024-01-01"), 2, "outside the data"),
         (("ema_cross", *data, "-p", "fast"), 2, "expected name=value"),
+        (("ema_cross", *data[:2], "--symbol", "DOGE/USDT:USDT"), 2, "no paper market"),
+        (("ema_cross", *data, "--engine", "warp"), 2, "unknown engine 'warp'"),
         (("ema_cros", *data), 78, "unknown strategy (available: ema_cross, ict"),
         (("ema_cross", *data, "-p", "fastt=3"), 78, "parameter 'fastt': unknown parameter"),
     ]

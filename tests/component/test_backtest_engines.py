@@ -1,0 +1,125 @@
+"""The fast backtest engine decides exactly as the replay engine, which is the daemon's own runner.
+
+Each case runs one window through both engines and compares everything a user reads: the
+summary with every trade, the fills with their fees, the equity marked at every close, the
+halt. The cases reach the runner's less travelled paths: short warm-up windows at the data's
+first candle, a strategy on 5m with a 1h filter evaluated per candle, a daily loss limit that
+halts and flattens, an account too small for the market's minimums, and a leverage the risk
+rules refuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from daemon.backtest import (
+    BacktestInputError,
+    BacktestResult,
+    BacktestSetup,
+    run_backtest,
+    setup_from_config,
+)
+from tests.conftest import REPO
+from tradectl.config import load_config
+
+ETH = REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
+
+
+def shipped_setup(symbol: str = "ETH/USDT:USDT") -> BacktestSetup:
+    return setup_from_config(load_config(REPO / "config.toml").config, symbol)
+
+
+def both_engines(
+    strategy: str,
+    params: dict[str, Any],
+    start: str,
+    hours: float,
+    setup: BacktestSetup | None = None,
+    data: Any = ETH,
+    symbol: str = "ETH/USDT:USDT",
+) -> tuple[BacktestResult, BacktestResult]:
+    begin = datetime.fromisoformat(start)
+    end = begin + timedelta(hours=hours)
+    chosen = setup or shipped_setup(symbol)
+    return tuple(  # type: ignore[return-value]
+        run_backtest(strategy, params, data, symbol, chosen, begin, end, engine=engine)
+        for engine in ("fast", "replay")
+    )
+
+
+def assert_same(fast: BacktestResult, replay: BacktestResult) -> None:
+    assert fast.summary() == replay.summary()
+    assert [dataclasses.replace(f, fill_id="", client_order_id="") for f in fast.fills] == [
+        dataclasses.replace(f, fill_id="", client_order_id="") for f in replay.fills
+    ]
+    assert fast.equity == replay.equity
+    assert fast.signals == replay.signals
+
+
+def test_ema_cross_with_its_5m_filter_trades_alike_for_a_day() -> None:
+    fast, replay = both_engines("ema_cross", {}, "2025-05-10T00:00:00+00:00", 24)
+    assert len(fast.trades) >= 10, "the day must hold trades to compare"
+    assert_same(fast, replay)
+    assert [f.client_order_id for f in fast.fills] == [f.client_order_id for f in replay.fills]
+
+
+def test_warm_up_from_the_data_s_first_candle_alike() -> None:
+    """Windows still filling, so the rolling averages are seeded at the data's start."""
+    first = "2025-05-04T15:33:00+00:00"  # mid-bucket: the first 5m candle is partial
+    fast, replay = both_engines("ema_cross", {"fast": 5, "slow": 13}, first, 10)
+    assert fast.start == replay.start
+    assert len(fast.trades) >= 5
+    assert_same(fast, replay)
+
+
+def test_ict_on_5m_with_a_1h_filter_alike() -> None:
+    fast, replay = both_engines("ict", {}, "2025-05-12T00:00:00+00:00", 36)
+    assert fast.signals > 0, "the window must hold ICT signals"
+    assert_same(fast, replay)
+
+
+def test_daily_loss_limit_halts_and_flattens_alike() -> None:
+    setup = shipped_setup()
+    tight = dataclasses.replace(
+        setup, limits=dataclasses.replace(setup.limits, daily_loss_limit_usdt=Decimal("0.3"))
+    )
+    fast, replay = both_engines("ema_cross", {}, "2025-05-10T20:00:00+00:00", 8, setup=tight)
+    assert fast.halted is not None and "daily loss limit" in fast.halted["reason"]
+    assert_same(fast, replay)
+
+
+def test_an_account_too_small_for_the_minimums_and_refused_leverage_alike() -> None:
+    setup = shipped_setup()
+    small = dataclasses.replace(
+        setup, paper=dataclasses.replace(setup.paper, initial_balance=Decimal("40"))
+    )
+    fast, replay = both_engines(
+        "ema_cross", {"trend_timeframe": None}, "2025-05-11T00:00:00+00:00", 6, setup=small
+    )
+    assert_same(fast, replay)
+    refused = dataclasses.replace(setup, leverage=setup.limits.max_leverage + 1)
+    fast, replay = both_engines(
+        "ema_cross", {"trend_timeframe": None}, "2025-05-11T00:00:00+00:00", 3, setup=refused
+    )
+    assert fast.signals > 0 and not fast.trades, "every entry is refused by the leverage rule"
+    assert_same(fast, replay)
+
+
+@pytest.mark.parametrize("engine", ["fast", "replay"])
+def test_an_unknown_market_is_refused_by_either_engine(engine: str) -> None:
+    with pytest.raises(BacktestInputError, match="no paper market 'DOGE/USDT:USDT'"):
+        run_backtest(
+            "ema_cross",
+            {},
+            ETH,
+            "DOGE/USDT:USDT",
+            shipped_setup(),
+            datetime.fromisoformat("2025-05-10T00:00:00+00:00"),
+            datetime.fromisoformat("2025-05-10T01:00:00+00:00"),
+            engine=engine,
+        )
