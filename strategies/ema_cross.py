@@ -21,21 +21,27 @@ Definitions, so backtests can be checked by hand:
   3 spans (e^-3 for the ATR: close enough for a stop distance). On `trend_timeframe`:
   `slow + 1` closed candles.
 - None: before warm-up, when ATR is 0 or NaN, or when a level would be <= 0.
+- Backtests: `signal_series` gives every signal of a whole history at once, recomputing the
+  averages per rolling window (`strategies/rolling_ewm.py`) so that they are, float for float,
+  what `evaluate` computes on the live runner's windows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from daemon.domain.models import Direction, Signal
 from daemon.domain.timeframes import timeframe_delta, timeframe_seconds
 from strategies.base import Strategy
+from strategies.rolling_ewm import rolling_ewm_mean, span_alpha
 
 PRICE_QUANTUM = Decimal("1e-8")
 FULL_CONFIDENCE_SEPARATION = 0.25  # in ATRs; see the module docstring
@@ -116,24 +122,78 @@ class EmaCross(Strategy):
         fast_prev, fast_now = last["fast"]
         slow_prev, slow_now = last["slow"]
         atr = float(last["atr"][1])
-        if not math.isfinite(atr) or atr <= 0:
+        now = fast_now - slow_now
+        direction = _cross(fast_prev - slow_prev, now, atr)
+        if direction is None:
             return None
-        before, now = fast_prev - slow_prev, fast_now - slow_now
-        if before <= 0 < now:
-            direction = Direction.LONG
-        elif before >= 0 > now:
-            direction = Direction.SHORT
-        else:
-            return None
-        side = "above" if direction is Direction.LONG else "below"
-        reason = f"ema{p.fast} crossed {side} ema{p.slow} on {p.timeframe}"
+        trend = None
         if p.trend_timeframe is not None:
             trend = self._trend(frames, p.trend_timeframe, base)
-            if trend is None or trend[0] != direction:
+        return self._conclude(direction, now, atr, float(last["close"][1]), trend)
+
+    def signal_series(
+        self, frames: Mapping[str, pl.DataFrame], windows: Mapping[str, int]
+    ) -> dict[int, Signal]:
+        """`evaluate` on every window of a whole history, vectorised; see Strategy's contract.
+
+        The averages are recomputed per window (`rolling_ewm_mean`), exactly as `evaluate`
+        computes them on the runner's window; only the rows where a cross fires go through
+        the same scalar code as `evaluate` (`_cross` already passed, `_conclude`).
+        """
+        p = self._p
+        base = _require(frames, p.timeframe)
+        window = _window(windows, p.timeframe)
+        close, high, low = (base[c].to_numpy() for c in ("close", "high", "low"))
+        with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in polars
+            fast = rolling_ewm_mean(close, span_alpha(p.fast), window, tail=2)
+            slow = rolling_ewm_mean(close, span_alpha(p.slow), window, tail=2)
+            atr = rolling_ewm_mean(
+                _true_range(high, low, close), 1 / p.atr_period, window, first=high - low
+            )[-1]
+            before, now = fast[0] - slow[0], fast[1] - slow[1]
+            rows = np.arange(base.height)
+            fires = (np.minimum(rows + 1, window) >= self.warmup[p.timeframe]) & (
+                ((before <= 0) & (now > 0)) | ((before >= 0) & (now < 0))
+            )
+        trend_at = None
+        if p.trend_timeframe is not None:
+            trend_at = self._trend_series(frames, windows, base, p.trend_timeframe)
+        signals: dict[int, Signal] = {}
+        for r in np.flatnonzero(fires).tolist():
+            direction = _cross(float(before[r]), float(now[r]), float(atr[r]))
+            if direction is None:  # ATR 0 or NaN
+                continue
+            trend = None if trend_at is None else trend_at(r)
+            signal = self._conclude(direction, float(now[r]), float(atr[r]), float(close[r]), trend)
+            if signal is not None:
+                signals[r] = signal
+        return signals
+
+    def _trend_series(
+        self,
+        frames: Mapping[str, pl.DataFrame],
+        windows: Mapping[str, int],
+        base: pl.DataFrame,
+        timeframe: str,
+    ) -> Callable[[int], tuple[Direction, str] | None]:
+        """`_trend` for base row r, as a lookup into the trend computed on every window."""
+        window = _window(windows, timeframe)
+        trend = _require(frames, timeframe)
+        close = trend["close"].to_numpy()
+        average = rolling_ewm_mean(close, span_alpha(self._p.slow), window)[-1]
+        # the last trend candle closed by the base candle's close, as in `_trend`: in ns
+        shift = (timeframe_seconds(self._p.timeframe) - timeframe_seconds(timeframe)) * 10**9
+        cutoff = base["timestamp"].dt.epoch("ns").to_numpy() + shift
+        last = np.searchsorted(trend["timestamp"].dt.epoch("ns").to_numpy(), cutoff, "right") - 1
+        warm = np.minimum(last + 1, window) >= self.warmup[timeframe]
+
+        def at(r: int) -> tuple[Direction, str] | None:
+            if not warm[r]:
                 return None
-            reason += trend[1]
-        confidence = min(1.0, abs(now) / atr / FULL_CONFIDENCE_SEPARATION)
-        return _signal(direction, float(last["close"][1]), atr, p, confidence, reason)
+            j = int(last[r])
+            return self._trend_verdict(timeframe, float(close[j]), float(average[j]))
+
+        return at
 
     def _last_two(self, base: pl.DataFrame) -> pl.DataFrame:
         """EMAs, ATR and close on the previous and the last candle, computed vectorised."""
@@ -162,12 +222,36 @@ class EmaCross(Strategy):
             close=pl.col("close").last(),
             average=ema(self._p.slow).last(),
         ).row(0)
-        close, average = float(row[0]), float(row[1])
+        return self._trend_verdict(timeframe, float(row[0]), float(row[1]))
+
+    def _trend_verdict(
+        self, timeframe: str, close: float, average: float
+    ) -> tuple[Direction, str] | None:
+        """The trend's direction and the reason's suffix, from its last close and EMA."""
         if close > average:
             return Direction.LONG, f"; {timeframe} close above ema{self._p.slow}"
         if close < average:
             return Direction.SHORT, f"; {timeframe} close below ema{self._p.slow}"
         return None
+
+    def _conclude(
+        self,
+        direction: Direction,
+        now: float,
+        atr: float,
+        close: float,
+        trend: tuple[Direction, str] | None,
+    ) -> Signal | None:
+        """The Signal for a cross, or None when the trend filter (if any) disagrees."""
+        p = self._p
+        side = "above" if direction is Direction.LONG else "below"
+        reason = f"ema{p.fast} crossed {side} ema{p.slow} on {p.timeframe}"
+        if p.trend_timeframe is not None:
+            if trend is None or trend[0] != direction:
+                return None
+            reason += trend[1]
+        confidence = min(1.0, abs(now) / atr / FULL_CONFIDENCE_SEPARATION)
+        return _signal(direction, close, atr, p, confidence, reason)
 
 
 def ema(span: int, column: str = "close") -> pl.Expr:
@@ -182,6 +266,41 @@ def wilder_atr(period: int) -> pl.Expr:
         high - low, (high - prev_close).abs(), (low - prev_close).abs()
     )
     return true_range.ewm_mean(alpha=1 / period, adjust=False)
+
+
+def _true_range(
+    high: npt.NDArray[np.float64], low: npt.NDArray[np.float64], close: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """`wilder_atr`'s true range over a whole series; row 0 (no previous close) is high - low."""
+    with np.errstate(all="ignore"):
+        true_range = high - low
+        prev_close = close[:-1]
+        true_range[1:] = np.maximum(
+            true_range[1:],
+            np.maximum(np.abs(high[1:] - prev_close), np.abs(low[1:] - prev_close)),
+        )
+    return true_range
+
+
+def _cross(before: float, now: float, atr: float) -> Direction | None:
+    """The cross of fast - slow from `before` to `now`, or None (also when ATR is 0 or NaN)."""
+    if not math.isfinite(atr) or atr <= 0:
+        return None
+    if before <= 0 < now:
+        return Direction.LONG
+    if before >= 0 > now:
+        return Direction.SHORT
+    return None
+
+
+def _window(windows: Mapping[str, int], timeframe: str) -> int:
+    try:
+        window = windows[timeframe]
+    except KeyError:
+        raise KeyError(f"ema_cross needs a {timeframe} window, got {sorted(windows)}") from None
+    if window < 1:
+        raise ValueError(f"the {timeframe} window must be at least 1 candle, got {window}")
+    return window
 
 
 def _require(frames: Mapping[str, pl.DataFrame], timeframe: str) -> pl.DataFrame:
