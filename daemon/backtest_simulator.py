@@ -102,8 +102,10 @@ class Outcome:
     open_position: dict[str, str] | None = None
 
 
-def strategy_frames(data: CandleFile, timeframes: tuple[str, ...]) -> dict[str, pl.DataFrame]:
-    """Whole-history frames per timeframe in the layout strategies read, floats as live.
+def strategy_frames(candles: pl.DataFrame, timeframes: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+    """Frames per timeframe in the layout strategies read, floats as live.
+
+    `candles` is laid out like `CandleFile.frame` (1m, Decimal prices).
 
     Higher timeframes are the replay feed's own buckets (`aggregate`: epoch-aligned, complete
     only). Prices become floats with polars' Decimal cast, which equals Python's
@@ -112,7 +114,7 @@ def strategy_frames(data: CandleFile, timeframes: tuple[str, ...]) -> dict[str, 
     frames = {}
     for tf in timeframes:
         minutes = timeframe_minutes(tf)
-        source = data.frame if minutes == 1 else aggregate(data.frame, 1, minutes)
+        source = candles if minutes == 1 else aggregate(candles, 1, minutes)
         frames[tf] = source.select(
             timestamp=(pl.col("minute") * 60_000_000).cast(FRAME_SCHEMA["timestamp"]),
             **{c: pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")},
@@ -130,7 +132,11 @@ def signals_by_candle(
     """
     timeframes = strategy.timeframes
     windows = {tf: strategy.warmup.get(tf, 0) + WINDOW_SLACK for tf in timeframes}
-    frames = strategy_frames(data, timeframes)
+    # History enough for every window at the first candle (plus a bucket for alignment):
+    # a short backtest of a long file then costs what its own stretch costs.
+    lead = max((windows[tf] + 1) * timeframe_minutes(tf) for tf in timeframes)
+    begin = max(0, first - lead)
+    frames = strategy_frames(data.frame.slice(begin, end - begin), timeframes)
     t0 = data.first_minute
     close_minutes = {  # close time (epoch minutes) of every candle, per timeframe
         tf: (frames[tf]["timestamp"].dt.epoch("s").to_numpy() // 60) + timeframe_minutes(tf)
