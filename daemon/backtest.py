@@ -1,15 +1,17 @@
-"""Backtests that trade exactly as the daemon does: the same runner, feed, risk rules and fills.
+"""Backtests that trade exactly as the daemon does: the same candles, rules, fills and decisions.
 
-Parity by construction, not by imitation. A backtest wires the daemon's own parts in one event
-loop, as `daemon.app` does for a paper account on replayed data:
+Two engines, one report:
 
-- `ReplayFeed` at speed 0 over the candle file: the same multi-timeframe aggregation (UTC
-  epoch-aligned buckets, complete candles only, in the event of the 1m candle that closes
-  them), the same history for the warm-up, the same lock-step delivery;
-- `PaperExchange` (fees, slippage, margin, market-order fill model) on an in-memory
-  `SqliteStore` as its ledger, subscribed to the feed before the bot, as in the daemon;
-- `BotRunner`: exits on the 1m high/low against the stop and take-profit, signals, sizing by
-  `daemon.domain.risk.entry_quantity`, every order through `check_intent`, market orders.
+- "replay", parity by construction: the daemon's own parts wired in one event loop, as
+  `daemon.app` does for a paper account on replayed data. `ReplayFeed` at speed 0 (the same
+  multi-timeframe aggregation, warm-up history and lock-step delivery), `PaperExchange` on an
+  in-memory `SqliteStore`, subscribed before the bot, and `BotRunner` (exits on the 1m
+  high/low, signals, sizing by `entry_quantity`, every order through `check_intent`). About
+  2 ms a candle.
+- "fast" (the default), parity by shared parts and by test: `daemon.backtest_simulator` makes
+  the runner's decisions in one loop with the same pure risk rules and paper fill model and
+  the strategy's signals computed at once. `tests/component/test_backtest_engines.py` holds
+  it to the replay engine on every figure of the report.
 
 A daily loss limit halts the bot as in the daemon: its position is flattened with the daemon's
 `Flattener` and it stays halted to the end of the run (nobody is there to resume it); the

@@ -26,7 +26,7 @@ This engine makes the same decisions without that machinery:
      fills a market order (minimums, margin and fee out of the free balance);
   5. equity (wallet plus unrealised) is marked at the close.
 
-`tests/unit/test_backtest_engines.py` holds this engine to the replay engine trade for trade,
+`tests/component/test_backtest_engines.py` holds this engine to the replay engine trade for trade,
 and `tests/integration/test_backtest_parity.py` holds the backtest to a real daemon.
 """
 
