@@ -267,7 +267,7 @@ def _run_fast(
         leverage,
         margin_leverage,
     )
-    signals = signals_by_candle(strategy, data, first, first + count)
+    signals = signals_by_candle(strategy, data, first, first + count, progress)
     outcome = simulate(
         data, first, first + count, signals, symbol, BOT, costs, setup.limits, market, progress
     )
