@@ -126,6 +126,9 @@ class Ict(Strategy):
         super().__init__(params)
         assert isinstance(params, IctParams)  # checked by Strategy.__init__
         self._p = params
+        # The higher-timeframe trend changes only when a trend candle closes, but evaluate
+        # runs on every base close: remember the last answer, keyed by the exact rows.
+        self._last_trend: tuple[tuple[int, ...], int] | None = None
 
     @property
     def timeframes(self) -> tuple[str, ...]:
@@ -193,8 +196,13 @@ class Ict(Strategy):
         higher = _require(frames, p.trend_timeframe).filter(pl.col("timestamp") <= cutoff)
         if higher.height < p.trend_lookback:
             return 0
-        trend = structure(higher.tail(p.trend_lookback), p.left, p.right)["trend"][-1]
-        return int(trend)
+        rows = higher.tail(p.trend_lookback)
+        key = tuple(rows.hash_rows(seed=0).to_list())
+        if self._last_trend is not None and self._last_trend[0] == key:
+            return self._last_trend[1]
+        trend = int(structure(rows, p.left, p.right)["trend"][-1])
+        self._last_trend = (key, trend)
+        return trend
 
     def _retraced_zone(self, base: pl.DataFrame, trend: int) -> tuple[str, float, float] | None:
         """(kind, bottom, top) of the freshest zone of `trend`'s direction first retraced at k."""
