@@ -43,7 +43,6 @@ import polars as pl
 from daemon.adapters.candle_files import (
     CandleFile,
     aggregate,
-    minute_to_datetime,
     timeframe_minutes,
 )
 from daemon.domain.errors import OrderRejected, RiskRejected
@@ -58,7 +57,17 @@ from daemon.domain.models import (
     Side,
     Signal,
 )
-from daemon.domain.paper_model import FLAT, Holding, apply_fill, isolated_margin, slipped_price
+from daemon.domain.paper_model import (
+    FLAT,
+    Holding,
+    apply_fill,
+    check_fill_margin,
+    check_minimums,
+    check_step,
+    executed_quantity,
+    isolated_margin,
+    slipped_price,
+)
 from daemon.domain.risk import (
     AccountExposure,
     RiskLimits,
@@ -66,7 +75,7 @@ from daemon.domain.risk import (
     entry_quantity,
     loss_breach,
 )
-from daemon.runtime.bot_runner import WINDOW_SLACK
+from daemon.runtime.bot_runner import window_lengths
 from daemon.runtime.flatten import flatten_order_id
 from strategies.base import Strategy
 from strategies.frames import FRAME_SCHEMA
@@ -132,7 +141,7 @@ def signals_by_candle(
     `evaluate` per base candle), so it is what `progress` follows, in 1m candles done.
     """
     timeframes = strategy.timeframes
-    windows = {tf: strategy.warmup.get(tf, 0) + WINDOW_SLACK for tf in timeframes}
+    windows = window_lengths(strategy)
     # History enough for every window at the first candle (plus a bucket for alignment):
     # a short backtest of a long file then costs what its own stretch costs.
     lead = max((windows[tf] + 1) * timeframe_minutes(tf) for tf in timeframes)
@@ -215,30 +224,16 @@ class _Account:
         """A market order as `PaperExchange` fills it; OrderRejected as it would refuse it."""
         market, costs = self.market, self.costs
         holding = self.holding
-        if qty % market.amount_step != 0:
-            raise OrderRejected(
-                f"quantity {qty} is not a multiple of the step {market.amount_step}"
-            )
-        if reduce_only:
-            if holding.qty * side.sign >= 0:
-                raise OrderRejected("reduce-only order would not reduce the position")
-            qty = min(qty, abs(holding.qty))
+        check_step(qty, market)
+        qty = executed_quantity(holding, side, qty, reduce_only)
         price = slipped_price(side, close, costs.slippage_bps, market)
         fee = qty * price * costs.taker_fee_rate
-        change = apply_fill(holding, side, qty, price)
         if not reduce_only:
-            if qty < market.min_amount:
-                raise OrderRejected(f"quantity {qty} is below the minimum {market.min_amount}")
-            if qty * price < market.min_notional:
-                raise OrderRejected(f"notional {qty * price} USDT is below the minimum")
-            if change.opened_qty != 0:
-                leverage = costs.margin_leverage
-                free = self.wallet - isolated_margin(holding, leverage)
-                extra = isolated_margin(change.holding, leverage) - isolated_margin(
-                    holding, leverage
-                )
-                if extra + fee > free + change.realized_pnl:
-                    raise OrderRejected(f"insufficient margin: needs {extra + fee} USDT")
+            check_minimums(qty, price, market)
+            # free as the paper account has it: no resting orders here, one symbol
+            free = self.wallet - isolated_margin(holding, costs.margin_leverage)
+            check_fill_margin(holding, side, qty, price, fee, free, costs.margin_leverage)
+        change = apply_fill(holding, side, qty, price)
         self.holding = change.holding if change.holding.qty != 0 else FLAT
         self.qty_f, self.entry_f = float(self.holding.qty), float(self.holding.entry_price)
         self.wallet = self.wallet + change.realized_pnl - fee
@@ -493,7 +488,4 @@ def _exit_hit(plan: _Plan, high: float, low: float, frame: pl.DataFrame, k: int)
 def _close_times(first_close_minute: int, count: int) -> list[datetime]:
     """Close times as UTC datetimes, built by polars rather than one timedelta at a time."""
     minutes = pl.int_range(first_close_minute, first_close_minute + count, eager=True)
-    stamps = (minutes * 60_000_000).cast(FRAME_SCHEMA["timestamp"]).to_list()
-    if stamps and stamps[0] != minute_to_datetime(first_close_minute):
-        raise AssertionError("polars and the stdlib disagree on epoch minutes")
-    return stamps
+    return (minutes * 60_000_000).cast(FRAME_SCHEMA["timestamp"]).to_list()

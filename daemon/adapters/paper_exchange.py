@@ -50,9 +50,14 @@ from daemon.domain.paper_model import (
     FLAT,
     Holding,
     apply_fill,
+    check_fill_margin,
+    check_minimums,
+    check_step,
+    executed_quantity,
     is_marketable,
     isolated_margin,
     limit_triggered,
+    require_margin,
     slipped_price,
 )
 from daemon.ports import CandlesClosed, PaperLedger
@@ -362,10 +367,7 @@ class PaperExchange:
         qty = intent.qty
         if not qty.is_finite() or qty <= 0:
             raise OrderRejected(f"quantity must be positive, got {qty}")
-        if qty % market.amount_step != 0:
-            raise OrderRejected(
-                f"quantity {qty} is not a multiple of the step {market.amount_step}"
-            )
+        check_step(qty, market)
         limit = intent.price
         if intent.type is OrderType.LIMIT:
             if limit is None or not limit.is_finite() or limit <= 0:
@@ -377,12 +379,9 @@ class PaperExchange:
         last = book.last_prices.get(intent.symbol)
         if last is None:
             raise OrderRejected(f"no price for {intent.symbol} yet: no candle has closed")
-        holding = self._holding(intent.symbol)
-        exec_qty = qty
-        if intent.reduce_only:
-            if holding.qty * intent.side.sign >= 0:
-                raise OrderRejected("reduce-only order would not reduce the position")
-            exec_qty = min(qty, abs(holding.qty))
+        exec_qty = executed_quantity(
+            self._holding(intent.symbol), intent.side, qty, intent.reduce_only
+        )
 
         settings = self._settings
         if intent.type is OrderType.MARKET:
@@ -399,13 +398,7 @@ class PaperExchange:
                 price, fee_rate, immediate = limit, settings.maker_fee_rate, False
 
         if not intent.reduce_only:
-            if qty < market.min_amount:
-                raise OrderRejected(f"quantity {qty} is below the minimum {market.min_amount}")
-            notional = qty * price
-            if notional < market.min_notional:
-                raise OrderRejected(
-                    f"notional {notional} USDT is below the minimum {market.min_notional} USDT"
-                )
+            check_minimums(qty, price, market)
             self._check_margin(intent.symbol, intent.side, qty, price, fee_rate, immediate)
 
         book.leverage.setdefault(intent.symbol, self._leverage_of(intent.symbol))
@@ -425,27 +418,15 @@ class PaperExchange:
         fee_rate: Decimal,
         immediate: bool,
     ) -> None:
-        """Opening or increasing needs margin plus fee out of the free balance."""
+        """Opening or increasing needs margin plus fee out of the free balance; a resting
+        order reserves margin for its whole size at its limit price."""
         leverage = self._leverage_of(symbol)
         fee = qty * price * fee_rate
         free = self._free()
         if immediate:
-            before = self._holding(symbol)
-            change = apply_fill(before, side, qty, price)
-            if change.opened_qty == 0:
-                return  # only reduces: frees margin, never needs any
-            extra_margin = isolated_margin(change.holding, leverage) - isolated_margin(
-                before, leverage
-            )
-            available = free + change.realized_pnl
+            check_fill_margin(self._holding(symbol), side, qty, price, fee, free, leverage)
         else:
-            extra_margin = qty * price / leverage
-            available = free
-        if extra_margin + fee > available:
-            raise OrderRejected(
-                f"insufficient margin: needs {extra_margin + fee} USDT (margin {extra_margin} "
-                f"at {leverage}x + fee {fee}), free {available} USDT"
-            )
+            require_margin(qty * price / leverage, fee, free, leverage)
 
     def _execute(
         self, order: Order, qty: Decimal, price: Decimal, fee_rate: Decimal, now: datetime

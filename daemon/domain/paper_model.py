@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from daemon.domain.errors import OrderRejected
 from daemon.domain.models import ZERO, Candle, Market, Side
 
 _BPS = Decimal(10_000)
@@ -71,3 +72,57 @@ def is_marketable(side: Side, limit: Decimal, last: Decimal) -> bool:
 def limit_triggered(side: Side, limit: Decimal, candle: Candle) -> bool:
     """Whether the candle traded through a resting limit during its life."""
     return candle.low <= limit if side is Side.BUY else candle.high >= limit
+
+
+# --- what the account refuses: shared by the paper adapter and the backtest simulator ------
+
+
+def check_step(qty: Decimal, market: Market) -> None:
+    if qty % market.amount_step != 0:
+        raise OrderRejected(f"quantity {qty} is not a multiple of the step {market.amount_step}")
+
+
+def executed_quantity(holding: Holding, side: Side, qty: Decimal, reduce_only: bool) -> Decimal:
+    """What of an order executes: all of it, or for reduce-only at most the position."""
+    if not reduce_only:
+        return qty
+    if holding.qty * side.sign >= 0:
+        raise OrderRejected("reduce-only order would not reduce the position")
+    return min(qty, abs(holding.qty))
+
+
+def check_minimums(qty: Decimal, price: Decimal, market: Market) -> None:
+    """An opening order must reach the market's minimum amount and notional."""
+    if qty < market.min_amount:
+        raise OrderRejected(f"quantity {qty} is below the minimum {market.min_amount}")
+    notional = qty * price
+    if notional < market.min_notional:
+        raise OrderRejected(
+            f"notional {notional} USDT is below the minimum {market.min_notional} USDT"
+        )
+
+
+def check_fill_margin(
+    before: Holding,
+    side: Side,
+    qty: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    free: Decimal,
+    leverage: int,
+) -> None:
+    """A fill that opens or increases needs its extra margin plus fee out of the free balance
+    (plus what the same fill realises); one that only reduces never needs any."""
+    change = apply_fill(before, side, qty, price)
+    if change.opened_qty == 0:
+        return
+    extra = isolated_margin(change.holding, leverage) - isolated_margin(before, leverage)
+    require_margin(extra, fee, free + change.realized_pnl, leverage)
+
+
+def require_margin(extra: Decimal, fee: Decimal, available: Decimal, leverage: int) -> None:
+    if extra + fee > available:
+        raise OrderRejected(
+            f"insufficient margin: needs {extra + fee} USDT (margin {extra} "
+            f"at {leverage}x + fee {fee}), free {available} USDT"
+        )

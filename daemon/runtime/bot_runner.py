@@ -48,6 +48,11 @@ from strategies.frames import CandleWindow
 WINDOW_SLACK = 50  # candles kept beyond the warm-up, so indicators see a little more history
 
 
+def window_lengths(strategy: Strategy) -> dict[str, int]:
+    """Candles a runner keeps per timeframe: what the strategy sees on every evaluation."""
+    return {tf: strategy.warmup.get(tf, 0) + WINDOW_SLACK for tf in strategy.timeframes}
+
+
 @dataclass(frozen=True, slots=True)
 class BotSpec:
     name: str
@@ -93,10 +98,7 @@ class BotRunner:
         self._on_started = on_started
         self._ids = ClientOrderIds(spec.name)
         self._queue: asyncio.Queue[tuple[CandlesClosed, asyncio.Future[None]]] = asyncio.Queue(1)
-        self._windows = {
-            tf: CandleWindow(tf, strategy.warmup.get(tf, 0) + WINDOW_SLACK)
-            for tf in strategy.timeframes
-        }
+        self._windows = {tf: CandleWindow(tf, n) for tf, n in window_lengths(strategy).items()}
         self._market: Market | None = None
         self._last_close = ZERO
         self._exposure = AccountExposure()
