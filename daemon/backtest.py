@@ -254,7 +254,8 @@ def _run_fast(
     data = load_candles(data_file)
     first, stop_at = _window(data, start, end)
     market = load_paper_markets()[symbol]  # checked by run_backtest
-    count = -((first_open := minute_to_datetime(data.first_minute + first)) - stop_at) // _MINUTE
+    first_open = minute_to_datetime(data.first_minute + first)
+    count = -((first_open - stop_at) // _MINUTE)  # candles opening before stop_at
     leverage = setup.leverage
     if not 1 <= leverage <= market.max_leverage:  # the runner's set_leverage is refused
         margin_leverage = min(setup.paper.default_leverage, market.max_leverage)
@@ -342,16 +343,7 @@ async def _run(
     strategy = build_strategy(strategy_name, params, None, strategy_dir)
     timeframes = sorted({"1m", *strategy.timeframes}, key=timeframe_seconds)
     data = load_candles(data_file)
-    data_end = minute_to_datetime(data.first_minute + data.height)  # close of the last candle
-    for name, when in (("start", start), ("end", end)):
-        if when is not None and (when.tzinfo is None or when.utcoffset() is None):
-            raise BacktestInputError(f"the {name} {when.isoformat()} must carry a timezone")
-    data_start = minute_to_datetime(data.first_minute)
-    if start is not None and not data_start <= start < data_end:
-        raise BacktestInputError(
-            f"start {start.isoformat()} is outside the data: the first candle opens at "
-            f"{data_start.isoformat()}, the last closes at {data_end.isoformat()}"
-        )
+    first_index, stop_at = _window(data, start, end)
     store = SqliteStore(Path(":memory:"))
     try:
         failures: list[BaseException] = []
@@ -363,22 +355,12 @@ async def _run(
                 0,
                 store,
                 f"{ACCOUNT}:{symbol}",
-                start=start,
+                start=minute_to_datetime(data.first_minute + first_index),
                 on_consumer_error=lambda _, e: failures.append(e),
             )
         except ValueError as e:  # a timeframe the replay cannot build
             raise BacktestInputError(f"strategy {strategy_name}: {e}") from None
         first = feed.cursor  # open time of the first candle of the window
-        stop_at = data_end if end is None else end
-        if stop_at > data_end:
-            raise BacktestInputError(
-                f"end {stop_at.isoformat()} is after the data's last candle closes "
-                f"({data_end.isoformat()})"
-            )
-        if stop_at <= first:
-            raise BacktestInputError(
-                f"end {stop_at.isoformat()} is not after the start {first.isoformat()}"
-            )
         total = (stop_at - first) // _MINUTE
         result = BacktestResult(
             strategy_name,

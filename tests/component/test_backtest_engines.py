@@ -123,3 +123,9 @@ def test_an_unknown_market_is_refused_by_either_engine(engine: str) -> None:
             datetime.fromisoformat("2025-05-10T01:00:00+00:00"),
             engine=engine,
         )
+
+
+def test_an_end_between_two_minutes_keeps_the_candle_opening_before_it_alike() -> None:
+    fast, replay = both_engines("ema_cross", {}, "2025-05-10T00:00:00+00:00", 3 + 0.5 / 60)
+    assert fast.candles == replay.candles == 181  # 00:00 .. 03:00 open before 03:00:30
+    assert_same(fast, replay)
