@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = REPO / "tests" / "fixtures"  # recorded data copied into the repo (see its README)
 
 T = TypeVar("T")
 

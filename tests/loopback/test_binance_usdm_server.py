@@ -17,7 +17,7 @@ from typing import Any
 import ccxt.async_support as ccxt
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import FIXTURES
 from tests.loopback.binance_usdm import LoopbackBinance, point_ccxt_at
 
 KEY, SECRET = "loopback-key", "loopback-secret"
@@ -465,7 +465,7 @@ def test_ccxt_error_table_on_the_loopback_is_the_one_it_uses_for_fapi_binance_co
 # ------------------------------------------------------------ recorded shapes
 
 RECORDED = json.loads(
-    (SHARED_DATA / "ccxt_static" / "response__binance__futures_subset.json").read_text()
+    (FIXTURES / "ccxt_static" / "response__binance__futures_subset.json").read_text()
 )["methods"]
 # The recordings store some integer fields as digit strings in one entry and as numbers in
 # another (orderId is 4087922044 in createOrders, "664082074" in fetchOpenOrder); Binance's

@@ -1,6 +1,6 @@
 """ccxt's own recorded exchange replies, through ccxt's parsers and then through our mapping.
 
-The fixtures are ccxt's static response tests (/work/shared/data/ccxt_static, see its README):
+The fixtures are ccxt's static response tests (tests/fixtures/ccxt_static, see its README):
 ``httpResponse`` is what Bitget or Binance sent, ``parsedResponse`` what ccxt made of it.
 ccxt is built offline by the gateway's own `_make_exchange()` with two minimal markets, its
 parse_* methods run on the raw replies (and must agree with the recording), and the result
@@ -15,21 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from daemon.adapters.ccxt_gateway import CcxtGateway, market_from_ccxt, position_from_ccxt
 from daemon.domain.models import OrderStatus, OrderType, Side
+from tests.conftest import FIXTURES
 from tests.loopback.binance_usdm import SYMBOLS, _symbol_info
 
-FIXTURES = Path("/work/shared/data/ccxt_static")
+CCXT_STATIC = FIXTURES / "ccxt_static"
 COMPARED = ("id", "clientOrderId", "symbol", "side", "type", "status", "amount", "filled")
-
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason="ccxt's recorded replies are not on this machine"
-)
 
 
 def fixture_file(exchange: str) -> dict[str, Any]:
@@ -37,7 +31,7 @@ def fixture_file(exchange: str) -> dict[str, Any]:
         "bitget": "response__bitget__usdt_futures_subset.json",
         "binance": "response__binance__futures_subset.json",
     }[exchange]
-    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    data: dict[str, Any] = json.loads((CCXT_STATIC / name).read_text())
     return data
 
 

@@ -30,13 +30,13 @@ from strategies.indicators import (
     swings,
     trend,
 )
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import FIXTURES, REPO
 
 Column = list[Any]
 Columns = dict[str, Column]
 
 ETH_1M = REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
-BTC_1H = SHARED_DATA / "candles" / "binance_usdm_2025h1" / "BTC_USDT_USDT-1h-futures.feather"
+BTC_1H = FIXTURES / "candles" / "binance_usdm_2025h1" / "BTC_USDT_USDT-1h-futures.feather"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -79,7 +79,9 @@ def walk(steps: Sequence[tuple[int, int, int, int]]) -> pl.DataFrame:
 
 
 def real(path: Path, rows: int | None = None) -> pl.DataFrame:
-    assert path.exists(), f"no candle file {path}: the tests need the repo's data and ../shared"
+    assert path.exists(), (
+        f"no candle file {path}: the tests need the repo's data and tests/fixtures"
+    )
     df = pl.read_ipc(path).rename({"date": "timestamp"})
     return df if rows is None else df.head(rows)
 

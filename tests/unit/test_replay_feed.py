@@ -22,10 +22,10 @@ from daemon.domain.errors import ConfigError
 from daemon.domain.models import Candle
 from daemon.domain.timeframes import timeframe_delta
 from daemon.ports import CandleConsumer, CandlesClosed, MarketFeed
+from tests.conftest import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "data" / "candles"
-BINANCE = REPO.parent / "shared" / "data" / "candles" / "binance_usdm_2025h1"
+BINANCE = FIXTURES / "candles" / "binance_usdm_2025h1"
 MINUTE = timedelta(minutes=1)
 
 # Synthetic data: starts off the hour, and its first lap ends at 23:50, shortly before a
@@ -153,7 +153,7 @@ def by_timeframe(events: list[CandlesClosed], timeframe: str) -> list[Candle]:
 
 def binance_30m(symbol: str) -> dict[datetime, tuple[Decimal, ...]]:
     path = BINANCE / f"{symbol}_USDT_USDT-30m-futures.feather"
-    assert path.is_file(), f"{path} is missing: ../shared/data is part of the dev setup"
+    assert path.is_file(), f"{path} is missing from tests/fixtures"
     return {
         row[0]: tuple(Decimal(repr(v)) for v in row[1:]) for row in pl.read_ipc(path).iter_rows()
     }
