@@ -1,0 +1,110 @@
+"""Which protective orders should rest for a position, and what to change to get there.
+
+A position whose bot has an active plan is protected on the exchange by two reduce-only
+trigger orders for the whole position: a stop-market at the plan's stop and a
+take-profit-market at its target. `changes` compares that with the bot's live protective
+orders and says what to cancel and what to place, the stop first. An amendment is a cancel
+then a place, never a second stop beside the first. An order whose outcome is unknown
+(pending submit) counts as resting: nothing is placed or cancelled beside it until it is
+resolved, so a resend can never make a second stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from daemon.domain.models import (
+    Direction,
+    Market,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    TradePlan,
+    closing_side,
+)
+
+STOP = "stop"
+TAKE_PROFIT = "take_profit"
+PURPOSES = (STOP, TAKE_PROFIT)
+ORDER_TYPES = {STOP: OrderType.STOP_MARKET, TAKE_PROFIT: OrderType.TAKE_PROFIT_MARKET}
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A protective order that should rest."""
+
+    purpose: str
+    side: Side
+    qty: Decimal
+    trigger: Decimal
+
+    @property
+    def type(self) -> OrderType:
+        return ORDER_TYPES[self.purpose]
+
+    def matches(self, order: Order) -> bool:
+        return (
+            order.side is self.side
+            and order.qty == self.qty
+            and order.trigger_price == self.trigger
+            and order.type is self.type
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    cancel: tuple[Order, ...] = ()
+    place: tuple[Wanted, ...] = ()
+
+
+def wanted(position_qty: Decimal, plan: TradePlan | None, market: Market) -> tuple[Wanted, ...]:
+    """The stop and take-profit a position needs; none when flat, without a plan, or when
+    the plan is for the other direction."""
+    if position_qty == 0 or plan is None:
+        return ()
+    if (position_qty > 0) != (plan.direction is Direction.LONG):
+        return ()
+    side, qty = closing_side(position_qty), abs(position_qty)
+    return (
+        Wanted(STOP, side, qty, market.round_price(plan.stop)),
+        Wanted(TAKE_PROFIT, side, qty, market.round_price(plan.take_profit)),
+    )
+
+
+def changes(wants: Iterable[Wanted], resting: Iterable[Order], skip: Iterable[str] = ()) -> Changes:
+    """What to cancel and place so that exactly `wants` rest; purposes in `skip` are left
+    as they are (their last attempt failed in this pass: retried at the next event)."""
+    by_purpose = {w.purpose: w for w in wants}
+    orders = list(resting)
+    cancel: list[Order] = []
+    place: list[Wanted] = []
+    for purpose in PURPOSES:
+        if purpose in skip:
+            continue
+        mine = [o for o in orders if o.purpose == purpose]
+        if any(o.status is OrderStatus.PENDING_SUBMIT for o in mine):
+            continue  # outcome unknown: decide once it is resolved
+        want = by_purpose.get(purpose)
+        keep = next((o for o in mine if want is not None and want.matches(o)), None)
+        cancel.extend(o for o in mine if o is not keep)
+        if want is not None and keep is None:
+            place.append(want)
+    return Changes(tuple(cancel), tuple(place))
+
+
+def is_protected(position_qty: Decimal, orders: Iterable[Order]) -> bool:
+    """Flat, or a working reduce-only stop covers the whole position."""
+    if position_qty == 0:
+        return True
+    side = closing_side(position_qty)
+    return any(
+        o.type is OrderType.STOP_MARKET
+        and o.status.is_open
+        and o.reduce_only
+        and o.side is side
+        and o.remaining_qty >= abs(position_qty)
+        for o in orders
+    )
