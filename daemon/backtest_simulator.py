@@ -345,8 +345,13 @@ class _Account:
         )
 
 
-def _order(intent: OrderIntent, status: OrderStatus, **changes: object) -> Order:
-    order = Order(
+def _order(
+    intent: OrderIntent,
+    status: OrderStatus,
+    filled_qty: Decimal = ZERO,
+    avg_fill_price: Decimal | None = None,
+) -> Order:
+    return Order(
         account=intent.account,
         symbol=intent.symbol,
         client_order_id=intent.client_order_id,
@@ -356,11 +361,12 @@ def _order(intent: OrderIntent, status: OrderStatus, **changes: object) -> Order
         price=None,
         reduce_only=intent.reduce_only,
         status=status,
+        filled_qty=filled_qty,
+        avg_fill_price=avg_fill_price,
         bot=intent.bot,
         trigger_price=intent.trigger_price,
         purpose=intent.purpose,
     )
-    return order.with_status(status, **changes) if changes else order
 
 
 def simulate(
@@ -380,11 +386,11 @@ def simulate(
     `progress` hears only the end: the loop takes well under a second for a month of candles.
     """
     frame = data.frame.slice(first, end - first)
-    closes = frame["close"].to_list()
+    closes = _Decimals(frame["close"])
     close_f = frame["close"].cast(pl.Float64).to_list()
     high_f = frame["high"].cast(pl.Float64).to_list()
     low_f = frame["low"].cast(pl.Float64).to_list()
-    opens, highs, lows = frame["open"], frame["high"], frame["low"]
+    opens, highs, lows = _Decimals(frame["open"]), _Decimals(frame["high"]), _Decimals(frame["low"])
     total = end - first
     times = _close_times(data.first_minute + first + 1, total)
     outcome = Outcome(candles=total)
@@ -445,7 +451,7 @@ def simulate(
         progress(total, total)
     holding = account.holding
     if holding.qty:
-        last = closes[-1]
+        last = closes[total - 1]
         outcome.open_position = {
             "side": "long" if holding.qty > 0 else "short",
             "qty": str(abs(holding.qty)),
@@ -481,6 +487,20 @@ def _decide(
         state, more = trader.step(state, result, config, now)
         pending.extend(more)
     return state, None
+
+
+class _Decimals:
+    """A Decimal column's values, made one at a time when asked: most candles never need
+    theirs, and polars' own Decimal conversion costs more than the whole loop."""
+
+    def __init__(self, column: pl.Series) -> None:
+        dtype = column.dtype
+        assert isinstance(dtype, pl.Decimal) and dtype.scale is not None
+        self._units = column.to_physical().to_list()
+        self._exponent = -dtype.scale
+
+    def __getitem__(self, k: int) -> Decimal:
+        return Decimal(self._units[k]).scaleb(self._exponent)
 
 
 def _unrealized(holding: Holding, mark: Decimal) -> Decimal:

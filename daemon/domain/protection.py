@@ -11,7 +11,8 @@ resolved, so a resend can never make a second stop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -60,9 +61,13 @@ class Changes:
     place: tuple[Wanted, ...] = ()
 
 
+NOTHING = Changes()
+
+
+@functools.lru_cache(maxsize=256)
 def wanted(position_qty: Decimal, plan: TradePlan | None, market: Market) -> tuple[Wanted, ...]:
     """The stop and take-profit a position needs; none when flat, without a plan, or when
-    the plan is for the other direction."""
+    the plan is for the other direction. (Cached: asked on every event with the same few.)"""
     if position_qty == 0 or plan is None:
         return ()
     if (position_qty > 0) != (plan.direction is Direction.LONG):
@@ -74,25 +79,30 @@ def wanted(position_qty: Decimal, plan: TradePlan | None, market: Market) -> tup
     )
 
 
-def changes(wants: Iterable[Wanted], resting: Iterable[Order], skip: Iterable[str] = ()) -> Changes:
+def changes(
+    wants: tuple[Wanted, ...], resting: Sequence[Order], skip: frozenset[str] = frozenset()
+) -> Changes:
     """What to cancel and place so that exactly `wants` rest; purposes in `skip` are left
     as they are (their last attempt failed in this pass: retried at the next event)."""
-    by_purpose = {w.purpose: w for w in wants}
-    orders = list(resting)
+    if not resting:  # the common case, kept cheap: a backtest asks on every event
+        place = tuple(w for w in wants if w.purpose not in skip)
+        return Changes((), place) if place else NOTHING
     cancel: list[Order] = []
-    place: list[Wanted] = []
+    place_: list[Wanted] = []
     for purpose in PURPOSES:
         if purpose in skip:
             continue
-        mine = [o for o in orders if o.purpose == purpose]
+        mine = [o for o in resting if o.purpose == purpose]
         if any(o.status is OrderStatus.PENDING_SUBMIT for o in mine):
             continue  # outcome unknown: decide once it is resolved
-        want = by_purpose.get(purpose)
+        want = next((w for w in wants if w.purpose == purpose), None)
         keep = next((o for o in mine if want is not None and want.matches(o)), None)
         cancel.extend(o for o in mine if o is not keep)
         if want is not None and keep is None:
-            place.append(want)
-    return Changes(tuple(cancel), tuple(place))
+            place_.append(want)
+    if not cancel and not place_:
+        return NOTHING
+    return Changes(tuple(cancel), tuple(place_))
 
 
 def is_protected(position_qty: Decimal, orders: Iterable[Order]) -> bool:
