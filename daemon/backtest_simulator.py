@@ -262,11 +262,9 @@ class _Account:
         return trader.Outcome(intent.client_order_id, trader.Result.DONE, self.facts(close), order)
 
     def cancel(self, order: Order, close: Decimal) -> trader.Outcome:
+        """Cancelled at once (the core reads the outcome, not the order's new status)."""
         self._unrest(order)
-        cancelled = order.with_status(OrderStatus.CANCELED)
-        return trader.Outcome(
-            order.client_order_id, trader.Result.DONE, self.facts(close), cancelled
-        )
+        return trader.Outcome(order.client_order_id, trader.Result.DONE, self.facts(close))
 
     def flatten(self, cid: str, close: Decimal, at: datetime) -> None:
         """A flatten: every resting order cancelled, the position closed at market."""

@@ -2,8 +2,8 @@
 
 A position whose bot has an active plan is protected on the exchange by two reduce-only
 trigger orders for the whole position: a stop-market at the plan's stop and a
-take-profit-market at its target. `changes` compares that with the bot's live protective
-orders and says what to cancel and what to place, the stop first. An amendment is a cancel
+take-profit-market at its target. `next_change` compares that with the bot's live protective
+orders and says what to cancel or place next, the stop first. An amendment is a cancel
 then a place, never a second stop beside the first. An order whose outcome is unknown
 (pending submit) counts as resting: nothing is placed or cancelled beside it until it is
 resolved, so a resend can never make a second stop.
@@ -11,7 +11,6 @@ resolved, so a resend can never make a second stop.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,19 +54,9 @@ class Wanted:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Changes:
-    cancel: tuple[Order, ...] = ()
-    place: tuple[Wanted, ...] = ()
-
-
-NOTHING = Changes()
-
-
-@functools.lru_cache(maxsize=256)
 def wanted(position_qty: Decimal, plan: TradePlan | None, market: Market) -> tuple[Wanted, ...]:
     """The stop and take-profit a position needs; none when flat, without a plan, or when
-    the plan is for the other direction. (Cached: asked on every event with the same few.)"""
+    the plan is for the other direction."""
     if position_qty == 0 or plan is None:
         return ()
     if (position_qty > 0) != (plan.direction is Direction.LONG):
@@ -79,30 +68,39 @@ def wanted(position_qty: Decimal, plan: TradePlan | None, market: Market) -> tup
     )
 
 
-def changes(
+def next_change(
     wants: tuple[Wanted, ...], resting: Sequence[Order], skip: frozenset[str] = frozenset()
-) -> Changes:
-    """What to cancel and place so that exactly `wants` rest; purposes in `skip` are left
-    as they are (their last attempt failed in this pass: retried at the next event)."""
-    if not resting:  # the common case, kept cheap: a backtest asks on every event
-        place = tuple(w for w in wants if w.purpose not in skip)
-        return Changes((), place) if place else NOTHING
-    cancel: list[Order] = []
-    place_: list[Wanted] = []
-    for purpose in PURPOSES:
+) -> Order | Wanted | None:
+    """The first change towards exactly `wants` resting: an order to cancel or one to place,
+    the stop's before the take-profit's, a cancel before a place; None when all is in order.
+
+    Purposes in `skip` are left as they are (their last attempt failed in this pass: retried
+    at the next event). Only orders whose purpose is stop or take_profit count; `resting`
+    may hold the bot's other live orders. Kept cheap: a backtest asks on every event.
+    """
+    for i, purpose in enumerate(PURPOSES):
         if purpose in skip:
             continue
-        mine = [o for o in resting if o.purpose == purpose]
-        if any(o.status is OrderStatus.PENDING_SUBMIT for o in mine):
-            continue  # outcome unknown: decide once it is resolved
-        want = next((w for w in wants if w.purpose == purpose), None)
-        keep = next((o for o in mine if want is not None and want.matches(o)), None)
-        cancel.extend(o for o in mine if o is not keep)
+        want = wants[i] if wants else None
+        keep = extra = None
+        pending = False
+        for order in resting:
+            if order.purpose != purpose:
+                continue
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                pending = True  # outcome unknown: decide once it is resolved
+                break
+            if keep is None and want is not None and want.matches(order):
+                keep = order
+            elif extra is None:
+                extra = order
+        if pending:
+            continue
+        if extra is not None:
+            return extra
         if want is not None and keep is None:
-            place_.append(want)
-    if not cancel and not place_:
-        return NOTHING
-    return Changes(tuple(cancel), tuple(place_))
+            return want
+    return None
 
 
 def is_protected(position_qty: Decimal, orders: Iterable[Order]) -> bool:

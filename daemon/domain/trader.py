@@ -212,6 +212,8 @@ class TraderState:
     halted: bool = False
     last_problem: str | None = None
     now: datetime | None = None  # of the event being decided
+    wants_for: tuple[Decimal, TradePlan | None] | None = None  # what `wants` was made for
+    wants: tuple[protection.Wanted, ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -246,8 +248,7 @@ def needs_attention(state: TraderState, config: TraderConfig) -> bool:
     facts = state.facts
     if state.pending is not None or (state.plan is not None and facts.position_qty == 0):
         return True
-    wants = protection.wanted(facts.position_qty, state.plan, config.market)
-    return protection.changes(wants, _protective(facts)) is not protection.NOTHING
+    return protection.next_change(_wants(state, config), facts.orders) is not None
 
 
 # -- the step ---------------------------------------------------------------------------
@@ -402,11 +403,14 @@ def _guard(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
             )
 
 
-def _protective(facts: Facts) -> tuple[Order, ...]:
-    orders = facts.orders
-    if not orders:
-        return orders
-    return tuple(o for o in orders if o.purpose in protection.PURPOSES)
+def _wants(s: TraderState, config: TraderConfig) -> tuple[protection.Wanted, ...]:
+    """`protection.wanted`, remembered for the position and plan it was made for."""
+    qty, plan = s.facts.position_qty, s.plan
+    key = s.wants_for
+    if key is None or key[1] is not plan or key[0] != qty:
+        s.wants_for = (qty, plan)
+        s.wants = protection.wanted(qty, plan, config.market)
+    return s.wants
 
 
 def _live(s: TraderState, cid: str) -> bool:
@@ -428,22 +432,20 @@ def _protect(s: TraderState, config: TraderConfig, actions: list[Action]) -> Non
     facts = s.facts
     if not facts.orders and (s.plan is None or facts.position_qty == 0):
         return  # nothing rests and nothing should
-    wants = protection.wanted(facts.position_qty, s.plan, config.market)
-    found = protection.changes(wants, _protective(facts), s.blocked)
-    for purpose in protection.PURPOSES:  # the stop is restored before the take-profit moves
-        order = next((o for o in found.cancel if o.purpose == purpose), None)
-        if order is not None:
-            s.awaiting = (order.client_order_id, purpose, "cancel")
-            s.todo = ("protect", *s.todo)
-            actions.append(Cancel(order))
-            return
-        want = next((w for w in found.place if w.purpose == purpose), None)
-        if want is not None:
-            intent = _intent(s, config, want.side, want.qty, purpose, want.type, want.trigger)
-            s.awaiting = (intent.client_order_id, purpose, "submit")
-            s.todo = ("protect", *s.todo)
-            actions.append(Submit(intent, s.sequence))
-            return
+    change = protection.next_change(_wants(s, config), facts.orders, s.blocked)
+    if change is None:
+        return
+    s.todo = ("protect", *s.todo)
+    if isinstance(change, Order):
+        purpose = change.purpose or protection.STOP
+        s.awaiting = (change.client_order_id, purpose, "cancel")
+        actions.append(Cancel(change))
+        return
+    intent = _intent(
+        s, config, change.side, change.qty, change.purpose, change.type, change.trigger
+    )
+    s.awaiting = (intent.client_order_id, change.purpose, "submit")
+    actions.append(Submit(intent, s.sequence))
 
 
 def _signal(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
