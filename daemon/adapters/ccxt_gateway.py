@@ -454,7 +454,7 @@ class CcxtGateway:
                     params,
                     retry=False,
                 )
-                return _with_intent(self._order(raw, intent.bot), intent)
+                return _with_intent(self._order(_acknowledged(raw, intent), intent.bot), intent)
             except RetryableExchangeError as e:
                 last = e  # unknown outcome: the order may exist
             except ExchangeError as e:
@@ -590,6 +590,16 @@ class CcxtGateway:
 
 def _with_bot(order: Order, bot: str | None) -> Order:
     return order.with_status(order.status, bot=bot)
+
+
+def _acknowledged(raw: dict[str, Any], intent: OrderIntent) -> dict[str, Any]:
+    """Bitget answers a new order with its ids only: the rest is what we sent."""
+    return {
+        **raw,
+        "symbol": raw.get("symbol") or intent.symbol,
+        "side": raw.get("side") or intent.side.value,
+        "amount": raw.get("amount") if raw.get("amount") is not None else str(intent.qty),
+    }
 
 
 def _with_intent(order: Order, intent: OrderIntent) -> Order:
