@@ -2,8 +2,8 @@
 
 The daemon trades flat out until its bot holds a protected position, is killed with
 SIGKILL and comes back on a slow replay (no candle for a minute), so that whatever the
-restart does can be seen: it must neither lose nor duplicate the stop. A flatten then
-leaves no order and no position.
+restart does can be seen: it must neither lose nor duplicate the stop. Stopping the bot
+keeps the stop resting; a flatten then leaves no order and no position.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def protected(daemon: DaemonProcess) -> dict[str, Any] | None:
     return bot if held and len(resting(daemon, "take_profit")) == 1 else None
 
 
-def test_a_paper_position_keeps_exactly_one_stop_across_kill_9_and_flatten_clears_all(
+def test_a_paper_position_keeps_one_stop_across_kill_9_and_stop_and_flatten_clears_all(
     make_daemon: MakeDaemon,
 ) -> None:
     daemon = make_daemon(speed=600)
@@ -78,6 +78,10 @@ def test_a_paper_position_keeps_exactly_one_stop_across_kill_9_and_flatten_clear
     health = daemon.cli("health")
     assert "unprotected" not in health.stdout, health.stdout
 
+    if after["position_side"] != "flat":
+        assert daemon.cli("stop", BOT).returncode == 0
+        assert len(resting(daemon, "stop")) == 1, "a stopped bot keeps its stop resting"
+        assert daemon.bot(BOT)["protected"] is True
     done = daemon.cli("flatten", BOT, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [o for o in daemon.cli_json("orders") if o["status"] == "open"] == []
