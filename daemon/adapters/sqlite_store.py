@@ -288,15 +288,19 @@ class SqliteStore:
         return 0 if row is None else int(row[0])
 
     def save_plan(self, bot: str, plan: TradePlan | None) -> None:
+        """The bot's active plan (or none). Either way any plan still waiting on an entry
+        order is used up: activated, or dropped with a position that never came."""
         with self._transaction() as db:
             db.execute("UPDATE bots SET plan = ? WHERE name = ?", (_plan_json(plan), bot))
+            db.execute("UPDATE orders SET plan = NULL WHERE bot = ? AND plan IS NOT NULL", (bot,))
 
     def plan(self, bot: str) -> TradePlan | None:
         row = self._db.execute("SELECT plan FROM bots WHERE name = ?", (bot,)).fetchone()
         return None if row is None else _plan(row[0])
 
     def entry_plan(self, bot: str) -> tuple[Order, TradePlan] | None:
-        """The newest entry order that carries a plan, with that plan (see `record_intent`)."""
+        """The entry order whose plan is still waiting for its first fill, with that plan
+        (see `record_intent`; `save_plan` uses it up)."""
         row = self._db.execute(
             "SELECT * FROM orders WHERE bot = ? AND plan IS NOT NULL ORDER BY rowid DESC LIMIT 1",
             (bot,),
