@@ -20,11 +20,13 @@ on a closed candle (fresh: closed no longer than `max_candle_age` before `now`):
 A stale candle (replayed after downtime) only keeps the plan and the protection in order:
 the resting orders covered the gap, nothing is opened or closed on old prices.
 
-Requests that change the exchange (Submit, Cancel) are emitted one at a time, last in the
-list; the shell carries it out and feeds an `Outcome` back before anything else happens, so
-every decision sees what the previous one did. Client order ids come from the state's
-sequence, which the shell stores with each intent. A stop refused because the price is
-already beyond it (`WOULD_TRIGGER`) means the stop was hit: the position is closed at market.
+Requests that change the exchange (Submit, Cancel) come last in the list: one at a time,
+or a stop and its take-profit together (both new, or both to cancel when nothing should
+rest); the shell carries each out and feeds its `Outcome` back, in order, before anything
+else happens, so every decision sees what the previous ones did. Client order ids come
+from the state's sequence, which the shell stores with each intent. A stop refused because
+the price is already beyond it (`WOULD_TRIGGER`) means the stop was hit: the position is
+closed at market.
 A protective order refused or left unknown is retried at the next event, never twice in one.
 """
 
@@ -207,7 +209,8 @@ class TraderState:
     close: Decimal = ZERO
     signal: Signal | None = None  # handed by the candle being decided
     todo: tuple[str, ...] = ()
-    awaiting: tuple[str, str, str] | None = None  # (cid, purpose, "submit"|"cancel") in flight
+    # (cid, purpose, "submit"|"cancel") of each request in flight, in the order sent
+    awaiting: tuple[tuple[str, str, str], ...] = ()
     blocked: frozenset[str] = frozenset()  # protective purposes that failed in this pass
     halted: bool = False
     last_problem: str | None = None
@@ -218,7 +221,7 @@ class TraderState:
     @property
     def busy(self) -> bool:
         """A request is in flight or work is queued: the shell must not feed a new candle."""
-        return self.awaiting is not None or bool(self.todo)
+        return bool(self.awaiting) or bool(self.todo)
 
     @property
     def protected(self) -> bool:
@@ -263,8 +266,8 @@ def step(
     actions: list[Action] = []
     if isinstance(event, Outcome):
         _on_outcome(s, event, actions)
-    elif s.awaiting is not None:
-        raise ValueError(f"an outcome for {s.awaiting[0]} is due before any other event")
+    elif s.awaiting:
+        raise ValueError(f"an outcome for {s.awaiting[0][0]} is due before any other event")
     elif isinstance(event, CandleClosed):
         _on_candle(s, event, config, now)
     else:
@@ -302,10 +305,9 @@ def _on_candle(s: TraderState, e: CandleClosed, config: TraderConfig, now: datet
 
 
 def _on_outcome(s: TraderState, e: Outcome, actions: list[Action]) -> None:
-    if s.awaiting is None or s.awaiting[0] != e.client_order_id:
+    if not s.awaiting or s.awaiting[0][0] != e.client_order_id:
         raise ValueError(f"unexpected outcome for {e.client_order_id}; awaiting {s.awaiting}")
-    _, purpose, kind = s.awaiting
-    s.awaiting = None
+    (_, purpose, kind), s.awaiting = s.awaiting[0], s.awaiting[1:]
     s.facts = e.facts
     protective = purpose in protection.PURPOSES
     if e.result is Result.WOULD_TRIGGER and protective:
@@ -338,7 +340,7 @@ def _on_outcome(s: TraderState, e: Outcome, actions: list[Action]) -> None:
 
 def _run(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
     """Advance through `todo` until a request is in flight or nothing is left."""
-    while s.todo and s.awaiting is None:
+    while s.todo and not s.awaiting:
         stage, s.todo = s.todo[0], s.todo[1:]
         _STAGES[stage](s, config, actions)
 
@@ -432,19 +434,32 @@ def _protect(s: TraderState, config: TraderConfig, actions: list[Action]) -> Non
     facts = s.facts
     if not facts.orders and (s.plan is None or facts.position_qty == 0):
         return  # nothing rests and nothing should
-    change = protection.next_change(_wants(s, config), facts.orders, s.blocked)
+    wants = _wants(s, config)
+    change = protection.next_change(wants, facts.orders, s.blocked)
     if change is None:
         return
     s.todo = ("protect", *s.todo)
+    _protective_request(s, config, actions, change)
+    # The take-profit goes with the stop when both are new, and the two go together when
+    # nothing should rest; an amendment stays one purpose at a time (the stop's gap short).
+    also = protection.next_change(wants, facts.orders, s.blocked | {change.purpose or ""})
+    cancelling = isinstance(change, Order)
+    if also is not None and isinstance(also, Order) == cancelling and (not cancelling or not wants):
+        _protective_request(s, config, actions, also)
+
+
+def _protective_request(
+    s: TraderState, config: TraderConfig, actions: list[Action], change: Order | protection.Wanted
+) -> None:
     if isinstance(change, Order):
         purpose = change.purpose or protection.STOP
-        s.awaiting = (change.client_order_id, purpose, "cancel")
+        s.awaiting = (*s.awaiting, (change.client_order_id, purpose, "cancel"))
         actions.append(Cancel(change))
         return
     intent = _intent(
         s, config, change.side, change.qty, change.purpose, change.type, change.trigger
     )
-    s.awaiting = (intent.client_order_id, change.purpose, "submit")
+    s.awaiting = (*s.awaiting, (intent.client_order_id, change.purpose, "submit"))
     actions.append(Submit(intent, s.sequence))
 
 
@@ -531,7 +546,7 @@ def _send(
         return False
     if plan is not None:
         s.pending = (intent.client_order_id, plan)
-    s.awaiting = (intent.client_order_id, purpose, "submit")
+    s.awaiting = ((intent.client_order_id, purpose, "submit"),)
     actions.append(Submit(intent, s.sequence, plan))
     return True
 

@@ -81,8 +81,8 @@ def step(
 def done(
     state: trader.TraderState, f: trader.Facts, result: trader.Result = trader.Result.DONE
 ) -> trader.Outcome:
-    assert state.awaiting is not None, "nothing in flight"
-    return trader.Outcome(state.awaiting[0], result, f, reason="because")
+    assert state.awaiting, "nothing in flight"
+    return trader.Outcome(state.awaiting[0][0], result, f, reason="because")
 
 
 def kinds(actions: list[trader.Action]) -> list[str]:
@@ -133,14 +133,15 @@ def test_the_first_fill_activates_the_plan_and_the_stop_then_the_target_are_plac
         "save plan",
         "journal plan_activated",
         "submit stop stop_market 0.01",
+        "submit take_profit take_profit_market 0.01",
     ]
-    stop = actions[-1]
+    stop = actions[2]
     assert isinstance(stop, trader.Submit)
     assert stop.intent.trigger_price == D("2490.00")  # rounded to the tick
     assert stop.intent.side is Side.SELL and stop.intent.reduce_only and stop.plan is None
     with_stop = facts("0.01", resting(stop.intent.client_order_id, "stop", "0.01", "2490"))
     state, actions = step(state, done(state, with_stop))
-    assert kinds(actions) == ["submit take_profit take_profit_market 0.01"]
+    assert actions == [] and state.busy, "the take-profit's outcome is still due"
     assert state.protected
     both = facts("0.01", *with_stop.orders, resting("t", "take_profit", "0.01", "2520"))
     state, actions = step(state, done(state, both))
@@ -164,24 +165,27 @@ def test_a_position_that_grew_gets_its_stop_then_its_target_replaced() -> None:
 def test_a_stop_refused_because_the_price_is_beyond_it_closes_the_position_at_market() -> None:
     state, _ = step(trader.TraderState(), candle(facts(), LONG))
     state, actions = step(state, done(state, facts("0.02")))
+    take_profit = actions[-1]
+    assert isinstance(take_profit, trader.Submit)
     state, actions = step(state, done(state, facts("0.02"), trader.Result.WOULD_TRIGGER))
-    assert kinds(actions) == ["journal stop_hit_on_placement", "submit stop market 0.02"]
+    assert kinds(actions) == ["journal stop_hit_on_placement"]
+    tp = resting(take_profit.intent.client_order_id, "take_profit", "0.02", "2520")
+    state, actions = step(state, done(state, facts("0.02", tp)))
+    assert kinds(actions) == ["submit stop market 0.02"]
     close = actions[-1]
     assert isinstance(close, trader.Submit)
     assert close.intent.reduce_only and close.intent.side is Side.SELL
+    state, actions = step(state, done(state, facts("0", tp)))
+    assert kinds(actions) == ["clear plan", "journal plan_cleared", "cancel take_profit"]
     state, actions = step(state, done(state, facts("0")))
-    assert kinds(actions) == ["clear plan", "journal plan_cleared"]
-    assert not state.busy and state.plan is None
+    assert actions == [] and not state.busy and state.plan is None
 
 
 def test_a_refused_stop_is_shown_unprotected_and_retried_at_the_next_candle_only() -> None:
     state, _ = step(trader.TraderState(), candle(facts(), LONG))
     state, _ = step(state, done(state, facts("0.02")))
     state, actions = step(state, done(state, facts("0.02"), trader.Result.REJECTED))
-    assert kinds(actions) == [
-        "journal protection_not_placed",
-        "submit take_profit take_profit_market 0.02",
-    ]
+    assert kinds(actions) == ["journal protection_not_placed"]
     take_profit = resting("t", "take_profit", "0.02", "2520")
     state, actions = step(state, done(state, facts("0.02", take_profit)))
     assert (
@@ -217,16 +221,24 @@ def test_a_reversal_closes_clears_the_protection_and_enters_the_other_way() -> N
     assert kinds(actions) == ["submit reversal market 0.02"]
     flat_with_orders = facts("0", *f.orders)
     state, actions = step(state, done(state, flat_with_orders))
-    assert kinds(actions) == ["clear plan", "journal plan_cleared", "cancel stop"]
+    assert kinds(actions) == [
+        "clear plan",
+        "journal plan_cleared",
+        "cancel stop",
+        "cancel take_profit",
+    ]
     state, actions = step(state, done(state, facts("0", f.orders[1])))
-    assert kinds(actions) == ["cancel take_profit"]
+    assert actions == []
     state, actions = step(state, done(state, facts("0")))
     assert kinds(actions) == ["submit entry market 0.02"]
     entry = actions[0]
     assert isinstance(entry, trader.Submit) and entry.intent.side is Side.SELL
     state, actions = step(state, done(state, facts("-0.02")))
-    assert kinds(actions)[-1] == "submit stop stop_market 0.02"
-    stop = actions[-1]
+    assert kinds(actions)[-2:] == [
+        "submit stop stop_market 0.02",
+        "submit take_profit take_profit_market 0.02",
+    ]
+    stop = actions[-2]
     assert isinstance(stop, trader.Submit) and stop.intent.side is Side.BUY
 
 
@@ -251,7 +263,10 @@ def test_a_stale_candle_opens_and_closes_nothing_even_through_the_stop() -> None
     replayed = candle(facts("0.02"), SHORT, at=T0, low="2400")
     now = T0 + timedelta(minutes=30)
     state, actions = step(state, replayed, now)
-    assert kinds(actions) == ["submit stop stop_market 0.02"], "only the protection is kept"
+    assert kinds(actions) == [
+        "submit stop stop_market 0.02",
+        "submit take_profit take_profit_market 0.02",
+    ], "only the protection is kept"
     fresh = candle(facts("0.02"), SHORT, at=now, low="2400")
     state, actions = step(trader.TraderState(plan=PLAN), fresh, now)
     assert kinds(actions) == ["journal stop_crossed_unprotected", "submit stop market 0.02"]
@@ -262,7 +277,12 @@ def test_after_a_crash_the_entry_s_stored_plan_protects_the_adopted_position() -
     entry = replace(entry, type=OrderType.MARKET, purpose="entry", trigger_price=None)
     state = trader.initial_state(7, None, (entry, PLAN))
     state, actions = step(state, trader.Started(facts("0.02")))
-    assert kinds(actions) == ["save plan", "journal plan_activated", "submit stop stop_market 0.02"]
+    assert kinds(actions) == [
+        "save plan",
+        "journal plan_activated",
+        "submit stop stop_market 0.02",
+        "submit take_profit take_profit_market 0.02",
+    ]
 
 
 def test_an_entry_that_never_filled_drops_its_plan() -> None:
