@@ -221,9 +221,16 @@ class BotRunner:
         )
         return position
 
-    async def _facts(self, at: datetime, *, equity: bool) -> trader.Facts:
-        """What the core decides on: position, today's realised PnL, live orders, equity."""
+    async def _facts(
+        self, at: datetime, *, equity: bool, only_if_flat: bool = False
+    ) -> trader.Facts:
+        """What the core decides on: position, today's realised PnL, live orders, equity.
+
+        `only_if_flat`: the equity only when flat, as a candle's entry can only follow from
+        flat (after a reversal the close's outcome brings the equity read after it).
+        """
         position = await self._refresh_position()
+        equity = equity and not (only_if_flat and position is not None)
         since = day_start(at, self.limits.daily_reset)
         return trader.Facts(
             position_qty=position.qty if position is not None else ZERO,
@@ -263,7 +270,7 @@ class BotRunner:
             self.snapshot.stale_candles += 1
         elif any(c.timeframe == self.strategy.timeframes[0] for c in event.candles):
             signal = self._evaluate()
-        facts = await self._facts(event.closed_at, equity=signal is not None)
+        facts = await self._facts(event.closed_at, equity=signal is not None, only_if_flat=True)
         await self._drive(
             trader.CandleClosed(
                 event.closed_at,
