@@ -43,6 +43,11 @@ class OrderRejected(ExchangeError):
     """The exchange refused the order (bad size, insufficient margin, ...)."""
 
 
+class WouldTrigger(OrderRejected):
+    """A trigger order refused because the price is already beyond its trigger (Binance
+    -2021 "Order would immediately trigger"): for a stop, the stop has been hit."""
+
+
 class StateLocked(TradectlError):
     """Another daemon holds the state folder."""
 
