@@ -151,6 +151,8 @@ class ControlServer:
                 await self._reply(writer, await self._handle(line))
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception as e:  # never "Task exception was never retrieved" on stderr
+            self._log.error("control_connection_failed", error=f"{type(e).__name__}: {e}")
         finally:
             self._connections.discard(task)
             writer.close()
@@ -190,6 +192,11 @@ class ControlServer:
         except ProtocolError as e:
             self._log.warning("control_request_refused", code=e.code, reason=e.message)
             return error_reply(e.request_id, e.code, e.message)
+        except Exception as e:  # whatever else a parser can throw: still an answer
+            self._log.warning("control_request_refused", code="bad_request", error=type(e).__name__)
+            return error_reply(
+                None, ErrorCode.BAD_REQUEST, f"frame cannot be parsed ({type(e).__name__})"
+            )
         handler = self._handlers.get(request.cmd)
         if handler is None:
             return error_reply(
