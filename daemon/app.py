@@ -24,6 +24,7 @@ from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.clock import SystemClock
@@ -34,6 +35,7 @@ from daemon.control.server import (
     Handler,
     Peer,
     arg,
+    claim_socket_path,
     current_peer,
 )
 from daemon.credentials import load_credentials
@@ -286,7 +288,10 @@ class Daemon:
 
     async def run(self) -> None:
         state_dir = self.loaded.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        socket_path = self.loaded.socket_path
+        prepare_folder(socket_path.parent, "socket folder")
+        claim_socket_path(socket_path)  # before store and exchanges: a refusal touches nothing
+        prepare_folder(state_dir, "state folder")
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
@@ -315,7 +320,7 @@ class Daemon:
                 self.reconciliation += await reconcile_account(
                     gateway, store, functools.partial(self._owner, account), bot_symbols
                 )
-            server = ControlServer(self.loaded.socket_path, self._handlers(), self._authorize)
+            server = ControlServer(socket_path, self._handlers(), self._authorize)
             await server.start()
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")

@@ -73,20 +73,46 @@ def socket_path(config_path: Path, configured: str | Path, environ: Mapping[str,
     return resolve_against(config_path.absolute().parent, configured)
 
 
+def client_paths(
+    explicit_config: Path | None, environ: Mapping[str, str] = os.environ
+) -> tuple[Path, Path | None]:
+    """The socket the CLI should dial, and the state folder whose owner the real daemon is.
+
+    The environment wins without touching the file, so a missing config does not stop
+    `tradectl status` when TRADECTL_SOCKET says where to look; the state folder is then
+    None unless the environment or a readable config names it.
+    """
+    socket_from_env = bool(environ.get("TRADECTL_SOCKET") or environ.get("RUNTIME_DIRECTORY"))
+    state_from_env = bool(environ.get("TRADECTL_STATE_DIR") or environ.get("STATE_DIRECTORY"))
+    config_path = find_config(explicit_config, environ)
+    daemon: Any = {}
+    config_read = False
+    if not (socket_from_env and state_from_env):
+        try:
+            daemon = read_toml(config_path).get("daemon", {})
+            config_read = True
+        except ConfigError:
+            if not socket_from_env:
+                raise
+    if not isinstance(daemon, dict):
+        daemon = {}
+    if socket_from_env:
+        socket = socket_path(Path("."), DEFAULT_SOCKET, environ)
+    else:
+        configured = daemon.get("socket_path", DEFAULT_SOCKET)
+        if not isinstance(configured, str):
+            raise ConfigError(f"{config_path}: daemon.socket_path: must be a string path")
+        socket = socket_path(config_path, configured, environ)
+    if state_from_env:
+        return socket, state_dir(Path("."), DEFAULT_STATE_DIR, environ)
+    state = daemon.get("state_dir", DEFAULT_STATE_DIR)
+    if not config_read or not isinstance(state, str):
+        return socket, None
+    return socket, state_dir(config_path, state, environ)
+
+
 def client_socket_path(
     explicit_config: Path | None, environ: Mapping[str, str] = os.environ
 ) -> Path:
-    """The socket the CLI should dial, reading only `[daemon] socket_path` of the config.
-
-    The environment wins without touching the file, so a missing config does not
-    stop `tradectl status` when TRADECTL_SOCKET says where to look.
-    """
-    if environ.get("TRADECTL_SOCKET") or environ.get("RUNTIME_DIRECTORY"):
-        return socket_path(Path("."), DEFAULT_SOCKET, environ)
-    config_path = find_config(explicit_config, environ)
-    raw = read_toml(config_path)
-    daemon = raw.get("daemon", {})
-    configured = daemon.get("socket_path", DEFAULT_SOCKET) if isinstance(daemon, dict) else None
-    if not isinstance(configured, str):
-        raise ConfigError(f"{config_path}: daemon.socket_path: must be a string path")
-    return socket_path(config_path, configured, environ)
+    """The socket the CLI should dial, by the daemon's rules (see `client_paths`)."""
+    return client_paths(explicit_config, environ)[0]

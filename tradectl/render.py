@@ -142,7 +142,8 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
 def flatten_text(result: dict[str, Any]) -> str:
     lines = []
     if result.get("direct"):
-        lines.append("daemon unreachable: flattened directly against the exchanges")
+        why = result.get("direct_reason") or "daemon unreachable"
+        lines.append(f"flattened directly against the exchanges ({why})")
     if result.get("halted"):
         lines.append(f"halted: {', '.join(result['halted'])}")
     for r in result["symbols"]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from daemon.domain.errors import NotFound, Refused, TradectlError
+from daemon.domain.errors import ConfigError, NotFound, Refused, TradectlError
 from tradectl.protocol import (
     MAX_REQUEST_BYTES,
     ErrorCode,
@@ -75,6 +75,10 @@ class SocketInUse(TradectlError):
     """Another live process answers on the socket path."""
 
 
+class SocketPathError(ConfigError):
+    """The configured socket path cannot hold our socket (too long, a file or folder there)."""
+
+
 class ControlServer:
     def __init__(
         self,
@@ -88,19 +92,26 @@ class ControlServer:
         self._authorize = authorize
         self._max_clients = max_clients
         self._server: asyncio.Server | None = None
+        self._bound: tuple[int, int] | None = None  # (device, inode) of the socket we made
         self._connections: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger()
 
     async def start(self) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_socket(self.socket_path)
+        """Listen on the socket path; refuse (touching nothing) if it is not free."""
+        claim_socket_path(self.socket_path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never briefly wider
         try:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.socket_path), limit=MAX_REQUEST_BYTES + 1
             )
+        except OSError as e:
+            raise SocketPathError(
+                f"control socket {self.socket_path}: cannot listen there: {e.strerror or e}"
+            ) from None
         finally:
             os.umask(old_umask)
+        info = os.lstat(self.socket_path)
+        self._bound = (info.st_dev, info.st_ino)
         os.chmod(self.socket_path, SOCKET_MODE)
         self._log.info("control_socket_listening", path=str(self.socket_path))
 
@@ -114,8 +125,18 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        self._remove_own_socket()
+
+    def _remove_own_socket(self) -> None:
+        """Unlink the socket only while it is still the one we made: never a file, a link,
+        a folder, or another daemon's socket that replaced ours."""
+        if self._bound is None:
+            return
+        with contextlib.suppress(OSError):
+            info = os.lstat(self.socket_path)
+            if stat.S_ISSOCK(info.st_mode) and (info.st_dev, info.st_ino) == self._bound:
+                self.socket_path.unlink()
+        self._bound = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -252,23 +273,45 @@ def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     return Peer(pid, uid, gid)
 
 
-def _remove_stale_socket(path: Path) -> None:
-    """Unlink a socket left by a crash; refuse if something still answers on it."""
+MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes with the terminating zero
+
+
+def claim_socket_path(path: Path) -> None:
+    """Make sure `path` is free for our socket: nothing there, or a socket that nobody
+    answers on (left by a crash), which is removed. Anything else is refused, untouched."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"control socket {path}: the path is {len(os.fsencode(path))} bytes long; a Unix "
+            f"socket path may have at most {MAX_SOCKET_PATH_BYTES}"
+        )
     try:
-        mode = path.lstat().st_mode
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise SocketPathError(f"control socket {path}: cannot check it: {e.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise SocketPathError(f"control socket {path}: is a symbolic link; refusing to replace it")
+    if stat.S_ISDIR(mode):
+        raise SocketPathError(f"control socket {path}: is a folder; refusing to replace it")
     if not stat.S_ISSOCK(mode):
-        raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
+        raise SocketPathError(
+            f"control socket {path}: exists and is not a socket; refusing to replace it"
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
         probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
+    except ConnectionRefusedError:
         path.unlink(missing_ok=True)  # stale: nobody listens
         return
+    except FileNotFoundError:
+        return
     except OSError as e:
-        raise SocketInUse(f"{path}: cannot tell whether it is in use: {e}") from None
+        raise SocketInUse(
+            f"control socket {path}: cannot tell whether it is in use ({e.strerror or e}); "
+            "refusing to take it"
+        ) from None
     finally:
         probe.close()
     raise SocketInUse(f"another daemon answers on {path}; refusing to take its socket")
