@@ -28,10 +28,10 @@ from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.clock import SystemClock
+from daemon.control.access import authorize, is_admin
 from daemon.control.server import (
     ArgumentError,
     ControlServer,
-    Forbidden,
     Handler,
     Peer,
     arg,
@@ -56,9 +56,6 @@ from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
-READ_ONLY_COMMANDS = frozenset(
-    {Command.PING, Command.STATUS, Command.POSITIONS, Command.ORDERS, Command.HEALTH}
-)
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = "state.db"
 
@@ -320,7 +317,9 @@ class Daemon:
                 self.reconciliation += await reconcile_account(
                     gateway, store, functools.partial(self._owner, account), bot_symbols
                 )
-            server = ControlServer(socket_path, self._handlers(), self._authorize)
+            server = ControlServer(
+                socket_path, self._handlers(), self._authorize, privileged=self._is_admin
+            )
             await server.start()
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")
@@ -390,34 +389,34 @@ class Daemon:
             if bot.owner is not None
         }
 
-    def bot_owner(self, name: str) -> int:
-        """The config's owner, else whoever first started it, else the daemon's own user."""
+    def bot_owner(self, name: str) -> int | None:
+        """The config's owner, else whoever first started it, else the daemon's own user;
+        None while nobody owns it (its first start makes the caller the owner)."""
         if name in self.config_owners:
             return self.config_owners[name]
         record = self.store.bot(name)
         if record is not None and record.owner_uid is not None:
             return record.owner_uid
-        return os.getuid() if record is not None else -1  # -1: nobody yet; first start owns it
+        return os.getuid() if record is not None else None
+
+    def _is_admin(self, peer: Peer) -> bool:
+        return is_admin(peer.uid, peer.groups(), daemon_uid=os.getuid(), admin_gid=self.admin_gid)
 
     def _authorize(self, peer: Peer, request: Request) -> None:
         """Root, the daemon's user and the admin group: anything. Others: read, and act on
-        the bots they own."""
-        if peer.uid in (0, os.getuid()):
-            return
-        if self.admin_gid is not None and self.admin_gid in peer.groups():
-            return
-        if request.cmd in READ_ONLY_COMMANDS:
-            return
-        if request.args.get("all"):
-            raise Forbidden(f"{request.cmd} --all is for administrators (uid {peer.uid} is not)")
+        the bots they own (see daemon/control/access.py)."""
         bot = request.args.get("bot")
-        if not isinstance(bot, str) or bot not in self.config.bots:
-            return  # the handler answers with the precise error
-        owner = self.bot_owner(bot)
-        if owner == -1 and request.cmd == Command.START:
-            return  # the first start makes the caller the owner
-        if owner != peer.uid:
-            raise Forbidden(f"bot {bot!r} belongs to uid {owner}; uid {peer.uid} may only read it")
+        known = bot if isinstance(bot, str) and bot in self.config.bots else None
+        authorize(
+            peer.uid,
+            peer.groups(),
+            request.cmd,
+            daemon_uid=os.getuid(),
+            admin_gid=self.admin_gid,
+            every=bool(request.args.get("all")),
+            bot=known,
+            owner=None if known is None else self.bot_owner(known),
+        )
 
     def _handlers(self) -> dict[str, Handler]:
         return {
