@@ -20,6 +20,7 @@ from daemon.app import STATE_FILE, build_gateways, owner_of
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import StateLocked
+from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
 
@@ -87,13 +88,14 @@ async def flatten_direct(
             why=why,
             flat=all(r["flat"] for r in rows),
         )
-        return {
+        result = {
             "halted": bots,
             "symbols": rows,
             "flat": all(r["flat"] for r in rows),
             "direct": True,
             "direct_reason": why,
         }
+        return dict(scrub_value(result))
     finally:
         store.close()
         lock.release()

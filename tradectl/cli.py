@@ -390,6 +390,13 @@ def _daemon_faults(loaded: Any) -> Iterator[None]:
     except OSError as e:
         where = e.filename or loaded.state_dir
         _fail(f"{where}: {e.strerror or e}", EXIT_STORAGE)
+    except Exception as e:  # a bug: logged with its traceback (scrubbed, no locals), exit 1
+        import structlog
+
+        from daemon.redaction import scrub
+
+        structlog.get_logger().critical("daemon_crashed", error=type(e).__name__, exc_info=e)
+        _fail(f"internal error: {type(e).__name__}: {scrub(str(e))}", EXIT_FAILED)
 
 
 PROGRESS_EVERY_S = 2.0  # on a terminal

@@ -35,6 +35,7 @@ from daemon.domain.models import (
     Side,
     TradePlan,
 )
+from daemon.redaction import scrub, scrub_value
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -209,7 +210,7 @@ class SqliteStore:
     ) -> None:
         db.execute(
             "INSERT INTO events (ts, bot, kind, data) VALUES (?, ?, ?, ?)",
-            (_now(), bot, kind, json.dumps(data, default=str, sort_keys=True)),
+            (_now(), bot, kind, json.dumps(scrub_value(data), default=str, sort_keys=True)),
         )
 
     def journal(self, kind: str, bot: str | None = None, **data: Any) -> None:
@@ -364,7 +365,7 @@ class SqliteStore:
                     str(order.filled_qty),
                     None if order.avg_fill_price is None else str(order.avg_fill_price),
                     order.exchange_order_id,
-                    order.reason,
+                    None if order.reason is None else scrub(order.reason),
                     _now(),
                     order.client_order_id,
                 ),
@@ -378,7 +379,7 @@ class SqliteStore:
                         "cid": order.client_order_id,
                         "from": previous,
                         "to": order.status.value,
-                        "reason": order.reason,
+                        "reason": None if order.reason is None else scrub(order.reason),
                     },
                 )
 

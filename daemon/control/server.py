@@ -24,9 +24,11 @@ import structlog
 
 from daemon.control.access import Forbidden
 from daemon.domain.errors import ConfigError, NotFound, Refused, TradectlError
+from daemon.redaction import scrub, scrub_value
 from tradectl.protocol import (
     MAX_REQUEST_BYTES,
     ErrorCode,
+    ErrorInfo,
     ProtocolError,
     Reply,
     Request,
@@ -227,8 +229,13 @@ class ControlServer:
         writer.close()
 
     async def _reply(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        """A client that does not read its replies is dropped rather than waited on."""
-        writer.write(encode_reply(reply))
+        """A client that does not read its replies is dropped rather than waited on.
+        No reply carries a credential or a signed URL, whatever field it hides in."""
+        error = reply.error
+        if error is not None:
+            error = ErrorInfo(error.code, scrub(error.message))
+        safe = Reply(reply.id, reply.ok, scrub_value(reply.result), error, reply.v)
+        writer.write(encode_reply(safe))
         await asyncio.wait_for(writer.drain(), FRAME_TIMEOUT_S)
 
     async def _handle(self, line: bytes) -> Reply:
