@@ -27,6 +27,7 @@ from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
+from daemon.adapters.store_identity import STORE_FILE, open_state_store
 from daemon.clock import SystemClock
 from daemon.control.access import authorize, is_admin
 from daemon.control.server import (
@@ -57,7 +58,7 @@ from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
-STATE_FILE = "state.db"
+STATE_FILE = STORE_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +137,11 @@ class Daemon:
         loaded: LoadedConfig,
         clock: Clock | None = None,
         notifier: SystemdNotifier | None = None,
+        *,
+        new_store: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.new_store = new_store  # accept a missing or replaced store on purpose
         self.config = loaded.config
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
@@ -212,6 +216,7 @@ class Daemon:
             ),
             self.clock,
             self.notifier,
+            store_file=store.path,
         )
 
     def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
@@ -292,7 +297,7 @@ class Daemon:
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
-            store = SqliteStore(state_dir / STATE_FILE)
+            store = open_state_store(state_dir, new_store=self.new_store)
         except BaseException:
             lock.release()
             raise
@@ -594,9 +599,9 @@ def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, 
     }
 
 
-def run_daemon(loaded: LoadedConfig) -> int:
+def run_daemon(loaded: LoadedConfig, *, new_store: bool = False) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
-    daemon = Daemon(loaded)
+    daemon = Daemon(loaded, new_store=new_store)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
+
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
+from daemon.adapters.store_identity import store_missing_warning
 from daemon.app import STATE_FILE, build_gateways, owner_of
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
@@ -45,6 +48,9 @@ async def flatten_direct(
         lock.acquire()
     except StateLocked as e:
         holder = str(e)
+    lost = store_missing_warning(loaded.state_dir)
+    if lost is not None:
+        structlog.get_logger().critical("state_store_missing", problem=lost)
     store = SqliteStore(loaded.state_dir / STATE_FILE)
     try:
         for name in bots:
@@ -94,6 +100,7 @@ async def flatten_direct(
             "flat": all(r["flat"] for r in rows),
             "direct": True,
             "direct_reason": why,
+            "store_warning": lost,
         }
         return dict(scrub_value(result))
     finally:

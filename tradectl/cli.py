@@ -356,7 +356,18 @@ def config_check(config: ConfigOption = None, json_output: JsonOption = False) -
 
 
 @app.command()
-def daemon(config: ConfigOption = None) -> None:
+def daemon(
+    config: ConfigOption = None,
+    new_store: Annotated[
+        bool,
+        typer.Option(
+            "--new-store",
+            help="Start on purpose without the state store an earlier run left here (it was "
+            "lost or replaced): accept the store found, or a new empty one, as a first start. "
+            "Without it such a start is refused (exit 66).",
+        ),
+    ] = False,
+) -> None:
     """Run the daemon in the foreground (systemd runs exactly this)."""
     loaded = _load(config)
     from daemon.app import run_daemon
@@ -364,7 +375,7 @@ def daemon(config: ConfigOption = None) -> None:
 
     configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
     with _daemon_faults(loaded):
-        code = run_daemon(loaded)
+        code = run_daemon(loaded, new_store=new_store)
     raise typer.Exit(code)
 
 

@@ -144,6 +144,8 @@ def flatten_text(result: dict[str, Any]) -> str:
     if result.get("direct"):
         why = result.get("direct_reason") or "daemon unreachable"
         lines.append(f"flattened directly against the exchanges ({why})")
+    if result.get("store_warning"):
+        lines.append(f"WARNING: {result['store_warning']}")
     if result.get("halted"):
         lines.append(f"halted: {', '.join(result['halted'])}")
     for r in result["symbols"]:

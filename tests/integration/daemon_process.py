@@ -52,10 +52,10 @@ class DaemonProcess:
         env.update(self.extra_env)
         return env
 
-    def start(self, wait: bool = True) -> DaemonProcess:
+    def start(self, wait: bool = True, *args: str) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tradectl.cli", "daemon"],
+            [sys.executable, "-m", "tradectl.cli", "daemon", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
