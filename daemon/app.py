@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import grp
 import os
-import pwd
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 import tradectl
+from daemon.adapters.candle_files import replay_file
 from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
@@ -44,6 +42,7 @@ from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
+from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
@@ -70,16 +69,6 @@ class FeedKey:
         return f"{self.account}:{self.symbol}"
 
 
-def candle_file(data_dir: Path, symbol: str) -> Path:
-    """freqtrade's naming: ETH/USDT:USDT -> ETH_USDT_USDT-1m-futures.feather (or .json)."""
-    stem = symbol.replace("/", "_").replace(":", "_") + "-1m-futures"
-    feather = data_dir / f"{stem}.feather"
-    json_file = data_dir / f"{stem}.json"
-    if feather.exists() or not json_file.exists():
-        return feather
-    return json_file
-
-
 def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
     """One gateway per configured account; the daemon and a direct flatten share this."""
     config = loaded.config
@@ -103,24 +92,6 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
         markets = markets or load_paper_markets()
         gateways[name] = PaperExchange(name, paper_settings(account, config.risk), store, markets)
     return gateways
-
-
-def _uid(loaded: LoadedConfig, bot: str, owner: str | int) -> int:
-    if isinstance(owner, int):
-        return owner
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise ConfigError(f"{loaded.path}: bots.{bot}.owner: no user named {owner!r}") from None
-
-
-def _gid(loaded: LoadedConfig, group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"{loaded.path}: daemon.admin_group: no group named {group!r}") from None
 
 
 def owner_of(config: Config, account: str, symbol: str) -> str | None:
@@ -224,13 +195,8 @@ class Daemon:
         account = self.config.accounts[key.account]
         if isinstance(account, PaperAccount) and account.market_data == "replay":
             replay = account.replay
-            data_file = candle_file(self.loaded.resolve(replay.data_dir), key.symbol)
-            if not data_file.exists():
-                raise ConfigError(
-                    f"{self.loaded.path}: accounts.{key.account}.replay.data_dir: no candles for "
-                    f"{key.symbol} (looked for {data_file})"
-                )
-            return ReplayFeed(
+            data_file = replay_file(self.loaded.resolve(replay.data_dir), key.symbol)
+            return ReplayFeed(  # the file, its start and timeframes passed check_config
                 symbol=key.symbol,
                 data_file=data_file,
                 timeframes=timeframes,
@@ -289,6 +255,7 @@ class Daemon:
         )
 
     async def run(self) -> None:
+        self.checked = check_config(self.loaded)  # all of it, before any file or exchange
         state_dir = self.loaded.state_dir
         socket_path = self.loaded.socket_path
         prepare_folder(socket_path.parent, "socket folder")
@@ -383,16 +350,9 @@ class Daemon:
     # -- the control commands ------------------------------------------------------
 
     def _resolve_access(self) -> None:
-        """Names in the config become ids once, at start-up; an unknown one is a config error."""
-        daemon = self.config.daemon
-        self.admin_gid = (
-            None if daemon.admin_group is None else _gid(self.loaded, daemon.admin_group)
-        )
-        self.config_owners = {
-            name: _uid(self.loaded, name, bot.owner)
-            for name, bot in self.config.bots.items()
-            if bot.owner is not None
-        }
+        """Names in the config became ids in check_config; an unknown one was refused there."""
+        self.admin_gid = self.checked.admin_gid
+        self.config_owners = self.checked.owners
 
     def bot_owner(self, name: str) -> int | None:
         """The config's owner, else whoever first started it, else the daemon's own user;

@@ -70,6 +70,7 @@ ConfigOption = Annotated[
         "-c",
         help="Config file (else $TRADECTL_CONFIG, ./config.toml, /etc/tradectl/config.toml).",
         show_default=False,
+        readable=False,  # an unreadable file is a config error (78) with the reason, not usage
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
@@ -336,8 +337,16 @@ def _load(config: Path | None) -> Any:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None, json_output: JsonOption = False) -> None:
-    """Validate the config completely (schema, accounts, bots, strategy parameters)."""
+    """Validate the config completely: every check the daemon makes before it starts
+    (schema, strategies and parameters, candle data, replay start, owners, admin group,
+    credentials present, market minimums against the risk limits)."""
     loaded = _load(config)
+    from daemon.preflight import check_config
+
+    try:
+        check_config(loaded)
+    except ConfigError as e:
+        _fail(str(e), EXIT_CONFIG)
     summary = {
         "config": str(loaded.path),
         "state_dir": str(loaded.state_dir),
