@@ -271,6 +271,7 @@ class Daemon:
         self.store = store
         server: ControlServer | None = None
         started_gateways: list[ExchangeGateway] = []
+        failed = False
         try:
             self._build(store)
             self._resolve_access()
@@ -314,20 +315,48 @@ class Daemon:
             await self._stop.wait()
             self.notifier.stopping("stopping: bots keep their desired state")
             self.log.info("daemon_stopping")
+        except BaseException:
+            failed = True
+            raise
         finally:
-            if self._supervisor is not None:
-                await self._supervisor.shutdown()
-            for task in self._tasks:
-                task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=2.0)
-            if server is not None:
-                await server.close()
-            for gateway in started_gateways:
-                await gateway.close()
-            store.close()
-            lock.release()
-            self.log.info("daemon_stopped")
+            problem = await self._shutdown(server, started_gateways, store, lock)
+            if problem is not None and not failed:
+                raise problem  # the first fault of the shutdown, when nothing else failed
+
+    async def _shutdown(
+        self,
+        server: ControlServer | None,
+        gateways: list[ExchangeGateway],
+        store: SqliteStore,
+        lock: StateDirLock,
+    ) -> BaseException | None:
+        """Every step runs even when one fails (a full disk, a broken store): the socket
+        goes, the lock is released, and the first fault is returned to be reported."""
+        problems: list[BaseException] = []
+
+        async def step(what: str, action: Any) -> None:
+            try:
+                result = action()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as e:
+                problems.append(e)
+                self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
+
+        if self._supervisor is not None:
+            await step("stop bots", self._supervisor.shutdown)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+        if server is not None:
+            await step("close the control socket", server.close)
+        for gateway in gateways:
+            await step(f"close {gateway.account}", gateway.close)
+        await step("close the store", store.close)
+        lock.release()
+        self.log.info("daemon_stopped")
+        return problems[0] if problems else None
 
     def _still_starting(self, bots: list[str]) -> None:
         """Start-up is making progress: ask systemd for more time, say who we wait for."""

@@ -406,7 +406,10 @@ def _daemon_faults(loaded: Any) -> Iterator[None]:
     except TradectlError as e:
         _fail(str(e), EXIT_FAILED)
     except sqlite3.DatabaseError as e:
-        _fail(f"state store {loaded.state_dir / 'state.db'}: {e}", EXIT_STORAGE)
+        hint = ""
+        if not isinstance(e, sqlite3.OperationalError):  # damaged, not merely full or locked
+            hint = " (restore it from a backup, or move it aside and start with --new-store)"
+        _fail(f"state store {loaded.state_dir / 'state.db'}: {e}{hint}", EXIT_STORAGE)
     except OSError as e:
         where = e.filename or loaded.state_dir
         _fail(f"{where}: {e.strerror or e}", EXIT_STORAGE)
