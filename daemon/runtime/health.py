@@ -124,9 +124,9 @@ class HealthMonitor:
         last_error = None
         for slot in self._supervisor.slots():
             counts[slot.state.value] = counts.get(slot.state.value, 0) + 1
-            runner = slot.runner
-            if runner is not None and runner.snapshot.position is not None:
-                positions += runner.snapshot.position.qty != Decimal(0)
+            held = self._supervisor.position(slot.spec.name)
+            if held is not None:
+                positions += held.qty != Decimal(0)
             if slot.error:
                 last_error = f"{slot.spec.name}: {slot.error}"
         order = [s.value for s in BotState]
