@@ -9,7 +9,12 @@ kill -9 (crash-only start). The rules for what the store does not know:
   at here; `flatten --all` finds and cancels them);
 - a position on a symbol no bot trades is left alone and reported (`flatten --all`
   closes it); a bot's position that differs from the store's last snapshot is
-  adopted from the exchange, and the difference is journalled.
+  adopted from the exchange, and the difference is journalled;
+- every order the store still has in flight on this account (an intent committed but
+  never confirmed, `pending_submit`, or one it thinks open) is looked up by its client
+  id, whatever its bot's desired state: what the exchange knows is recorded, and an
+  intent the exchange never saw is rejected ("never reached the exchange"). A stopped
+  bot would otherwise leave it pending until it runs again.
 Every difference is journalled and listed in `tradectl status`.
 """
 
@@ -24,7 +29,7 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import NotFound
-from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO
+from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.ports import ExchangeGateway
 from daemon.runtime.fills import record_new_fills
 
@@ -78,6 +83,8 @@ async def reconcile_account(
                 qty=str(order.qty),
             )
 
+    await _resolve_in_flight(gateway, store, report)
+
     positions = {p.symbol: p for p in await gateway.fetch_positions()}
     for symbol, position in positions.items():
         if owner_of(symbol) is None:
@@ -100,3 +107,36 @@ async def reconcile_account(
         elif last is not None and last.qty != 0:
             store.save_position(owner, replace(last, qty=ZERO, entry_price=ZERO))
     return differences
+
+
+async def _resolve_in_flight(
+    gateway: ExchangeGateway, store: SqliteStore, report: Callable[..., None]
+) -> None:
+    """Every live order of this account in the store, asked for by its client id."""
+    for order in store.live_orders():
+        if order.account != gateway.account:
+            continue
+        known = await gateway.fetch_order(order.symbol, order.client_order_id)
+        if known is None:
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                store.update_order(
+                    order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
+                )
+                report(
+                    "pending_intent_rejected",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    reason="never reached the exchange",
+                )
+            continue
+        if known.status != order.status or known.filled_qty != order.filled_qty:
+            store.update_order(known.with_status(known.status, bot=order.bot))
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                report(
+                    "pending_intent_resolved",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    status=known.status.value,
+                )
