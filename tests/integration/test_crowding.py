@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.conftest import REPO
 from tests.integration.daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as other uids")
@@ -161,3 +162,44 @@ def test_busy_is_waited_out_not_taken_for_unreachable(make_daemon: MakeDaemon) -
     assert done.returncode == 0, done.stdout + done.stderr
     assert not json.loads(done.stdout).get("direct"), "busy is not a reason to go direct"
     assert "flattening directly" not in done.stderr
+
+
+TWO_BOTS = """
+[accounts.other]
+kind = "paper"
+
+[accounts.other.replay]
+data_dir = "{data}"
+speed = 600
+start = 2025-05-10T00:00:00Z
+
+[bots.eth-ema]
+account = "paper"
+symbol = "ETH/USDT:USDT"
+strategy = "ema_cross"
+timeframes = ["1m", "5m"]
+autostart = true
+
+[bots.eth-other]
+account = "other"
+symbol = "ETH/USDT:USDT"
+strategy = "ema_cross"
+timeframes = ["1m", "5m"]
+autostart = true
+"""
+
+
+def test_a_direct_flatten_halts_only_the_bot_it_was_asked_for_and_says_why(
+    make_daemon: MakeDaemon,
+) -> None:
+    daemon = make_daemon(bots=TWO_BOTS.format(data=REPO / "data" / "candles")).start()
+    daemon.signal(signal.SIGKILL)
+    daemon.wait()
+    done = flatten(daemon, BOT, "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no socket file" in done.stderr or "connection refused" in done.stderr
+    assert "flattened directly against the exchanges (daemon not reachable" in done.stdout
+    daemon.start()
+    assert daemon.bot(BOT)["state"] == "halted"
+    assert "direct: daemon not reachable" in daemon.bot(BOT)["halt_reason"]
+    assert daemon.bot("eth-other")["state"] in ("starting", "running"), "not asked: not halted"
