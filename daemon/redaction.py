@@ -18,7 +18,7 @@ from typing import Any
 MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words; no real key is that short
 
-_known: set[str] = set()
+_known: tuple[str, ...] = ()
 _lock = threading.Lock()
 
 _URL_QUERY = re.compile(r"(?i)\b((?:https?|wss?)://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
@@ -28,23 +28,40 @@ _NAMED = re.compile(
     r"(\"?'?\s*[:=]\s*\"?'?)"
     r"([^\s\"',}&]+)"
 )
+# Cheap substring tests before the regex: most texts (timestamps, symbols) have none.
+_KEYWORDS = (
+    "apikey",
+    "api-key",
+    "api_key",
+    "access-",
+    "secret",
+    "password",
+    "passphrase",
+    "sign",
+    "authorization",
+)
 
 
 def register_secret(value: str | None) -> None:
     """Remember a credential's value, so that it is masked wherever it shows up."""
+    global _known
     if value and len(value) >= MIN_SECRET_CHARS:
         with _lock:
-            _known.add(value)
+            if value not in _known:
+                _known = (*_known, value)
 
 
 def scrub(text: str) -> str:
     """The text with credentials, signatures and URL query strings masked."""
-    for secret in tuple(_known):
+    for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)
     if "://" in text:
         text = _URL_QUERY.sub(r"\1?" + MASK, text)
-    return _NAMED.sub(r"\1\2" + MASK, text)
+    lowered = text.lower()
+    if any(word in lowered for word in _KEYWORDS):
+        text = _NAMED.sub(r"\1\2" + MASK, text)
+    return text
 
 
 def scrub_value(value: Any) -> Any:
