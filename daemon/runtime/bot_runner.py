@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain import trader
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import (
@@ -39,7 +38,7 @@ from daemon.domain.models import (
 )
 from daemon.domain.risk import AccountExposure, RiskLimits, day_start
 from daemon.domain.timeframes import timeframe_seconds
-from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
+from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed, StateStore
 from daemon.runtime.fills import record_new_fills
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
@@ -85,7 +84,7 @@ class BotRunner:
         strategy: Strategy,
         gateway: ExchangeGateway,
         feed: MarketFeed,
-        store: SqliteStore,
+        store: StateStore,
         limits: RiskLimits,
         clock: Clock,
         on_started: Callable[[], None] = lambda: None,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.models import Fill
-from daemon.ports import ExchangeGateway
+from daemon.ports import ExchangeGateway, StateStore
 
 FILL_LOOKBACK = timedelta(minutes=5)  # fills may share a timestamp; fill ids deduplicate
 
 
 async def record_new_fills(
-    gateway: ExchangeGateway, store: SqliteStore, symbol: str, default_owner: str | None = None
+    gateway: ExchangeGateway, store: StateStore, symbol: str, default_owner: str | None = None
 ) -> list[Fill]:
     """Ask the exchange for fills since the last one recorded; return those that were new.
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError, NotFound
 from daemon.domain.models import ZERO, OrderIntent, OrderType, Position, bot_tag, closing_side
-from daemon.ports import Clock, ExchangeGateway
+from daemon.ports import Clock, ExchangeGateway, StateStore
 from daemon.runtime.fills import record_new_fills
 
 BACKOFF_FIRST_S = 0.2
@@ -59,7 +58,7 @@ class SymbolFlatten:
 class Flattener:
     def __init__(
         self,
-        store: SqliteStore | None,
+        store: StateStore | None,
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:

@@ -15,12 +15,11 @@ from typing import Any
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
 from daemon.domain.errors import HaltRequested, NotFound, Refused
 from daemon.domain.models import Position
 from daemon.domain.protection import is_protected
-from daemon.ports import Clock
+from daemon.ports import Clock, StateStore
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
 BACKOFF_FIRST_S = 1.0
@@ -60,7 +59,7 @@ class Supervisor:
         self,
         specs: dict[str, tuple[BotSpec, bool]],
         runner_factory: RunnerFactory,
-        store: SqliteStore,
+        store: StateStore,
         clock: Clock,
         flatten_bots: FlattenBots | None = None,
     ) -> None:
