@@ -22,9 +22,11 @@ from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.postgres_leases import PostgresLeases
+from daemon.adapters.postgres_store import PostgresStore
+from daemon.adapters.postgres_url import store_target
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.adapters.store_identity import STORE_FILE, open_state_store
 from daemon.clock import SystemClock
@@ -40,13 +42,22 @@ from daemon.control.server import (
 )
 from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError, NotFound
+from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
-from daemon.ports import Clock, ExchangeGateway, MarketFeed
+from daemon.ports import (
+    CandleConsumer,
+    CandlesClosed,
+    Clock,
+    ExchangeGateway,
+    MarketFeed,
+    StateStore,
+)
 from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
+from daemon.runtime.leases import LeaseKeeper
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
 from daemon.settings import paper_settings, risk_limits
@@ -70,7 +81,7 @@ class FeedKey:
         return f"{self.account}:{self.symbol}"
 
 
-def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
+def build_gateways(loaded: LoadedConfig, store: StateStore) -> dict[str, ExchangeGateway]:
     """One gateway per configured account; the daemon and a direct flatten share this."""
     config = loaded.config
     gateways: dict[str, ExchangeGateway] = {}
@@ -126,10 +137,13 @@ class Daemon:
         self._supervisor: Supervisor | None = None
         self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
         self.limits = risk_limits(self.config.risk)
+        # A fleet (PostgreSQL store): the leases this node holds, and the keeper of them.
+        self.lease_book: LeaseBook | None = None
+        self.keeper: LeaseKeeper | None = None
 
     # -- wiring ------------------------------------------------------------------
 
-    def _build(self, store: SqliteStore) -> None:
+    def _build(self, store: StateStore) -> None:
         self.strategies: dict[str, Strategy] = {
             name: build_strategy(bot.strategy, bot.params, bot.timeframes, self.loaded.strategy_dir)
             for name, bot in self.config.bots.items()
@@ -145,7 +159,8 @@ class Daemon:
             feed = self._build_feed(key, sorted(timeframes, key=timeframe_seconds), store)
             gateway = self.gateways[key.account]
             if isinstance(gateway, PaperExchange):
-                feed.subscribe(gateway.on_candles)  # the exchange learns each price before any bot
+                # the exchange learns each price before any bot
+                feed.subscribe(self._paper_prices(key.account, gateway))
             self.feeds[key] = feed
 
         def make_runner(spec: BotSpec, on_started: Any) -> BotRunner:
@@ -178,7 +193,14 @@ class Daemon:
             for name, bot in self.config.bots.items()
         }
         self.flattener = Flattener(store, self.clock)
-        self._supervisor = Supervisor(specs, make_runner, store, self.clock, self._flatten_halted)
+        self._supervisor = Supervisor(
+            specs,
+            make_runner,
+            store,
+            self.clock,
+            self._flatten_halted,
+            placement=None if self.lease_book is None else self._holds,
+        )
         health = self.config.health
         self.health = HealthMonitor(
             self._supervisor,
@@ -196,7 +218,45 @@ class Daemon:
             store_file=store.path,
         )
 
-    def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
+    def _holds(self, bot: str) -> bool:
+        return self.lease_book is not None and self.lease_book.epoch(bot) is not None
+
+    def _holds_account(self, account: str) -> bool:
+        """Single node: every account. A fleet: an account one of whose bots is held here."""
+        if self.lease_book is None:
+            return True
+        held = self.lease_book.held()
+        return any(bot.account == account for name, bot in self.config.bots.items() if name in held)
+
+    def _paper_prices(self, account: str, gateway: PaperExchange) -> CandleConsumer:
+        """In a fleet a paper account lives in the store and moves with its bot: only the
+        node holding the bot moves its simulated book (and saves it)."""
+
+        async def on_candles(event: CandlesClosed) -> None:
+            if self._holds_account(account):
+                await gateway.on_candles(event)
+
+        return on_candles
+
+    def _open_store(self) -> StateStore:
+        """The SQLite file of the state folder, or the fleet's PostgreSQL database."""
+        url = self.loaded.store_url
+        if url is None:
+            return open_state_store(self.loaded.state_dir, new_store=self.new_store)
+        target = store_target(url)
+        self.lease_book = LeaseBook(self.loaded.node)
+        store = PostgresStore(target, self.lease_book)
+        self.fleet_table = PostgresLeases(target, self.loaded.node, self.config.fleet.lease_ttl_s)
+        self.log.info("fleet_store_opened", store=str(target), node=self.loaded.node)
+        return store
+
+    async def _adopt(self, bot: str) -> None:
+        """A bot taken over from another node: its paper account as that node left it."""
+        gateway = self.gateways[self.config.bots[bot].account]
+        if isinstance(gateway, PaperExchange):
+            await gateway.start()
+
+    def _build_feed(self, key: FeedKey, timeframes: list[str], store: StateStore) -> MarketFeed:
         """Replay for paper accounts on recorded data, else the exchange: websocket or REST."""
         account = self.config.accounts[key.account]
         if isinstance(account, PaperAccount) and account.market_data == "replay":
@@ -270,7 +330,7 @@ class Daemon:
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
-            store = open_state_store(state_dir, new_store=self.new_store)
+            store = self._open_store()
         except BaseException:
             lock.release()
             raise
@@ -287,7 +347,8 @@ class Daemon:
             for key, feed in self.feeds.items():
                 await feed.prepare(self._warmup_needs(key))
             self.notifier.status("starting: reconciling accounts with their exchanges")
-            for account, gateway in self.gateways.items():
+            # A fleet: each bot is reconciled by the node that takes it, when it takes it.
+            for account, gateway in self.gateways.items() if self.lease_book is None else ():
                 bot_symbols = {
                     bot.symbol: name
                     for name, bot in self.config.bots.items()
@@ -303,6 +364,16 @@ class Daemon:
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")
             await self.supervisor.wait_started(self._still_starting)
+            if self.lease_book is not None:
+                self.keeper = LeaseKeeper(
+                    self.fleet_table,
+                    self.lease_book,
+                    self.supervisor,
+                    {name: bot.nodes for name, bot in self.config.bots.items()},
+                    self.clock,
+                    on_adopt=self._adopt,
+                )
+                self._tasks.append(asyncio.create_task(self.keeper.run(), name="lease-keeper"))
             for key, feed in self.feeds.items():
                 self._tasks.append(
                     asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}")
@@ -333,7 +404,7 @@ class Daemon:
         self,
         server: ControlServer | None,
         gateways: list[ExchangeGateway],
-        store: SqliteStore,
+        store: StateStore,
         lock: StateDirLock,
     ) -> BaseException | None:
         """Every step runs even when one fails (a full disk, a broken store): the socket
@@ -355,9 +426,13 @@ class Daemon:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
+        if self.keeper is not None:
+            await step("give the leases up", self.keeper.shutdown)
         if server is not None:
             await step("close the control socket", server.close)
         for gateway in gateways:
+            if isinstance(gateway, PaperExchange) and self.keeper is not None:
+                continue  # its book is in the store as the last holder saved it
             await step(f"close {gateway.account}", gateway.close)
         await step("close the store", store.close)
         lock.release()
@@ -446,15 +521,32 @@ class Daemon:
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
                 "reconciliation": self.reconciliation,
+                "node": self.loaded.node,
+                "store": "sqlite" if self.loaded.store_url is None else "postgresql",
             },
-            "bots": self.supervisor.status(bot),
+            "bots": [self._with_lease(row) for row in self.supervisor.status(bot)],
+            **({} if self.keeper is None else {"nodes": self.keeper.nodes()}),
         }
+
+    def _with_lease(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Which node holds the bot, until when (single node: this one, no expiry)."""
+        if self.lease_book is None:
+            return {**row, "node": self.loaded.node, "lease_expires_at": None}
+        if self.keeper is None:
+            return {**row, "node": None, "lease_expires_at": None}
+        return {**row, **self.keeper.lease_of(row["name"])}
 
     async def _health(self, request: Request) -> dict[str, Any]:
         verdict = self.health.verdict()
+        reasons = list(verdict.reasons)
+        healthy = verdict.healthy
+        if arg(request, "fleet", bool, False) and self.keeper is not None:
+            orphans = self.keeper.orphans()
+            reasons += [f"{bot}: should run but no live node holds it" for bot in orphans]
+            healthy = healthy and not orphans
         return {
-            "healthy": verdict.healthy,
-            "reasons": list(verdict.reasons),
+            "healthy": healthy,
+            "reasons": reasons,
             "summary": self.health.summary(verdict),
             "loop_lag_s": round(self.health.loop_lag_s, 3),
             "watchdog_interval_s": self.notifier.watchdog_interval_s,

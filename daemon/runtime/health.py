@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.domain.bot_state import BotState, DesiredState
+from daemon.domain.bot_state import BotState
 from daemon.domain.health import BotProgress, FeedProgress, HealthLimits, HealthVerdict, assess
 from daemon.ports import Clock, MarketFeed
 from daemon.runtime.supervisor import Supervisor
@@ -75,7 +75,7 @@ class HealthMonitor:
         listened: set[str] = set()
         for slot in self._supervisor.slots():
             name = slot.spec.name
-            should_run = self._supervisor.desired_state(name) is DesiredState.RUNNING
+            should_run = self._supervisor.should_run_here(name)
             feed_name = self._feed_of_bot[name]
             if should_run:
                 listened.add(feed_name)
