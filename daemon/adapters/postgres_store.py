@@ -10,7 +10,10 @@ one short transaction from a small psycopg pool: a round trip of well under a
 millisecond to a database on the LAN, less than SQLite's fsync with synchronous=FULL.
 What could block for long is bounded: connecting (connect_timeout), waiting for a pooled
 connection (pool timeout), a statement or a lock (statement_timeout, lock_timeout) and a
-dead peer (TCP keepalives, tcp_user_timeout); a failure becomes a StoreError. Leases
+dead peer (TCP keepalives, tcp_user_timeout); a failure becomes a StoreError, and for
+two seconds after a lost connection every call fails at once instead of waiting again
+(the pool reconnects in its own thread meanwhile), so a database that went away costs
+the loop at most a second now and then, never a stall. Leases
 and LISTEN/NOTIFY use an asyncio connection of their own (postgres_leases.py).
 
 Fencing: every order intent of a bot carries this node's name and the epoch of its
@@ -23,6 +26,7 @@ another node holds a live lease on the bot.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,6 +59,8 @@ from daemon.redaction import scrub, scrub_value
 FENCE_SQLSTATE = "TCL01"  # raised by the orders_fence trigger
 NOTIFY_CHANNEL = "tradectl_bots"  # payload: a bot's name; its desired state changed
 MIGRATION_LOCK = 0x7472_6164  # pg_advisory_lock key while migrating ("trad")
+CHECKOUT_TIMEOUT_S = 1.0  # the longest a call waits for a pooled connection
+UNREACHABLE_PAUSE_S = 2.0  # after a lost connection, calls fail at once for this long
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite store's schema (its migrations 1-3), plus the fleet: nodes, leases and
@@ -222,6 +228,8 @@ class PostgresStore:
         self.target = target
         self.leases = leases
         self.node = leases.node
+        self._unreachable_until = 0.0
+        self._unreachable_reason = ""
         try:
             self._pool = ConnectionPool(
                 target.conninfo,
@@ -254,17 +262,26 @@ class PostgresStore:
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         """One pooled connection in one transaction (committed on leaving, rolled back on an
         error); database failures become a StoreError naming the store, never its password."""
+        if time.monotonic() < self._unreachable_until:
+            raise StoreError(f"{self.target}: unreachable ({self._unreachable_reason})")
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn, conn.transaction():
                 yield conn
         except psycopg.Error as e:
             if e.sqlstate == FENCE_SQLSTATE:
                 raise LeaseLost(_reason(e)) from None
             if isinstance(e, psycopg.IntegrityError):
                 raise
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                self._unreachable(_reason(e))
             raise StoreError(f"{self.target}: {_reason(e)}") from None
-        except PoolTimeout as e:
-            raise StoreError(f"{self.target}: no connection to the state store: {e}") from None
+        except PoolTimeout:
+            self._unreachable("no connection within the pool's timeout")
+            raise StoreError(f"{self.target}: no connection to the state store") from None
+
+    def _unreachable(self, reason: str) -> None:
+        self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE_S
+        self._unreachable_reason = reason
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:

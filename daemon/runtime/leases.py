@@ -70,7 +70,11 @@ class LeaseKeeper:
     async def run(self) -> None:
         self.table.watch()
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception as e:  # the keeper must outlive any one failure
+                self._log.error("lease_keeper_failed", error=f"{type(e).__name__}: {e}", exc_info=e)
+                await self._stop_before_expiry()
             await self.table.changed(self._next_wait())
 
     def _next_wait(self) -> float:
@@ -113,7 +117,10 @@ class LeaseKeeper:
     async def _lose(self, bot: str, reason: str) -> None:
         self.book.drop(bot)
         self._log.warning("lease_lost", bot=bot, reason=reason)
-        await self._supervisor.release(bot, reason)
+        try:
+            await self._supervisor.release(bot, reason)
+        except Exception as e:  # the next bot must still be stopped
+            self._log.error("bot_release_failed", bot=bot, error=f"{type(e).__name__}: {e}")
 
     async def _give_up_unwanted(self, view: FleetView) -> None:
         """Stopped or halted anywhere in the fleet: stop here and free the lease."""

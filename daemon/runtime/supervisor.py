@@ -294,7 +294,11 @@ class Supervisor:
         slot = self._slot(name)
         self._log.warning("bot_released", bot=name, reason=reason)
         task = slot.task
-        if self.desired_state(name) is DesiredState.HALTED:
+        try:
+            halted = self.desired_state(name) is DesiredState.HALTED
+        except StorageError:
+            halted = False  # the store is away (that may be why): stop it all the same
+        if halted:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)

@@ -34,6 +34,7 @@ class TcpProxy:
                 continue
             try:
                 upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
             except OSError:
                 _reset(client)
                 continue
@@ -75,8 +76,11 @@ class TcpProxy:
 
 
 def _reset(s: socket.socket) -> None:
-    """Close with a RST (SO_LINGER 0): the peer learns at once, as from a dead route."""
+    """Close with a RST (SO_LINGER 0): the peer learns at once, as from a dead route. The
+    shutdown first wakes the pump thread blocked in recv on it (close alone would not)."""
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         s.close()
