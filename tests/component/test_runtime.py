@@ -1,4 +1,5 @@
-"""Runner + supervisor + paper exchange + replay feed + a real SQLite file, in one event loop."""
+"""Runner + supervisor + paper exchange + replay feed + a real store, in one event loop: each
+story runs on the SQLite file and on PostgreSQL (the `open_store` fixture)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -14,7 +14,6 @@ import polars as pl
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import BotState, DesiredState
 from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side, Signal
@@ -23,7 +22,7 @@ from daemon.runtime.bot_runner import BotRunner, BotSpec
 from daemon.runtime.supervisor import Supervisor
 from strategies.base import Strategy
 from strategies.ema_cross import EmaCross, EmaCrossParams
-from tests.conftest import REPO
+from tests.conftest import REPO, StoreOpener
 
 LIMITS = RiskLimits(3, Decimal(50), Decimal("0.5"), Decimal(20))
 START = datetime(2025, 5, 10, tzinfo=UTC)
@@ -45,8 +44,10 @@ class ExplodingStrategy(EmaCross):
 class Runtime:
     """The daemon's wiring, small: one paper account, one replay feed per symbol."""
 
-    def __init__(self, folder: Path, strategies: dict[str, Strategy], speed: float = 0) -> None:
-        self.store = SqliteStore(folder / "state.db")
+    def __init__(
+        self, open_store: StoreOpener, strategies: dict[str, Strategy], speed: float = 0
+    ) -> None:
+        self.store = open_store()
         self.exchange = PaperExchange(
             "paper",
             PaperSettings(Decimal(1000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
@@ -117,9 +118,11 @@ def ema() -> EmaCross:
     return EmaCross(EmaCrossParams())
 
 
-def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_path: Path) -> None:
+def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(
+    open_store: StoreOpener,
+) -> None:
     ExplodingStrategy.evaluations = 0
-    runtime = Runtime(tmp_path, {"eth-bad": ExplodingStrategy(EmaCrossParams()), "btc-ok": ema()})
+    runtime = Runtime(open_store, {"eth-bad": ExplodingStrategy(EmaCrossParams()), "btc-ok": ema()})
 
     async def story(rt: Runtime) -> None:
         sup = rt.supervisor
@@ -137,8 +140,10 @@ def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_
     assert kinds.count("bot_errored") == 1 and kinds.count("bot_started") == 2
 
 
-def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: Path) -> None:
-    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(
+    open_store: StoreOpener,
+) -> None:
+    runtime = Runtime(open_store, {"eth-ema": ema()})
 
     async def story(rt: Runtime) -> None:
         await until(lambda: len(rt.store.fills("eth-ema")) >= 6)
@@ -157,10 +162,10 @@ def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: P
 
 
 def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_again(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     """A crash between 'intent committed' and 'reply recorded': the order exists only once."""
-    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+    runtime = Runtime(open_store, {"eth-ema": ema()})
 
     async def crash_mid_order(rt: Runtime) -> None:
         await until(lambda: rt.supervisor.bot_status("eth-ema")["candles_processed"] > 3)
@@ -196,7 +201,7 @@ def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_agai
         rt.store.record_intent(lost)  # never left the process
 
     asyncio.run(runtime.run(crash_mid_order))
-    restarted = Runtime(tmp_path, {"eth-ema": ema()})
+    restarted = Runtime(open_store, {"eth-ema": ema()})
 
     async def after_restart(rt: Runtime) -> None:
         await until(lambda: rt.supervisor.bot_status("eth-ema")["state"] == BotState.RUNNING)
@@ -217,8 +222,10 @@ def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_agai
     assert not store.live_orders("eth-ema")
 
 
-def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(tmp_path: Path) -> None:
-    runtime = Runtime(tmp_path, {"eth-ema": ema(), "btc-ema": ema()})
+def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(
+    open_store: StoreOpener,
+) -> None:
+    runtime = Runtime(open_store, {"eth-ema": ema(), "btc-ema": ema()})
     runtime.store.set_meta("bootstrapped", "earlier")
     runtime.store.set_desired_state("eth-ema", DesiredState.HALTED, reason="daily loss limit")
     runtime.store.set_desired_state("btc-ema", DesiredState.RUNNING)
