@@ -157,6 +157,15 @@ def test_bots_spread_over_the_nodes_and_a_killed_nodes_bots_move_on(fleet: Fleet
         assert {b["name"]: b["node"] for b in status["bots"]} == placed
         assert all(b["lease_expires_at"] for b in status["bots"])
         assert sorted(n["node"] for n in status["nodes"] if n["live"]) == sorted(NODES)
+    other = next(n for n in NODES if n != placed["b3"])
+    stopped = fleet.nodes[other].cli("stop", "b3")  # any node acts on any bot
+    assert stopped.returncode == 0, stopped.stderr
+    asked = time.monotonic()
+    eventually(lambda: fleet.holders()["b3"] is None, timeout=5, interval=0.05)
+    assert time.monotonic() - asked < 2.0, "the holder acts within a second or so (NOTIFY)"
+    assert "b3" not in fleet.running_on(placed["b3"])
+    assert fleet.nodes[other].cli("start", "b3").returncode == 0
+    placed = spread(fleet)
     eventually(lambda: len(fleet.intents()) >= 3, timeout=90)
     victim = placed["b1"]
     victim_bots = {b for b, n in placed.items() if n == victim}
@@ -250,6 +259,21 @@ def test_a_node_cut_off_from_the_database_stops_its_bots_before_its_leases_expir
         assert_one_holder_per_epoch(fleet)
     finally:
         proxy.close()
+
+
+def test_one_daemon_on_postgresql_resumes_its_bots_after_a_kill_9(fleet: Fleet) -> None:
+    node = fleet.add("solo").start()
+    placed = spread(fleet)
+    assert set(placed.values()) == {"solo"}
+    eventually(lambda: len(fleet.intents()) >= 2, timeout=90)
+    node.signal(signal.SIGKILL)
+    node.wait()
+    node.start()  # the same node name: it waits out its old leases, then takes them again
+    again = spread(fleet)
+    assert set(again.values()) == {"solo"}
+    eventually(lambda: all(b["candles_processed"] > 0 for b in node.cli_json("status")["bots"]))
+    assert_one_holder_per_epoch(fleet)
+    assert node.cli("health", "--fleet").returncode == 0
 
 
 def released(daemon: DaemonProcess, after: int) -> set[str]:
