@@ -10,7 +10,7 @@ import asyncio
 import functools
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.postgres_leases import PostgresLeases
 from daemon.adapters.postgres_store import PostgresStore
-from daemon.adapters.postgres_url import store_target
+from daemon.adapters.postgres_url import DEFAULT_TIMEOUT_S, store_target
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.state_lock import StateDirLock
@@ -41,7 +41,7 @@ from daemon.control.server import (
     current_peer,
 )
 from daemon.credentials import load_credentials
-from daemon.domain.errors import ConfigError, NotFound
+from daemon.domain.errors import ConfigError, NotFound, Refused
 from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
@@ -243,10 +243,11 @@ class Daemon:
         url = self.loaded.store_url
         if url is None:
             return open_state_store(self.loaded.state_dir, new_store=self.new_store)
-        target = store_target(url)
+        ttl_s = self.config.fleet.lease_ttl_s
+        target = replace(store_target(url), idle_in_transaction_s=min(DEFAULT_TIMEOUT_S, ttl_s / 3))
         self.lease_book = LeaseBook(self.loaded.node)
         store = PostgresStore(target, self.lease_book)
-        self.fleet_table = PostgresLeases(target, self.loaded.node, self.config.fleet.lease_ttl_s)
+        self.fleet_table = PostgresLeases(target, self.loaded.node, ttl_s)
         self.log.info("fleet_store_opened", store=str(target), node=self.loaded.node)
         return store
 
@@ -511,6 +512,8 @@ class Daemon:
 
     async def _status(self, request: Request) -> dict[str, Any]:
         bot = arg(request, "bot", str, None)
+        if self.keeper is not None:
+            await self.keeper.refresh()
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -541,6 +544,7 @@ class Daemon:
         reasons = list(verdict.reasons)
         healthy = verdict.healthy
         if arg(request, "fleet", bool, False) and self.keeper is not None:
+            await self.keeper.refresh()
             orphans = self.keeper.orphans()
             reasons += [f"{bot}: should run but no live node holds it" for bot in orphans]
             healthy = healthy and not orphans
@@ -594,8 +598,32 @@ class Daemon:
         if not 0 < timeout_s <= 3600:
             raise ArgumentError("flatten: timeout must be within 0..3600 s")
         await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
+        await self._wait_let_go(bots, timeout_s)
         rows = await self.flatten_accounts(bots, timeout_s, whole_account=every)
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
+
+    async def _wait_let_go(self, bots: list[str], timeout_s: float) -> None:
+        """A fleet: the halt reaches the bots' holders by NOTIFY; wait until none of them
+        holds a lease (the store refuses a flatten's intents before), then take their paper
+        books as the store has them."""
+        if self.keeper is None:
+            return
+        deadline = self.clock.monotonic() + timeout_s
+        while True:
+            view = await self.fleet_table.view()
+            held = {b: h for b in bots if (h := view.holder(b)) not in (None, self.loaded.node)}
+            if not held:
+                break
+            if self.clock.monotonic() >= deadline:
+                raise Refused(
+                    "flatten: still held by other nodes after the halt: "
+                    + ", ".join(f"{b} by {h}" for b, h in sorted(held.items()))
+                )
+            await asyncio.sleep(0.1)
+        for account in sorted({self.config.bots[b].account for b in bots}):
+            gateway = self.gateways[account]
+            if isinstance(gateway, PaperExchange):
+                await gateway.start()
 
     async def _resume(self, request: Request) -> dict[str, Any]:
         return await self.supervisor.resume_bot(arg(request, "bot", str), current_peer.get().uid)

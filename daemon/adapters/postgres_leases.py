@@ -42,6 +42,7 @@ class PostgresLeases:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._changed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -53,8 +54,12 @@ class PostgresLeases:
         return self._conn
 
     async def _bounded(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        async def one_at_a_time() -> T:
+            async with self._lock:  # the keeper and a status request share the connection
+                return await work()
+
         try:
-            return await asyncio.wait_for(work(), self._timeout_s)
+            return await asyncio.wait_for(one_at_a_time(), self._timeout_s)
         except (psycopg.Error, OSError, TimeoutError) as e:
             await self._drop()
             reason = "timed out" if isinstance(e, TimeoutError) else str(e).strip().split("\n")[0]

@@ -28,6 +28,9 @@ class StoreTarget:
     url: str
     password: str | None = field(default=None, repr=False)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # A node paused inside a transaction holds row locks (a lease row among them): the
+    # server ends such a session after this long, so a takeover is never held up longer.
+    idle_in_transaction_s: float = DEFAULT_TIMEOUT_S
 
     @property
     def conninfo(self) -> str:
@@ -45,7 +48,8 @@ class StoreTarget:
             "keepalives_count": 2,
             "tcp_user_timeout": bound_ms,
             "options": f"-c statement_timeout={bound_ms} -c lock_timeout={bound_ms} "
-            f"-c idle_in_transaction_session_timeout={bound_ms * 4}",
+            "-c idle_in_transaction_session_timeout="
+            f"{max(100, int(self.idle_in_transaction_s * 1000))}",
         }
         if self.password is not None:
             kwargs["password"] = self.password

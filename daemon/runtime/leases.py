@@ -158,6 +158,12 @@ class LeaseKeeper:
 
     # -- what status shows ---------------------------------------------------------
 
+    async def refresh(self) -> None:
+        """A fresh view for status and health (the last tick's may be ttl/5 old); the last
+        one stands when the store does not answer."""
+        with contextlib.suppress(StorageError):
+            self.view = await self.table.view()
+
     def lease_of(self, bot: str) -> dict[str, Any]:
         view = self.view
         lease = None if view is None else view.leases.get(bot)

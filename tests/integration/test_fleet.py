@@ -25,7 +25,7 @@ from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.slow
 
-TTL_S = 5.0  # short for the tests; long enough for a loaded 2-core machine
+TTL_S = 8.0  # short for the tests; long enough for a loaded 2-core machine
 SPEED = 600  # ten 1m candles a second: one candle is 0.1 s
 BOTS = ("b1", "b2", "b3")
 NODES = ("node-a", "node-b", "node-c")
@@ -47,7 +47,7 @@ def fleet_config(path: Path, url: str) -> Path:
             f'[accounts.p{i}.replay]\ndata_dir = "{data}"\nspeed = {SPEED}\n'
             f"start = 2025-05-10T00:00:00Z\n"
             f'[bots.{bot}]\naccount = "p{i}"\nsymbol = "{symbol}"\nstrategy = "ema_cross"\n'
-            f'timeframes = ["1m", "5m"]\nautostart = true\nleverage = 3\n'
+            f'timeframes = ["1m", "5m"]\nleverage = 3\n'
             f'[bots.{bot}.params]\nfast = 5\nslow = 13\ntrend_timeframe = "5m"\n'
         )
     path.write_text("\n".join(parts))
@@ -114,6 +114,24 @@ def fleet(postgres: PostgresServer, tmp_path: Path) -> Iterator[Fleet]:
         made.stop()
 
 
+def start_fleet(fleet: Fleet, nodes: tuple[str, ...] = NODES) -> dict[str, str]:
+    """Start the nodes together; once each sees them all live, start every bot (from one
+    node: the store tells the others); bot -> the node it lands on."""
+    for node in nodes:
+        fleet.add(node).start(wait=False)
+    for node in nodes:
+        eventually(fleet.nodes[node]._answers, timeout=60)
+    for node in nodes:
+        eventually(
+            lambda n=node: (
+                sum(x["live"] for x in fleet.nodes[n].cli_json("status")["nodes"]) == len(nodes)
+            )
+        )
+    started = fleet.nodes[nodes[0]].cli("start", "--all")
+    assert started.returncode == 0, started.stderr
+    return spread(fleet)
+
+
 def spread(fleet: Fleet) -> dict[str, str]:
     """Wait until every bot is held by a live node and runs there; bot -> node."""
 
@@ -148,9 +166,7 @@ def assert_one_holder_per_epoch(fleet: Fleet) -> list[dict[str, Any]]:
 
 
 def test_bots_spread_over_the_nodes_and_a_killed_nodes_bots_move_on(fleet: Fleet) -> None:
-    for node in NODES:
-        fleet.add(node).start()
-    placed = spread(fleet)
+    placed = start_fleet(fleet)
     assert sorted(placed.values()) == sorted(NODES), f"one bot per node: {placed}"
     for node in NODES:
         status = fleet.nodes[node].cli_json("status")
@@ -196,12 +212,17 @@ def test_bots_spread_over_the_nodes_and_a_killed_nodes_bots_move_on(fleet: Fleet
     assert_one_holder_per_epoch(fleet)
     health = fleet.nodes[live[0]].cli("health", "--fleet", "--json")
     assert health.returncode == 0, health.stdout
+    bystander = next(n for n in live if n != after["b2"])
+    flattened = fleet.nodes[bystander].cli_json(
+        "flatten", "b2", "--yes"
+    )  # from a node not holding it
+    assert flattened["flat"] is True and flattened["halted"] == ["b2"]
+    assert fleet.holders()["b2"] is None
+    assert fleet.nodes[after["b2"]].bot("b2")["state"] == "halted"
 
 
 def test_a_paused_node_sends_nothing_for_bots_it_lost_and_gives_them_up(fleet: Fleet) -> None:
-    for node in NODES:
-        fleet.add(node).start()
-    placed = spread(fleet)
+    placed = start_fleet(fleet)
     paused = placed["b2"]
     daemon = fleet.nodes[paused]
     daemon.signal(signal.SIGSTOP)
@@ -234,6 +255,8 @@ def test_a_node_cut_off_from_the_database_stops_its_bots_before_its_leases_expir
     try:
         cut_url = fleet.url.replace(f":{postgres.port}/", f":{proxy.port}/")
         fleet.add("node-a", cut_url).start()
+        eventually(lambda: fleet.nodes["node-a"].cli_json("status")["nodes"])
+        assert fleet.nodes["node-a"].cli("start", "--all").returncode == 0
         spread(fleet)  # one node: it holds all three
         for node in NODES[1:]:
             fleet.add(node).start()
@@ -262,8 +285,8 @@ def test_a_node_cut_off_from_the_database_stops_its_bots_before_its_leases_expir
 
 
 def test_one_daemon_on_postgresql_resumes_its_bots_after_a_kill_9(fleet: Fleet) -> None:
-    node = fleet.add("solo").start()
-    placed = spread(fleet)
+    placed = start_fleet(fleet, ("solo",))
+    node = fleet.nodes["solo"]
     assert set(placed.values()) == {"solo"}
     eventually(lambda: len(fleet.intents()) >= 2, timeout=90)
     node.signal(signal.SIGKILL)
