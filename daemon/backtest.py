@@ -24,6 +24,11 @@ there is history to warm up on); the warm-up reads candles before `start`, like 
 
 Metrics (`BacktestResult.summary`):
 
+- `signals`, `entries`, `skipped`: the strategy's signals, the entry orders they led to, and
+  the rest counted by the rule that stopped them with the first reason given (the rule and
+  its numbers: `max_position_usdt 50 < BTC/USDT:USDT minimum order 100 USDT`), the trading
+  core's own journal entries (`signal_skipped`, `signal_ignored`, `order_refused`) and the
+  exchange's refusals (`exchange`).
 - `trades`: round trips, from a fill that opens a position to the fill that makes it flat.
   A position still open at the end is reported under `open_position`, not as a trade.
 - `net_pnl`: sum over trades of realised PnL minus the fees of both fills (USDT).
@@ -60,7 +65,7 @@ from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import DEFAULT_WARMUP, ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.backtest_simulator import Costs, signals_by_candle, simulate
+from daemon.backtest_simulator import Costs, Decisions, signals_by_candle, simulate
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
@@ -144,6 +149,7 @@ class BacktestResult:
     open_position: dict[str, str] | None = None
     halted: dict[str, str] | None = None
     signals: int = 0
+    decisions: Decisions = field(default_factory=Decisions)
 
     def summary(self) -> dict[str, Any]:
         """The metrics of the module docstring, plus the trades; JSON-ready."""
@@ -161,6 +167,8 @@ class BacktestResult:
             "end": self.end.isoformat(),
             "candles": self.candles,
             "signals": self.signals,
+            "entries": self.decisions.entries,
+            "skipped": self.decisions.as_dict(),
             "trades": len(self.trades),
             "net_pnl": _round(sum(nets)),
             "fees": _round(sum(float(t.fees) for t in self.trades)),
@@ -288,6 +296,7 @@ def _run_fast(
         open_position=outcome.open_position,
         halted=outcome.halted,
         signals=outcome.signals,
+        decisions=outcome.decisions,
     )
 
 
@@ -483,11 +492,14 @@ def _collect(result: BacktestResult, store: SqliteStore, symbol: str) -> None:
     # Same-instant fills (a reversal: close, then enter) in the order they were sent;
     # client order ids carry a zero-padded per-bot sequence.
     fills.sort(key=lambda f: (f.timestamp, f.client_order_id))
-    purposes = {
-        e["cid"]: e["purpose"]
-        for e in store.events(BOT, limit=1 << 62)
-        if e["kind"] == "order_intent_recorded"
-    }
+    purposes: dict[str, str] = {}
+    for e in store.events(BOT, limit=1 << 62):
+        if e["kind"] == "order_intent_recorded":
+            purposes[e["cid"]] = e["purpose"]
+            if e["purpose"] == "entry":
+                result.decisions.entries += 1
+        else:
+            result.decisions.note(e["kind"], e)
     result.fills = fills
     result.trades = round_trips(fills, purposes)
 
