@@ -39,7 +39,12 @@ Metrics (`BacktestResult.summary`):
   close) from a previous peak, in USDT; `max_drawdown_pct` the same relative to that peak.
 - `sharpe`: daily and annualised: the equity at each UTC day's last 1m close, returns day over
   day (the first against the starting equity), mean / sample standard deviation * sqrt(365)
-  (crypto trades every day). Null with fewer than two daily returns or no variation.
+  (crypto trades every day). Only from `SHARPE_MIN_DAYS` daily returns up (fewer say
+  nothing: two days once gave -101.5); null otherwise or without variation.
+  `sharpe_basis` says so in words, `sharpe_periods` counts the daily returns.
+- `warm_up`: the history the strategy needs before its first evaluation, how much the data
+  holds before the window's start (read as warm-up, as the daemon does), and how many
+  evaluations of the window were lost for want of it (0 when the data had enough).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ from tradectl.config import Config, PaperAccount
 ACCOUNT = "paper"
 BOT = "backtest"
 FLATTEN_TIMEOUT_S = 10.0
+SHARPE_MIN_DAYS = 30  # daily returns below which a Sharpe ratio is noise
 _MINUTE = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -150,6 +156,7 @@ class BacktestResult:
     halted: dict[str, str] | None = None
     signals: int = 0
     decisions: Decisions = field(default_factory=Decisions)
+    warm_up: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The metrics of the module docstring, plus the trades; JSON-ready."""
@@ -159,6 +166,7 @@ class BacktestResult:
         gross_loss = -sum(n for n in losses if n < 0)
         drawdown, drawdown_pct = max_drawdown([e for _, e in self.equity])
         end_equity = self.equity[-1][1] if self.equity else float(self.initial_balance)
+        sharpe, periods = daily_sharpe(self.equity, float(self.initial_balance))
         return {
             "strategy": self.strategy,
             "params": self.params,
@@ -176,8 +184,10 @@ class BacktestResult:
             "profit_factor": _round(sum(wins) / gross_loss) if gross_loss > 0 else None,
             "max_drawdown": _round(drawdown),
             "max_drawdown_pct": _round(drawdown_pct),
-            "sharpe": _opt_round(daily_sharpe(self.equity, float(self.initial_balance))),
-            "sharpe_basis": "daily, annualised with sqrt(365)",
+            "sharpe": _opt_round(sharpe if periods >= SHARPE_MIN_DAYS else None),
+            "sharpe_basis": _sharpe_basis(periods),
+            "sharpe_periods": periods,
+            "warm_up": self.warm_up,
             "initial_balance": _round(float(self.initial_balance)),
             "end_equity": _round(end_equity),
             "open_position": self.open_position,
@@ -232,6 +242,7 @@ def run_backtest(
         raise BacktestInputError(
             f"no paper market {symbol!r} to trade on; known: {', '.join(sorted(markets))}"
         )
+    check_data_symbol(data_file, symbol)
     if engine == "fast":
         return _run_fast(
             strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir
@@ -241,6 +252,45 @@ def run_backtest(
     return asyncio.run(
         _run(strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir)
     )
+
+
+def check_data_symbol(data_file: Path, symbol: str) -> None:
+    """Refuse a candle file whose name (freqtrade's `BASE_QUOTE_SETTLE-1m-futures`) names
+    another market: its candles would be traded under the wrong market's rules."""
+    stem = data_file.name.split("-", 1)[0]
+    parts = stem.split("_")
+    if len(parts) not in (2, 3) or not all(p.isalnum() and p.isupper() for p in parts):
+        return  # a name that names no market: nothing to compare
+    named = f"{parts[0]}/{parts[1]}" + (f":{parts[2]}" if len(parts) == 3 else "")
+    if named.split(":")[0] != symbol.split(":")[0] or (":" in named and named != symbol):
+        raise BacktestInputError(
+            f"--data {data_file.name} holds {named} candles (by its name), not --symbol "
+            f"{symbol}: a backtest would trade them under the wrong market's rules"
+        )
+
+
+def warm_up_report(strategy: Any, history_minutes: int, window_minutes: int) -> dict[str, Any]:
+    """What the strategy needs before it can evaluate, what the data held before the window,
+    and about how many evaluations were lost for want of it."""
+    needs = {tf: n * timeframe_minutes(tf) for tf, n in strategy.warmup.items() if n}
+    needed = max(needs.values(), default=0)
+    short = max(0, needed - history_minutes)
+    base = timeframe_minutes(strategy.timeframes[0])
+    lost = min(short, window_minutes) // base
+    words = ", ".join(f"{n} x {tf}" for tf, n in strategy.warmup.items() if n)
+    report: dict[str, Any] = {
+        "needed_minutes": needed,
+        "needed": words,
+        "history_minutes": history_minutes,
+        "lost_evaluations": lost,
+    }
+    if lost:
+        report["note"] = (
+            f"{strategy.name} needs {needed} minutes of history ({words}); the data holds "
+            f"{history_minutes} before the start, so about {lost} of its "
+            f"{strategy.timeframes[0]} evaluations were lost: start later (--from)"
+        )
+    return report
 
 
 def _run_fast(
@@ -297,6 +347,7 @@ def _run_fast(
         halted=outcome.halted,
         signals=outcome.signals,
         decisions=outcome.decisions,
+        warm_up=warm_up_report(strategy, first, count),
     )
 
 
@@ -379,6 +430,11 @@ async def _run(
             first,
             stop_at,
             setup.paper.initial_balance,
+            warm_up=warm_up_report(
+                strategy,
+                (first - minute_to_datetime(data.first_minute)) // _MINUTE,
+                -((first - stop_at) // _MINUTE),
+            ),
         )
         await _drive(result, strategy, feed, store, setup, stop_at, total, progress, failures)
         _collect(result, store, feed.symbol)
@@ -564,8 +620,16 @@ def max_drawdown(equity: list[float]) -> tuple[float, float]:
     return worst, worst_pct
 
 
-def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> float | None:
-    """Annualised Sharpe of daily equity returns (see the module docstring)."""
+def _sharpe_basis(periods: int) -> str:
+    basis = f"daily returns, annualised with sqrt(365), over {periods} days"
+    if periods < SHARPE_MIN_DAYS:
+        return f"{basis}: needs at least {SHARPE_MIN_DAYS}"
+    return basis
+
+
+def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> tuple[float | None, int]:
+    """Annualised Sharpe of daily equity returns (see the module docstring), and how many
+    daily returns it rests on."""
     closes: dict[date, float] = {}
     for when, value in equity:
         # a close at 00:00 ends the previous day's last candle
@@ -573,11 +637,11 @@ def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> float 
     levels = [initial, *closes.values()]
     returns = [b / a - 1 for a, b in itertools.pairwise(levels) if a > 0]
     if len(returns) < 2:
-        return None
+        return None, len(returns)
     spread = statistics.stdev(returns)
     if spread == 0:
-        return None
-    return statistics.fmean(returns) / spread * math.sqrt(365)
+        return None, len(returns)
+    return statistics.fmean(returns) / spread * math.sqrt(365), len(returns)
 
 
 def _round(value: float) -> float:

@@ -627,6 +627,8 @@ def backtest(
     except ConfigError as e:  # strategy, parameters, data file content, market
         _fail(str(e), EXIT_CONFIG)
     summary = result.summary()
+    if state.json and summary["warm_up"].get("note"):
+        typer.echo(f"tradectl: warm-up: {summary['warm_up']['note']}", err=True)
     if plot is not None:
         try:
             write_plot(result, plot)
@@ -695,24 +697,34 @@ def _progress_printer() -> Any:
 
 
 def _backtest_text(s: dict[str, Any]) -> str:
-    def opt(value: float | None, fmt: str) -> str:
-        return "n/a" if value is None else format(value, fmt)
-
+    """The report for people: money to the cent, no `n/a %`, every zero explained."""
+    win_rate = "-" if s["win_rate"] is None else f"{s['win_rate'] * 100:.1f} %"
+    factor = "-" if s["profit_factor"] is None else f"{s['profit_factor']:.2f}"
+    sharpe = "-" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
     lines = [
-        f"{s['strategy']} on {s['symbol']}, {s['start']} .. {s['end']} ({s['candles']} candles)",
+        f"{s['strategy']} on {s['symbol']}, {s['start']} .. {s['end']} "
+        f"({plural(s['candles'], 'candle')})",
+        f"signals       {s['signals']}: {plural(s['entries'], 'entry', 'entries')}, "
+        f"{sum(v['count'] for v in s['skipped'].values())} not taken",
+    ]
+    for rule, why in s["skipped"].items():
+        lines.append(f"  {why['count']:>6} x {rule}: {why['example']}")
+    lines += [
         f"trades        {s['trades']}",
-        f"net PnL       {s['net_pnl']:.4f} USDT (fees {s['fees']:.4f})",
-        f"win rate      {opt(s['win_rate'] and s['win_rate'] * 100, '.1f')} %",
-        f"profit factor {opt(s['profit_factor'], '.3f')}",
-        f"max drawdown  {s['max_drawdown']:.4f} USDT ({s['max_drawdown_pct'] * 100:.2f} %)",
-        f"Sharpe        {opt(s['sharpe'], '.2f')} ({s['sharpe_basis']})",
-        f"equity        {s['initial_balance']:.2f} -> {s['end_equity']:.4f} USDT",
+        f"net PnL       {s['net_pnl']:.2f} USDT (fees {s['fees']:.2f})",
+        f"win rate      {win_rate}",
+        f"profit factor {factor}",
+        f"max drawdown  {s['max_drawdown']:.2f} USDT ({s['max_drawdown_pct'] * 100:.2f} %)",
+        f"Sharpe        {sharpe} ({s['sharpe_basis']})",
+        f"equity        {s['initial_balance']:.2f} -> {s['end_equity']:.2f} USDT",
     ]
     if s["open_position"]:
         p = s["open_position"]
         lines.append(f"open at end   {p['side']} {p['qty']} @ {p['entry_price']}")
     if s["halted"]:
         lines.append(f"halted        {s['halted']['at']}: {s['halted']['reason']}")
+    if s["warm_up"].get("note"):
+        lines.append(f"warm-up       {s['warm_up']['note']}")
     return "\n".join(lines)
 
 
