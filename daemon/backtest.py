@@ -89,7 +89,6 @@ BOT = "backtest"
 FLATTEN_TIMEOUT_S = 10.0
 SHARPE_MIN_DAYS = 30  # daily returns below which a Sharpe ratio is noise
 _MINUTE = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]  # candles done, candles in the window
 
@@ -650,48 +649,3 @@ def _round(value: float) -> float:
 
 def _opt_round(value: float | None) -> float | None:
     return None if value is None else _round(value)
-
-
-def write_plot(result: BacktestResult, path: Path) -> None:
-    """A PNG of the equity curve with entries and exits marked (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise BacktestInputError(
-            f"--plot needs matplotlib: pip install 'tradectl[plot]' ({e})"
-        ) from None
-    times = [_mpl_days(t) for t, _ in result.equity]
-    values = [v for _, v in result.equity]
-    fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
-    try:
-        ax.plot(times, values, color="#1f77b4", linewidth=1.0, label="equity (USDT)")
-        ax.xaxis_date()
-        index = dict(result.equity)
-        for trade in result.trades:
-            marker = "^" if trade.side == "long" else "v"
-            at_entry = index.get(trade.entry_time, values[0] if values else 0.0)
-            at_exit = index.get(trade.exit_time, at_entry)
-            colour = "#2ca02c" if trade.net_pnl > 0 else "#d62728"
-            entered, left = _mpl_days(trade.entry_time), _mpl_days(trade.exit_time)
-            ax.scatter([entered], [at_entry], marker=marker, color="#555555", s=18)
-            ax.scatter([left], [at_exit], marker="x", color=colour, s=18)
-        summary = result.summary()
-        ax.set_title(
-            f"{result.strategy} on {result.symbol}: {summary['trades']} trades, "
-            f"net {summary['net_pnl']:.2f} USDT, max drawdown {summary['max_drawdown']:.2f}"
-        )
-        ax.set_ylabel("USDT")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left")
-        fig.autofmt_xdate()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
-
-
-def _mpl_days(when: datetime) -> float:
-    """matplotlib's date number: days since its default epoch, 1970-01-01 UTC."""
-    return (when - _EPOCH) / timedelta(days=1)

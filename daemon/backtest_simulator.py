@@ -108,6 +108,9 @@ class Decisions:
 
     entries: int = 0
     skipped: dict[str, list[Any]] = field(default_factory=dict)  # rule -> [count, reason]
+    # The signal behind each entry sent, at the close it was sent on: for the plot's stops,
+    # targets and zones (the fast engine's; the replay engine leaves it empty).
+    entry_signals: list[tuple[datetime, Signal]] = field(default_factory=list)
 
     def note(self, kind: str, data: Mapping[str, Any]) -> None:
         if kind not in SKIP_JOURNALS:
@@ -506,6 +509,8 @@ def _decide(
             result = account.submit(action.intent, close, now)
             if action.intent.purpose == trader.ENTRY:
                 decisions.entries += 1
+                if event.signal is not None:
+                    decisions.entry_signals.append((now, event.signal))
             if result.result in (trader.Result.REJECTED, trader.Result.WOULD_TRIGGER):
                 decisions.note("order_rejected", {"reason": result.reason})
         elif isinstance(action, trader.Cancel):

@@ -606,8 +606,16 @@ def backtest(
         _fail(f"--data {data}: no such file", EXIT_USAGE)
     setup_config = _backtest_config()
 
-    from daemon.backtest import BacktestInputError, run_backtest, setup_from_config, write_plot
+    from daemon.backtest import BacktestInputError, run_backtest, setup_from_config
     from daemon.logging_setup import configure_logging
+
+    if plot is not None:
+        from daemon.backtest_plot import check_plot_dependency
+
+        try:
+            check_plot_dependency(plot)  # before the run, not after it
+        except BacktestInputError as e:
+            _fail(str(e), EXIT_USAGE)
 
     configure_logging("console" if sys.stderr.isatty() else "json", "error")
     try:
@@ -630,8 +638,10 @@ def backtest(
     if state.json and summary["warm_up"].get("note"):
         typer.echo(f"tradectl: warm-up: {summary['warm_up']['note']}", err=True)
     if plot is not None:
+        from daemon.backtest_plot import write_plot
+
         try:
-            write_plot(result, plot)
+            write_plot(result, data, plot)
         except BacktestInputError as e:
             _fail(str(e), EXIT_FAILED)
         except OSError as e:
