@@ -65,10 +65,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: wrapped to the terminal, no <bool> placeholders
 )
+GLOBAL_HELP = (
+    "Global options, before or after the command: --config PATH, --json, --wait SECONDS "
+    "(see tradectl --help)."
+)
 config_app = typer.Typer(
     help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
 )
-app.add_typer(config_app, name="config")
+app.add_typer(config_app, name="config", epilog=GLOBAL_HELP)
 
 
 class Context:
@@ -79,10 +83,6 @@ class Context:
 
 state = Context()
 
-GLOBAL_HELP = (
-    "Global options, before or after the command: --config PATH, --json, --wait SECONDS "
-    "(see tradectl --help)."
-)
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -198,7 +198,7 @@ def _print(data: Any, render: Any) -> None:
 
 @app.command(epilog=GLOBAL_HELP)
 def status(
-    bot: Annotated[str | None, typer.Argument(help="Only this bot.")] = None,
+    bot: Annotated[str | None, typer.Argument(help="Only this bot.", metavar="BOT")] = None,
 ) -> None:
     """Daemon and bots: state, candle age, position, orders, PnL.
 
@@ -216,7 +216,9 @@ def _targets(bot: str | None, every: bool) -> dict[str, Any]:
 
 
 AllOption = Annotated[bool, typer.Option("--all", help="Every configured bot.")]
-BotArgument = Annotated[str | None, typer.Argument(help="The bot's name from the config.")]
+BotArgument = Annotated[
+    str | None, typer.Argument(help="The bot's name from the config.", metavar="BOT")
+]
 
 
 def _print_changes(verb: str, result: dict[str, Any]) -> None:
@@ -242,7 +244,7 @@ def stop(bot: BotArgument = None, every: AllOption = False) -> None:
 
 @app.command(epilog=GLOBAL_HELP)
 def positions(
-    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.", metavar="BOT")] = None,
 ) -> None:
     """Open positions on every account, with the bot that owns each."""
     _print(_call(Command.POSITIONS, {"bot": bot} if bot else {}), positions_text)
@@ -250,10 +252,10 @@ def positions(
 
 @app.command(epilog=GLOBAL_HELP)
 def orders(
-    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.", metavar="BOT")] = None,
     history: Annotated[bool, typer.Option("--all", help="Recent finished orders too.")] = False,
 ) -> None:
-    """Open orders (with --all recent ones too) and their client order ids."""
+    """Open orders (--all: recent ones too) and client order ids."""
     args: dict[str, Any] = {"all": history}
     if bot:
         args["bot"] = bot
@@ -269,6 +271,7 @@ def health(
             "verdict stands; for dead-man's switches that must not fire on a restart.",
             min=0,
             max=3600,
+            metavar="SECONDS",
         ),
     ] = 0.0,
 ) -> None:
@@ -288,7 +291,7 @@ def health(
 
 
 @app.command(epilog=GLOBAL_HELP)
-def resume(bot: Annotated[str, typer.Argument(help="The halted bot.")]) -> None:
+def resume(bot: Annotated[str, typer.Argument(help="The halted bot.", metavar="BOT")]) -> None:
     """Clear a bot's halt (loss limit, flatten) and start it again.
 
     Says which halt was cleared. A bot that is not halted is left as it is, with a note,
@@ -318,7 +321,13 @@ def flatten(
         bool, typer.Option("--yes", help="Do not ask (required without a terminal).")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to keep trying until flat.", min=1, max=3600)
+        float,
+        typer.Option(
+            help="Seconds to keep trying until flat.",
+            min=1,
+            max=3600,
+            metavar="SECONDS",
+        ),
     ] = 30.0,
     direct: Annotated[
         bool | None,
@@ -419,7 +428,9 @@ def _load() -> Any:
     return loaded
 
 
-@config_app.command("check", epilog=GLOBAL_HELP)
+@config_app.command(
+    "check", epilog=GLOBAL_HELP, short_help="Make every check the daemon makes before it starts."
+)
 def config_check() -> None:
     """Validate the config completely: every check the daemon makes before it starts
     (schema, strategies and parameters, candle data, replay start, owners, admin group,
@@ -511,7 +522,9 @@ PROGRESS_EVERY_PCT = 10  # otherwise: a line per step
 
 @app.command(epilog=GLOBAL_HELP)
 def backtest(
-    strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. ema_cross or ict.")],
+    strategy: Annotated[
+        str, typer.Argument(help="Strategy name, e.g. ema_cross or ict.", metavar="STRATEGY")
+    ],
     data: Annotated[
         Path,
         typer.Option(
@@ -745,6 +758,8 @@ def lift_global_options(argv: list[str]) -> list[str]:
     """Take `--config PATH`, `--json` and `--wait SECONDS` from anywhere on the command line
     (up to a `--`) into `state`; return the rest for Typer. Raises click's UsageError."""
     click = _click()
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    state.json = state.json or "--json" in ours  # so a bad --wait before it fails as JSON
     rest: list[str] = []
     k = 0
     while k < len(argv):
@@ -785,8 +800,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=lift_global_options(args), prog_name="tradectl", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
-        typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
-        code = EXIT_USAGE
+        if state.json:
+            where = e.ctx.command_path if e.ctx is not None else "tradectl"
+            code = _report(f"{where}: missing command (see {where} --help)", EXIT_USAGE)
+        else:
+            typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
+            code = EXIT_USAGE
     except click.exceptions.ClickException as e:  # usage errors, mostly (exit 2)
         code = _usage_error(e)
     except click.exceptions.Abort:
