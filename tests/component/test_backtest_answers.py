@@ -94,6 +94,31 @@ def test_a_backtest_with_no_trades_names_the_reasons_and_counts() -> None:
     }
 
 
+def test_orders_the_account_cap_refuses_are_counted_with_the_numbers() -> None:
+    """Entries a bot may size but the account cap refuses: counted, not silent."""
+    setup = shipped("BTC/USDT:USDT")
+    tight = dataclasses.replace(
+        setup,
+        limits=dataclasses.replace(setup.limits, max_account_position_usdt=Decimal(120)),
+    )
+    report = run_backtest(
+        "ema_cross",
+        {},
+        BTC,
+        "BTC/USDT:USDT",
+        tight,
+        datetime(2025, 5, 10, tzinfo=UTC),
+        datetime(2025, 5, 11, tzinfo=UTC),
+    ).summary()
+    assert report["entries"] == 0 and report["signals"] > 10
+    refused = report["skipped"]["max_account_position"]
+    assert refused["count"] == report["signals"]
+    assert refused["example"].startswith(
+        "max_account_position_usdt 120 < the account's positions after the order ("
+    )
+    assert "this bot" in refused["example"] and "others 0.00" in refused["example"]
+
+
 def test_the_cli_report_explains_zero_trades_in_words(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[risk]\nmax_position_usdt = 50\n[accounts.paper]\nkind = "paper"\n')
