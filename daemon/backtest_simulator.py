@@ -45,6 +45,7 @@ from daemon.adapters.candle_files import (
     aggregate,
     timeframe_minutes,
 )
+from daemon.adapters.paper_exchange import rejection
 from daemon.domain import trader
 from daemon.domain.errors import OrderRejected, WouldTrigger
 from daemon.domain.models import (
@@ -512,7 +513,10 @@ def _decide(
                 if event.signal is not None:
                     decisions.entry_signals.append((now, event.signal))
             if result.result in (trader.Result.REJECTED, trader.Result.WOULD_TRIGGER):
-                decisions.note("order_rejected", {"reason": result.reason})
+                reason = rejection(
+                    action.intent.account, action.intent.client_order_id, result.reason
+                )
+                decisions.note("order_rejected", {"reason": reason})
         elif isinstance(action, trader.Cancel):
             result = account.cancel(action.order, close)
         elif isinstance(action, trader.Halt):
