@@ -15,6 +15,8 @@ from typing import Any
 import structlog
 
 from daemon.adapters.paper_exchange import PaperExchange
+from daemon.adapters.postgres_store import PostgresStore
+from daemon.adapters.postgres_url import store_target
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
@@ -22,12 +24,35 @@ from daemon.adapters.store_identity import store_missing_warning
 from daemon.app import STATE_FILE, build_gateways, owner_of
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import StateLocked
+from daemon.domain.errors import Refused, StateLocked
+from daemon.domain.fleet import LeaseBook
 from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
 
 DIRECT_REASON = "flatten requested by the operator (direct: {why})"
+
+
+def _open_store(loaded: LoadedConfig) -> SqliteStore | PostgresStore:
+    """The daemon's store: the state folder's SQLite file, or the fleet's database (as a
+    node of its own name: its flatten intents hold no lease, and wait for none)."""
+    if loaded.store_url is None:
+        return SqliteStore(loaded.state_dir / STATE_FILE)
+    return PostgresStore(store_target(loaded.store_url), LeaseBook(f"{loaded.node}-flatten"))
+
+
+async def _wait_let_go(store: PostgresStore, bots: list[str], timeout_s: float) -> None:
+    """A fleet: the halt reaches live holders by NOTIFY, a hung one's lease runs out; the
+    store refuses a flatten's intents for a bot still held, so wait for that."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while held := store.live_holders(bots):
+        if asyncio.get_running_loop().time() >= deadline:
+            raise Refused(
+                "flatten: still held after the halt: "
+                + ", ".join(f"{b} by {n}" for b, n in sorted(held.items()))
+                + "; its lease has not run out yet, try again"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def flatten_direct(
@@ -51,12 +76,14 @@ async def flatten_direct(
     lost = store_missing_warning(loaded.state_dir)
     if lost is not None:
         structlog.get_logger().critical("state_store_missing", problem=lost)
-    store = SqliteStore(loaded.state_dir / STATE_FILE)
+    store = _open_store(loaded)
     try:
         for name in bots:
             store.set_desired_state(
                 name, DesiredState.HALTED, reason=DIRECT_REASON.format(why=why), cause="flatten"
             )
+        if isinstance(store, PostgresStore):
+            await _wait_let_go(store, bots, timeout_s)
         gateways = build_gateways(loaded, store)
         accounts = (
             sorted(gateways) if whole_account else sorted({config.bots[n].account for n in bots})

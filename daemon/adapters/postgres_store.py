@@ -675,6 +675,17 @@ class PostgresStore:
             leverage=int(r["leverage"]),
         )
 
+    # -- the fleet, for a direct flatten ----------------------------------------
+
+    def live_holders(self, bots: list[str]) -> dict[str, str]:
+        """Bots among `bots` that some node holds a live lease on: bot -> node."""
+        rows = self._rows(
+            "SELECT bot, holder FROM leases WHERE bot = ANY(%s) AND holder IS NOT NULL "
+            "AND expires_at > clock_timestamp()",
+            (bots,),
+        )
+        return {r["bot"]: r["holder"] for r in rows}
+
     # -- adapters' corners: paper accounts, feed cursors, meta ----------------
 
     def load_paper_account(self, account: str) -> str | None:

@@ -120,3 +120,26 @@ def test_an_intent_is_refused_once_the_lease_moved_to_another_node(
     ]
     store_a.close()
     store_b.close()
+
+
+def test_a_direct_flatten_waits_for_the_holder_to_let_go(postgres: PostgresServer) -> None:
+    from daemon.domain.errors import Refused
+    from daemon.emergency import _wait_let_go
+
+    url = postgres.database()
+    target = store_target(url, {})
+    store = PostgresStore(target, LeaseBook("host-flatten"))
+
+    async def story() -> None:
+        leases = PostgresLeases(target, "node-a", ttl_s=60)
+        epoch = await leases.acquire("b1")
+        assert epoch is not None
+        with pytest.raises(Refused, match="b1 by node-a"):
+            await _wait_let_go(store, ["b1", "b2"], timeout_s=0.5)
+        await leases.release("b1", epoch)
+        await _wait_let_go(store, ["b1", "b2"], timeout_s=2.0)
+        await leases.close()
+
+    asyncio.run(story())
+    store.record_intent(intent("tc-fx-9", "flatten"))  # now the store takes it
+    store.close()
