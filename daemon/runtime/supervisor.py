@@ -306,6 +306,8 @@ class Supervisor:
             return
         if slot.state is BotState.ERRORED:
             self._move(slot, Trigger.STOP)
+        if slot.state is BotState.HALTED:  # halted here once, resumed from another node
+            self._move(slot, Trigger.RESUME)
         if slot.state is BotState.STOPPED:
             self._store.journal("bot_adopted", name, reason="this node took its lease")
             self._log.info("bot_adopted", bot=name)
