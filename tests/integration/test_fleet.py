@@ -205,7 +205,8 @@ def test_bots_spread_over_the_nodes_and_a_killed_nodes_bots_move_on(fleet: Fleet
     after = eventually(moved, timeout=TTL_S * 10, interval=0.1)
     took = time.monotonic() - killed
     print(f"failover: {took:.2f} s (lease {TTL_S} s)")
-    assert took < TTL_S + 3.0, f"bots moved after {took:.1f} s; the lease is {TTL_S} s"
+    # the lease, one renewal round of the taker, and the runner's start on a loaded machine
+    assert took < TTL_S * 1.2 + 5.0, f"bots moved after {took:.1f} s; the lease is {TTL_S} s"
     assert victim not in after.values()
     live = [n for n in NODES if n != victim]
     assert max(list(after.values()).count(n) for n in live) == 2  # 3 bots on 2 nodes
