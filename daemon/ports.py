@@ -10,17 +10,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from daemon.domain.models import Balance, Candle, Fill, Market, Order, OrderIntent, Position
+from daemon.domain.models import (
+    Balance,
+    Candle,
+    Fill,
+    FundingPayment,
+    Market,
+    Order,
+    OrderIntent,
+    Position,
+)
 
 
 class ExchangeGateway(Protocol):
     """One trading account on one exchange.
 
-    `submit_order` is idempotent by client order id: sending the same intent twice
-    returns the order the first send created.
+    `submit_order` sends once and resolves an unknown outcome by client order id; an intent
+    is never sent twice. An order not found `unknown_outcome_window_s` after it was sent
+    never reached the exchange.
     """
 
     account: str
+    unknown_outcome_window_s: float
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -32,7 +43,16 @@ class ExchangeGateway(Protocol):
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]: ...
     async def fetch_positions(self, symbol: str | None = None) -> list[Position]: ...
     async def fetch_balance(self) -> Balance: ...
-    async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]: ...
+    async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+        """Every fill since `since` up to now, however long ago (paged as the exchange needs)."""
+        ...
+
+    async def fetch_funding(
+        self, symbol: str, since: datetime | None = None
+    ) -> list[FundingPayment]: ...
+    def exchange_time_ms(self) -> int:
+        """The exchange's clock (a paper market's: its last candle), for history cursors."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

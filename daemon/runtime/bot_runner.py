@@ -17,7 +17,13 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import HaltRequested, OrderRejected, RetryableExchangeError, RiskRejected
+from daemon.domain.errors import (
+    HaltRequested,
+    OrderNeverPlaced,
+    OrderRejected,
+    RetryableExchangeError,
+    RiskRejected,
+)
 from daemon.domain.models import (
     ZERO,
     ClientOrderIds,
@@ -42,6 +48,8 @@ from daemon.domain.risk import (
 )
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.fills import record_new_fills
+from daemon.runtime.refusals import RefusalBackoff
+from daemon.runtime.unknown_outcome import resolve_pending
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
 
@@ -103,6 +111,7 @@ class BotRunner:
         self._last_close = ZERO
         self._exposure = AccountExposure()
         self._account_positions: list[Position] = []
+        self._refusals = RefusalBackoff()
         self.log = structlog.get_logger().bind(bot=spec.name, symbol=spec.symbol)
 
     async def run(self) -> None:
@@ -166,17 +175,22 @@ class BotRunner:
 
     async def _resolve_live_orders(self) -> None:
         for order in self.store.live_orders(self.spec.name):
-            known = await self.gateway.fetch_order(order.symbol, order.client_order_id)
-            if known is None:
-                if order.status is OrderStatus.PENDING_SUBMIT:
-                    self.store.update_order(
-                        order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
-                    )
+            if order.status is OrderStatus.PENDING_SUBMIT:  # outcome unknown: look it up
+                resolved = await resolve_pending(self.gateway, order, self.clock)
+                self.store.update_order(_with_bot(resolved, self.spec.name))
                 continue
-            self.store.update_order(_with_bot(known, self.spec.name))
+            known = await self.gateway.fetch_order(order.symbol, order.client_order_id)
+            if known is not None:
+                self.store.update_order(_with_bot(known, self.spec.name))
 
     async def _sync_fills(self) -> None:
-        for fill in await record_new_fills(self.gateway, self.store, self.spec.symbol):
+        new = await record_new_fills(
+            self.gateway,
+            self.store,
+            self.spec.symbol,
+            funding_owner=self.spec.name,
+        )
+        for fill in new:
             self.log.info(
                 "order_filled",
                 cid=fill.client_order_id,
@@ -350,6 +364,9 @@ class BotRunner:
             purpose=purpose,
         )
         assert self._market is not None
+        if not reduce_only and not self._refusals.allows(now):
+            self.log.info("order_held_back", purpose=purpose, why=self._refusals.describe())
+            return None
         try:
             check_intent(
                 intent,
@@ -390,17 +407,29 @@ class BotRunner:
                 if rejected is not None
                 else _intent_order(intent, OrderStatus.REJECTED, str(e))
             )
-            self.log.warning("order_rejected", cid=intent.client_order_id, reason=str(e))
-            self.store.journal(
-                "order_rejected", self.spec.name, cid=intent.client_order_id, reason=str(e)
+            check = getattr(e, "check", None)
+            self.log.warning(
+                "order_rejected", cid=intent.client_order_id, check=check, reason=str(e)
             )
-            self.snapshot.last_problem = f"order rejected: {e}"
+            self.store.journal(
+                "order_rejected",
+                self.spec.name,
+                cid=intent.client_order_id,
+                check=check,
+                reason=str(e),
+            )
+            if isinstance(e, OrderNeverPlaced):
+                self.snapshot.last_problem = f"order never placed: {e}"
+                return None
+            self._refusals.refused(f"{check or 'rejected'}: {e}", now)
+            self.snapshot.last_problem = f"order {self._refusals.describe()}"
             return None
         except RetryableExchangeError as e:
             self.log.warning("order_outcome_unknown", cid=intent.client_order_id, reason=str(e))
             return None  # resolved by _resolve_live_orders before anything new is sent
         order = _with_bot(order, self.spec.name)
         self.store.update_order(order)
+        self._refusals.accepted()
         await self._sync_fills()
         return order
 
