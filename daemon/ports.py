@@ -6,7 +6,7 @@ Adapters (paper, ccxt, SQLite, replay) implement them; the runtime sees only the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -108,6 +108,36 @@ class FeedCursorStore(Protocol):
 
     def load_feed_cursor(self, feed_key: str) -> datetime | None: ...
     def save_feed_cursor(self, feed_key: str, closed_at: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSetup:
+    """How an account is set up, as far as the exchange reports it (None: not reported)."""
+
+    hedge_mode: bool | None = None
+    multi_assets: bool | None = None
+    can_trade_futures: bool | None = None
+    can_withdraw: bool | None = None
+    margin_modes: dict[str, str] = field(default_factory=dict)  # symbol -> isolated | crossed
+    notes: tuple[str, ...] = ()  # what could not be asked, and why
+
+
+class AccountAdmin(Protocol):
+    """What the start-up preflight asks of a real exchange account."""
+
+    account: str
+    kind: str
+    time_measured_at: datetime | None
+
+    async def start(self) -> None: ...
+    def missing_credentials(self) -> str | None: ...
+    @property
+    def time_difference_ms(self) -> int: ...
+    async def account_setup(self, symbols: list[str]) -> AccountSetup: ...
+    async def load_leverage_brackets(self, symbols: list[str]) -> dict[str, str]: ...
+    async def set_isolated_margin(self, symbol: str) -> None: ...
+    async def set_leverage(self, symbol: str, leverage: int) -> None: ...
+    async def market(self, symbol: str) -> Market: ...
 
 
 class Clock(Protocol):

@@ -29,7 +29,6 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +63,7 @@ from daemon.domain.models import (
     Position,
     Side,
 )
+from daemon.ports import AccountSetup
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
@@ -277,18 +277,6 @@ def position_from_ccxt(raw: dict[str, Any], account: str) -> Position | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AccountSetup:
-    """How an account is set up, as far as the exchange reports it (None: not reported)."""
-
-    hedge_mode: bool | None = None
-    multi_assets: bool | None = None
-    can_trade_futures: bool | None = None
-    can_withdraw: bool | None = None
-    margin_modes: dict[str, str] = field(default_factory=dict)  # symbol -> isolated | crossed
-    notes: tuple[str, ...] = ()  # what could not be asked, and why
-
-
 class CcxtGateway:
     def __init__(
         self,
@@ -372,9 +360,16 @@ class CcxtGateway:
             point_at_base_url(ex, self._api_base_url)
         return ex
 
-    @property
-    def has_credentials(self) -> bool:
-        return self._credentials is not None
+    def missing_credentials(self) -> str | None:
+        """What the account's credentials lack for this exchange, if anything."""
+        if self._credentials is None:
+            return "no API key: this account can read public market data only"
+        if self.kind == "bitget" and not self._credentials.password:
+            return (
+                f"Bitget needs the API key's passphrase: add `password` to credentials "
+                f"{self._credentials.name!r}"
+            )
+        return None
 
     async def start(self) -> None:
         self._ex = self._make_exchange()

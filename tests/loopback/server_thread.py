@@ -37,6 +37,7 @@ class ServerThread:
         candles: list[tuple[int, float, float, float, float, float]],
         interval_s: float,
         preload: int = 100,
+        server: Any = None,
     ) -> None:
         self.symbol = symbol
         self._candles = candles
@@ -46,7 +47,8 @@ class ServerThread:
         self._ready = threading.Event()
         self._pushing = threading.Event()
         self._pushing.set()
-        self.server = LoopbackBinance(API_KEY, API_SECRET)
+        # Any loopback exchange with start/close/push_candle (Binance unless given).
+        self.server = server if server is not None else LoopbackBinance(API_KEY, API_SECRET)
         self.url = ""
         self._thread = threading.Thread(target=self._run, daemon=True)
 
