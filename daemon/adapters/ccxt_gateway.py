@@ -84,6 +84,8 @@ LOOKUP_FIRST_S = 0.25
 LOOKUP_MAX_S = 2.0
 HISTORY_WINDOW_MS = 7 * 24 * 3600 * 1000 - 1  # both exchanges accept at most 7 days per query
 HISTORY_PAGE = {"binanceusdm": 1000, "bitget": 100}
+# Which end of a window a full page comes from (ccxt sorts every page oldest first).
+HISTORY_NEWEST_FIRST = {"binanceusdm": False, "bitget": True}
 LEVERAGE_TIERS_FILE = Path(__file__).resolve().with_name("binance_usdm_leverage_tiers.json")
 
 
@@ -877,10 +879,11 @@ class CcxtGateway:
     ) -> list[dict[str, Any]]:
         """Every entry from `since_ms` to now: 7-day windows, each read page by page.
 
-        Pages run oldest first (Binance) or newest first (Bitget); either way the bound
-        moves past the page just read, so the cursor always advances. Entries are
+        A full page holds a window's oldest entries (Binance) or its newest (Bitget); the
+        bound then moves past the page just read, so reading always advances. Entries are
         deduplicated by id.
         """
+        newest_first = HISTORY_NEWEST_FIRST[self.kind]
         limit = HISTORY_PAGE[self.kind]
         # A minute past our estimate of the exchange's clock: the estimate errs early by up
         # to a round trip, and an execution of this very moment must not fall outside.
@@ -897,14 +900,14 @@ class CcxtGateway:
                 if len(rows) < limit:
                     break
                 times = [int(r["timestamp"]) for r in rows]
-                if times[0] <= times[-1]:  # oldest first: go on after the newest
-                    if max(times) <= low:
-                        break
-                    low = max(times)
-                else:  # newest first: go on before the oldest
+                if newest_first:  # go on before the oldest of the page
                     if min(times) >= high:
                         break
                     high = min(times)
+                else:  # go on after the newest of the page
+                    if max(times) <= low:
+                        break
+                    low = max(times)
             start = end + 1
         return sorted(found.values(), key=lambda r: (int(r["timestamp"]), str(r.get("id"))))
 

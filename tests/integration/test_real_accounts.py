@@ -11,7 +11,10 @@ from pathlib import Path
 from tests.conftest import eventually
 from tests.integration.real_account import LIVE_BOT, PAPER_BOT, daemon_on_loopback, journal
 from tests.loopback.binance_usdm import LoopbackBinance
+from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET
+
+PASSPHRASE = "loopback-passphrase"
 
 
 def test_hedge_mode_is_refused_clearly_and_the_other_account_keeps_trading(
@@ -63,3 +66,29 @@ def test_a_host_clock_3_s_ahead_trades_normally_and_status_shows_the_offset(
         assert 2_900 <= account["time_difference_ms"] <= 3_600
         assert [w["check"] for w in account["warnings"]] == ["clock"]
         assert daemon.bot(LIVE_BOT)["state"] == "running"
+
+
+def test_a_bitget_account_in_hedge_mode_is_refused_and_one_without_passphrase_too(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitget(API_KEY, API_SECRET, PASSPHRASE, hedge_mode=True)
+    bitget = {"kind": "bitget", "extra_account": 'market_data_transport = "rest"'}
+    with daemon_on_loopback(tmp_path / "a", server, password=PASSPHRASE, **bitget) as (
+        daemon,
+        market,
+    ):
+        daemon.start()
+        live = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "errored" and b)
+        assert live["error"].startswith("preflight position_mode: the account is in hedge mode")
+        eventually(lambda: daemon.bot(PAPER_BOT)["candles_processed"] > 3, timeout=60)
+        assert market.call(lambda s: s.order_requests()) == []
+        daemon.stop()
+    server = LoopbackBitget(API_KEY, API_SECRET, PASSPHRASE)
+    with daemon_on_loopback(tmp_path / "b", server, **bitget) as (daemon, market):
+        daemon.start()
+        live = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "errored" and b)
+        assert live["error"].startswith(
+            "preflight credentials: Bitget needs the API key's passphrase"
+        )
+        assert market.call(lambda s: list(s.requests)) == [], "nothing was asked of Bitget"
+        assert daemon.cli("health").returncode == 0

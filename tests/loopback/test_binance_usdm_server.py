@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -569,3 +570,41 @@ def test_replies_have_the_shape_of_binances_recorded_replies() -> None:
         assert problems == []
 
     play(story)
+
+
+def test_fill_and_income_replies_carry_every_field_ccxt_recorded() -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "ccxt_static"
+    recorded = json.loads((fixtures / "response__binance__futures_subset.json").read_text())
+
+    def reply(method: str) -> dict[str, Any]:
+        return dict(recorded["methods"][method][0]["httpResponse"][0])
+
+    async def story(server: LoopbackBinance, ex: Any) -> None:
+        await ex.create_order(BTC, "market", "buy", 0.01)
+        server.pay_funding("BTCUSDT", "0.0001")
+        [trade] = await ex.fetch_my_trades(BTC)
+        [funding] = await ex.fetch_funding_history(BTC)
+        assert set(reply("fetchMyTrades")) <= set(trade["info"])
+        assert set(reply("fetchFundingHistory")) <= set(funding["info"])
+        assert funding["amount"] == -0.05  # 0.01 BTC at 50 000, 0.01 %
+
+    play(story)
+
+
+def test_account_modes_key_permissions_and_a_liquidation_as_binance_reports_them() -> None:
+    async def story(server: LoopbackBinance, ex: Any) -> None:
+        assert (await ex.fetch_position_mode())["hedged"] is True
+        assert (await ex.fapiPrivateGetMultiAssetsMargin())["multiAssetsMargin"] is True
+        assert (await ex.sapiGetAccountApiRestrictions())["enableFutures"] is True
+        with pytest.raises(ccxt.OperationRejected, match="-4061"):
+            await ex.create_order(BTC, "market", "buy", 0.01)
+        await ex.set_position_mode(False)
+        with pytest.raises(ccxt.BadRequest, match="-4168"):
+            await ex.set_margin_mode("isolated", BTC)
+        await ex.create_order(BTC, "market", "buy", 0.01)
+        cid = server.liquidate("BTCUSDT", 49_000)
+        assert cid.startswith("autoclose-") and server.position("BTCUSDT")[0] == 0
+        liquidation = await ex.fetch_order(None, BTC, {"clientOrderId": cid})
+        assert (liquidation["status"], liquidation["side"]) == ("closed", "sell")
+
+    play(story, hedge_mode=True, multi_assets=True)
