@@ -47,6 +47,7 @@ from daemon.runtime.health import HealthMonitor
 from daemon.runtime.preflight import BotNeeds, PreflightReport, preflight
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
+from daemon.runtime.user_stream import UserStream
 from daemon.settings import paper_settings, risk_limits
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
@@ -153,6 +154,7 @@ class Daemon:
         self._supervisor: Supervisor | None = None
         self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
         self.preflights: dict[str, PreflightReport] = {}  # per exchange account, the last one
+        self.user_streams: dict[str, UserStream] = {}
         self.limits = risk_limits(self.config.risk)
 
     # -- wiring ------------------------------------------------------------------
@@ -327,6 +329,9 @@ class Daemon:
             for key, feed in self.feeds.items():
                 if self._account_up(key.account):
                     self._start_feed(key, feed)
+            for account in self.preflights:
+                if self._account_up(account):
+                    self._start_user_stream(account)
             if self.preflights:
                 self._tasks.append(
                     asyncio.create_task(self._recheck_accounts(), name="preflight-recheck")
@@ -376,6 +381,27 @@ class Daemon:
 
     def _start_feed(self, key: FeedKey, feed: MarketFeed) -> None:
         self._tasks.append(asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}"))
+
+    def _start_user_stream(self, account: str) -> None:
+        """Fills and order updates as they happen, where the account streams them."""
+        gateway = self.gateways[account]
+        settings = self.config.accounts[account]
+        if not isinstance(gateway, CcxtGateway) or not isinstance(settings, ExchangeAccount):
+            return
+        if settings.market_data_transport != "websocket" or not gateway.can_watch_user_data:
+            return
+        bot_symbols = {
+            bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
+        }
+        stream = UserStream(gateway, self.store, bot_symbols)
+        self.user_streams[account] = stream
+        self._tasks.append(asyncio.create_task(stream.run(), name=f"user-stream:{account}"))
+
+    def _stream_status(self, account: str) -> dict[str, Any] | None:
+        stream = self.user_streams.get(account)
+        if stream is None:
+            return None
+        return {"connected": stream.connected, "fills_recorded": stream.fills_recorded}
 
     async def _reconcile(self, account: str) -> None:
         bot_symbols = {
@@ -464,6 +490,7 @@ class Daemon:
                         for key, feed in self.feeds.items():
                             if key.account == account:
                                 self._start_feed(key, feed)
+                        self._start_user_stream(account)
                 except Exception as e:  # a bad account must not take the daemon down
                     self.log.error("preflight_recheck_failed", account=account, error=str(e))
                     continue
@@ -561,7 +588,10 @@ class Daemon:
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
                 "reconciliation": self.reconciliation,
-                "accounts": {name: r.as_dict() for name, r in self.preflights.items()},
+                "accounts": {
+                    name: {**r.as_dict(), "user_stream": self._stream_status(name)}
+                    for name, r in self.preflights.items()
+                },
             },
             "bots": self.supervisor.status(bot),
         }

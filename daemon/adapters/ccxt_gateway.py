@@ -708,6 +708,47 @@ class CcxtGateway:
             raise ExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
         return [list(row) for row in rows]  # ccxt updates its rows in place: copy
 
+    @property
+    def can_watch_user_data(self) -> bool:
+        """Whether ccxt.pro streams this account's fills and orders (decided offline)."""
+        if self._credentials is None:
+            return False
+        try:
+            has = self._make_exchange(websocket=True).has
+        except (ImportError, AttributeError):
+            return False
+        return bool(has.get("watchMyTrades") and has.get("watchOrders"))
+
+    def _stream_failed(self, what: str, e: ccxt_errors.BaseError) -> ExchangeError:
+        """A user-data stream failed: ask for a (new) listen key on the next connect."""
+        ws = self._ws
+        if ws is not None:
+            for kind in ("linear", "future", "swap"):
+                if isinstance(ws.options.get(kind), dict):
+                    ws.options[kind] = {**ws.options[kind], "lastAuthenticatedTime": 0}
+        if isinstance(e, ccxt_errors.NetworkError):
+            return RetryableExchangeError(f"{what}: {type(e).__name__}: {e}")
+        return ExchangeError(f"{what}: {type(e).__name__}: {e}")
+
+    async def watch_fills(self) -> list[Fill]:
+        """Fills the user-data stream delivered since the previous call (connects the first
+        time, with the listen key ccxt keeps alive; reconnects after a failure)."""
+        ws = self._stream()
+        try:
+            trades = await ws.watch_my_trades()
+        except ccxt_errors.BaseError as e:
+            raise self._stream_failed("watch my trades", e) from e
+        return [await self._fill(t, t.get("symbol") or "") for t in list(trades)]
+
+    async def watch_order_updates(self) -> list[Order]:
+        """Orders the user-data stream updated since the previous call."""
+        ws = self._stream()
+        try:
+            raw = await ws.watch_orders()
+        except ccxt_errors.BaseError as e:
+            raise self._stream_failed("watch orders", e) from e
+        return [self._order(o) for o in list(raw) if o.get("symbol") and o.get("side")]
+
     # -- orders -----------------------------------------------------------------------------
 
     def _order(self, raw: dict[str, Any], bot: str | None = None) -> Order:
@@ -915,31 +956,31 @@ class CcxtGateway:
         """Every fill on `symbol` since `since` (by default the last 7 days), oldest first."""
         since_ms = None if since is None else _ms(since)
         raw = await self._history("fetch my trades", self._ex.fetch_my_trades, symbol, since_ms)
-        fills = []
-        for t in raw:
-            order_id = str(t.get("order"))
-            cid = self._cid_by_order_id.get(order_id)
-            if cid is None:
-                known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
-                cid = self._order(known).client_order_id
-            info = t.get("info") or {}
-            timestamp = _time(t.get("timestamp")) or datetime.now(UTC)
-            fills.append(
-                Fill(
-                    account=self.account,
-                    fill_id=str(t["id"]),
-                    client_order_id=cid,
-                    symbol=t["symbol"],
-                    side=Side(t["side"]),
-                    qty=_dec(t.get("amount")),
-                    price=_dec(t.get("price")),
-                    fee=await self._fee_in_usdt(t.get("fee") or {}, timestamp),
-                    realized_pnl=_dec(info.get("realizedPnl") or info.get("profit")),
-                    timestamp=timestamp,
-                    kind=_fill_kind(cid, info),
-                )
-            )
-        return fills
+        return [await self._fill(t, symbol) for t in raw]
+
+    async def _fill(self, t: dict[str, Any], symbol: str) -> Fill:
+        """A ccxt trade (REST or stream) as our Fill, with its order's client id."""
+        info = t.get("info") or {}
+        order_id = str(t.get("order"))
+        cid = info.get("c") or self._cid_by_order_id.get(order_id)  # "c": the stream says
+        if cid is None:
+            known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
+            cid = self._order(known).client_order_id
+        timestamp = _time(t.get("timestamp")) or datetime.now(UTC)
+        pnl = info.get("realizedPnl") or info.get("profit") or info.get("rp")
+        return Fill(
+            account=self.account,
+            fill_id=str(t["id"]),
+            client_order_id=str(cid),
+            symbol=t["symbol"],
+            side=Side(t["side"]),
+            qty=_dec(t.get("amount")),
+            price=_dec(t.get("price")),
+            fee=await self._fee_in_usdt(t.get("fee") or {}, timestamp),
+            realized_pnl=_dec(pnl),
+            timestamp=timestamp,
+            kind=_fill_kind(str(cid), info),
+        )
 
     async def _fee_in_usdt(self, fee: dict[str, Any], at: datetime) -> Decimal:
         """A fee paid in another asset (BNB) as USDT at that minute's price."""

@@ -29,12 +29,14 @@ async def record_new_fills(
     default_owner: str | None = None,
     *,
     funding_owner: str | None = None,
+    force_funding: bool = False,
 ) -> list[Fill]:
     """Ask the exchange for fills since the cursor; record them; return those that were new.
 
     A fill belongs to the bot whose order it filled, else to `default_owner`. Funding
     payments on `symbol` are read too (at most every `FUNDING_EVERY`) and belong to
-    `funding_owner` (the bot trading the symbol) or, without one, to `default_owner`.
+    `funding_owner` (the bot trading the symbol) or, without one, to `default_owner`;
+    `force_funding` reads them now (start-up: whatever was paid while the daemon was down).
     Cursors are in the exchange's own time (a simulated market's: its last candle).
     """
     now = _exchange_now(gateway)
@@ -47,7 +49,9 @@ async def record_new_fills(
         if store.record_fill(fill, order.bot if order is not None else default_owner):
             new.append(fill)
     store.save_history_cursor(gateway.account, symbol, FILLS, now)
-    await record_new_funding(gateway, store, symbol, funding_owner or default_owner)
+    await record_new_funding(
+        gateway, store, symbol, funding_owner or default_owner, force=force_funding
+    )
     return new
 
 

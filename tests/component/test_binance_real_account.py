@@ -21,6 +21,7 @@ from daemon.domain.errors import AccountRefused, OrderNeverPlaced
 from daemon.domain.models import OrderIntent, OrderType, Side
 from daemon.runtime.fills import record_new_fills
 from tests.loopback.binance_usdm import LoopbackBinance
+from tests.loopback.binance_ws import LoopbackBinanceWs
 
 ETH = "ETH/USDT:USDT"
 DAY_MS = 24 * 3600 * 1000
@@ -276,3 +277,41 @@ def test_funding_payments_are_read_from_the_income_history() -> None:
         assert payment.amount == Decimal("-5") and payment.symbol == ETH
 
     run(story)
+
+
+def test_the_user_data_stream_delivers_fills_as_they_happen_and_keeps_its_key_alive() -> None:
+    async def main() -> None:
+        server = LoopbackBinanceWs("test-key", "test-secret")
+        url = await server.start()
+        minute = int(time.time() * 1000) // 60_000 * 60_000
+        server.push_candle("ETHUSDT", minute, 2500, 2505, 2495, 2500, 100)
+        gw = CcxtGateway(
+            "binance", "binanceusdm", KEYS, api_base_url=url, requests_per_s=1000, timeout_s=2
+        )
+        try:
+            await gw.start()
+            assert gw.can_watch_user_data
+            gw._stream().options["listenKeyRefreshRate"] = 300  # ms: keep-alive seen quickly
+            watching = asyncio.ensure_future(gw.watch_fills())
+            await asyncio.sleep(0.5)  # connected and listening
+            assert server.user_stream_connections == 1
+            await gw.submit_order(intent("tc1-ws", qty="0.04"))
+            [fill] = await asyncio.wait_for(watching, 5)
+            assert (fill.client_order_id, fill.qty, fill.kind) == (
+                "tc1-ws",
+                Decimal("0.04"),
+                "trade",
+            )
+            assert fill.fee == Decimal("0.05")  # 0.05 % of 100 USDT
+            liquidation = asyncio.ensure_future(gw.watch_fills())
+            await asyncio.sleep(0.1)
+            server.liquidate("ETHUSDT", 2400)
+            [liquidated] = await asyncio.wait_for(liquidation, 5)
+            assert liquidated.kind == "liquidation" and liquidated.realized_pnl == Decimal("-4")
+            await asyncio.sleep(0.5)
+            assert server.listen_key_requests[0] == "POST" and "PUT" in server.listen_key_requests
+        finally:
+            await gw.close()
+            await server.close()
+
+    asyncio.run(main())

@@ -55,7 +55,7 @@ kind = "paper"
 
 [accounts.paper.replay]
 data_dir = "{REPO / "data" / "candles"}"
-speed = 600
+speed = 120
 start = 2025-05-10T00:00:00Z
 
 [bots.{LIVE_BOT}]

@@ -6,15 +6,29 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import eventually
 from tests.integration.real_account import LIVE_BOT, PAPER_BOT, daemon_on_loopback, journal
 from tests.loopback.binance_usdm import LoopbackBinance
+from tests.loopback.binance_ws import LoopbackBinanceWs
 from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET
 
 PASSPHRASE = "loopback-passphrase"
+
+
+def settled(daemon: Any) -> int:
+    """Candles processed, once the bot has processed none for a second."""
+
+    def unchanged() -> int | None:
+        first = daemon.bot(LIVE_BOT)["candles_processed"]
+        time.sleep(1.0)
+        return first if daemon.bot(LIVE_BOT)["candles_processed"] == first else None
+
+    return eventually(unchanged, timeout=60)
 
 
 def test_hedge_mode_is_refused_clearly_and_the_other_account_keeps_trading(
@@ -92,3 +106,50 @@ def test_a_bitget_account_in_hedge_mode_is_refused_and_one_without_passphrase_to
         )
         assert market.call(lambda s: list(s.requests)) == [], "nothing was asked of Bitget"
         assert daemon.cli("health").returncode == 0
+
+
+def test_a_fill_between_candles_arrives_by_the_user_data_stream_before_the_next_candle(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBinanceWs(API_KEY, API_SECRET)
+    with daemon_on_loopback(tmp_path, server, interval_s=1.0) as (daemon, market):
+        daemon.start()
+        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        account = eventually(
+            lambda: (
+                (a := daemon.cli_json("status")["daemon"]["accounts"]["live"])["user_stream"][
+                    "connected"
+                ]
+                and a
+            )
+        )
+        assert account["user_stream"]["fills_recorded"] >= 1
+        market.pause_market()
+        before = settled(daemon)  # the last pushed candle is processed; no other comes
+        assert market.call(lambda s: s.position("ETHUSDT")[0]) != 0
+        price = market.call(lambda s: s.last_price("ETHUSDT"))
+        cid = market.call(lambda s: s.liquidate("ETHUSDT", price))
+        logged = eventually(lambda: journal(daemon.state_dir, "liquidation_filled"), timeout=5)
+        [(bot, data)] = logged
+        assert bot == LIVE_BOT and json.loads(data)["cid"] == cid
+        assert daemon.bot(LIVE_BOT)["candles_processed"] == before, "no candle was needed"
+
+
+def test_a_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -> None:
+    server = LoopbackBinance(API_KEY, API_SECRET)
+    limits = "daily_loss_limit_usdt = 20"
+    with daemon_on_loopback(tmp_path, server, interval_s=0.5, extra_risk="") as (daemon, market):
+        text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
+        daemon.config.write_text(text)
+        daemon.start()
+        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        daemon.stop()  # down over a funding time
+        signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
+        paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
+        assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid
+        daemon.start()
+        bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
+        assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
+        [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
+        assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
+        assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1

@@ -526,6 +526,14 @@ class LoopbackBinance:
             ("GET", "/fapi/v1/income"): (True, self._income),
             ("GET", "/sapi/v1/account/apiRestrictions"): (True, self._api_restrictions),
         }
+        # The user-data stream's listen key: the API key header only, no signature.
+        self._key_only_routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/fapi/v1/listenKey"): self._new_listen_key,
+            ("PUT", "/fapi/v1/listenKey"): self._keep_listen_key,
+            ("DELETE", "/fapi/v1/listenKey"): self._close_listen_key,
+        }
+        self.listen_keys: dict[str, int] = {}  # listen key -> when it expires (server ms)
+        self.listen_key_requests: list[str] = []  # POST, PUT, DELETE as they came
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -638,7 +646,11 @@ class LoopbackBinance:
         self._incomes.append(
             _Income(self._next_trade_id, symbol, "FUNDING_FEE", income, self._clock())
         )
+        self._on_account_event("FUNDING_FEE")
         return income
+
+    def _on_account_event(self, reason: str) -> None:
+        """The wallet or a position changed (the user-data stream publishes it)."""
 
     def liquidate(self, symbol: str, price: Number, *, adl: bool = False) -> str:
         """Close `symbol`'s whole position at `price` by the exchange's own order (a
@@ -698,6 +710,15 @@ class LoopbackBinance:
             if early is not None:
                 return early
 
+        key_only = self._key_only_routes.get((method, path))
+        if key_only is not None:
+            if request.headers.get("X-MBX-APIKEY") != self.api_key:
+                return _json_reply(401, {"code": -2015, "msg": "Invalid API-key."})
+            try:
+                status, payload = key_only(params)
+            except BinanceError as e:
+                status, payload = e.status, {"code": e.code, "msg": e.msg}
+            return _json_reply(status, payload)
         route = self._routes.get((method, path))
         if route is None:
             log.warning("unknown_endpoint_requested method=%s path=%s", method, path)
@@ -1327,6 +1348,10 @@ class LoopbackBinance:
         order.update_time = now
         if order.status != "EXPIRED":
             order.status = "FILLED" if order.executed == order.qty else "PARTIALLY_FILLED"
+        self._on_trade(order, self._trades[-1])
+
+    def _on_trade(self, order: _Order, trade: _Trade) -> None:
+        """An order traded (the user-data stream publishes it)."""
 
     def _find_order(self, params: dict[str, str]) -> _Order | None:
         symbol = _mandatory(params, "symbol")
@@ -1368,6 +1393,7 @@ class LoopbackBinance:
             raise BinanceError(400, -2011, "Unknown order sent.")
         order.status = "CANCELED"
         order.update_time = self._clock()
+        self._on_order_event(order)
         return 200, self._order_json(order, created=True)
 
     def _cancel_all(self, params: dict[str, str]) -> tuple[int, Any]:
@@ -1455,6 +1481,26 @@ class LoopbackBinance:
             "tranId": income.tran_id,
             "tradeId": "",
         }
+
+    def _new_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        """One key per account, as Binance: asking again extends and returns the same one."""
+        self.listen_key_requests.append("POST")
+        key = next(iter(self.listen_keys), None) or f"lk{self._next()}loopback"
+        self.listen_keys[key] = self._clock() + 3_600_000
+        return 200, {"listenKey": key}
+
+    def _keep_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        self.listen_key_requests.append("PUT")
+        if not self.listen_keys:
+            raise BinanceError(400, -1125, "This listenKey does not exist.")
+        for key in self.listen_keys:
+            self.listen_keys[key] = self._clock() + 3_600_000
+        return 200, {}
+
+    def _close_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        self.listen_key_requests.append("DELETE")
+        self.listen_keys.clear()
+        return 200, {}
 
     def _position_mode(self, params: dict[str, str]) -> tuple[int, Any]:
         return 200, {"dualSidePosition": self.hedge_mode}

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from tests.loopback.binance_usdm import LoopbackBinance
+from tests.loopback.binance_ws import LoopbackBinanceWs
 
 T = TypeVar("T")
 API_KEY, API_SECRET = "crash-key", "crash-secret"
@@ -47,8 +48,9 @@ class ServerThread:
         self._ready = threading.Event()
         self._pushing = threading.Event()
         self._pushing.set()
-        # Any loopback exchange with start/close/push_candle (Binance unless given).
-        self.server = server if server is not None else LoopbackBinance(API_KEY, API_SECRET)
+        # Any loopback exchange with start/close/push_candle (Binance, with its market and
+        # user-data websockets, unless given).
+        self.server = server if server is not None else LoopbackBinanceWs(API_KEY, API_SECRET)
         self.url = ""
         self._thread = threading.Thread(target=self._run, daemon=True)
 
