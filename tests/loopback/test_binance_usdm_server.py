@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -573,8 +572,9 @@ def test_replies_have_the_shape_of_binances_recorded_replies() -> None:
 
 
 def test_fill_and_income_replies_carry_every_field_ccxt_recorded() -> None:
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "ccxt_static"
-    recorded = json.loads((fixtures / "response__binance__futures_subset.json").read_text())
+    recorded = json.loads(
+        (FIXTURES / "ccxt_static" / "response__binance__futures_subset.json").read_text()
+    )
 
     def reply(method: str) -> dict[str, Any]:
         return dict(recorded["methods"][method][0]["httpResponse"][0])

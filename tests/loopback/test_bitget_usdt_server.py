@@ -8,23 +8,23 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt
 import pytest
 
 from daemon.adapters.ccxt_gateway import point_at_base_url
+from tests.conftest import FIXTURES
 from tests.loopback.bitget_usdt import LoopbackBitget
 
 KEY, SECRET, PASSPHRASE = "bg-key", "bg-secret", "bg-pass"
 ETH, BTC = "ETH/USDT:USDT", "BTC/USDT:USDT"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ccxt_static"
 Story = Callable[[LoopbackBitget, Any], Awaitable[None]]
 
 
 def recorded(kind: str, method: str, description: str) -> dict[str, Any]:
-    data = json.loads((FIXTURES / f"{kind}__bitget__usdt_futures_subset.json").read_text())
+    path = FIXTURES / "ccxt_static" / f"{kind}__bitget__usdt_futures_subset.json"
+    data = json.loads(path.read_text())
     return next(e for e in data["methods"][method] if e["description"] == description)
 
 
