@@ -155,6 +155,7 @@ class Daemon:
         self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
         self.preflights: dict[str, PreflightReport] = {}  # per exchange account, the last one
         self.user_streams: dict[str, UserStream] = {}
+        self._brought_up: set[str] = set()  # exchange accounts reconciled, feeds running
         self.limits = risk_limits(self.config.risk)
 
     # -- wiring ------------------------------------------------------------------
@@ -332,6 +333,7 @@ class Daemon:
             for account in self.preflights:
                 if self._account_up(account):
                     self._start_user_stream(account)
+                    self._brought_up.add(account)
             if self.preflights:
                 self._tasks.append(
                     asyncio.create_task(self._recheck_accounts(), name="preflight-recheck")
@@ -478,19 +480,12 @@ class Daemon:
         while True:
             await asyncio.sleep(PREFLIGHT_RETRY_S)
             for account, previous in list(self.preflights.items()):
-                if not previous.failures:
+                if not previous.failures and account in self._brought_up:
                     continue
                 try:
-                    report = await self._preflight(account)
-                    if report.account_ok and not previous.account_ok:
-                        for key, feed in self.feeds.items():
-                            if key.account == account:
-                                await feed.prepare(self._warmup_needs(key))
-                        await self._reconcile(account)
-                        for key, feed in self.feeds.items():
-                            if key.account == account:
-                                self._start_feed(key, feed)
-                        self._start_user_stream(account)
+                    report = await self._preflight(account) if previous.failures else previous
+                    if report.account_ok and account not in self._brought_up:
+                        await self._bring_up(account)
                 except Exception as e:  # a bad account must not take the daemon down
                     self.log.error("preflight_recheck_failed", account=account, error=str(e))
                     continue
@@ -498,6 +493,18 @@ class Daemon:
                     for name, bot in self.config.bots.items():
                         if bot.account == account and report.refusal(name) is None:
                             self.supervisor.release(name)
+
+    async def _bring_up(self, account: str) -> None:
+        """An account that passes now: its feeds' history, a reconcile, then feeds and stream."""
+        for key, feed in self.feeds.items():
+            if key.account == account:
+                await feed.prepare(self._warmup_needs(key))
+        await self._reconcile(account)
+        for key, feed in self.feeds.items():
+            if key.account == account:
+                self._start_feed(key, feed)
+        self._start_user_stream(account)
+        self._brought_up.add(account)
 
     def _still_starting(self, bots: list[str]) -> None:
         """Start-up is making progress: ask systemd for more time, say who we wait for."""
