@@ -240,3 +240,12 @@ def test_flatten_closes_a_bitget_account_through_faults() -> None:
         assert await gw.fetch_positions() == [] and await gw.fetch_open_orders() == []
 
     run(story)
+
+
+def test_union_margin_mode_is_refused_like_binance_multi_assets() -> None:
+    async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        report = await preflight(gw, [BotNeeds("b1", ETH, 3)], Decimal(50), started=True)
+        assert [f.check for f in report.failures] == ["multi_assets"]
+        assert server.margin_mode("ETHUSDT") == "crossed", "nothing was changed"
+
+    run(story, union_mode=True, isolated=False)
