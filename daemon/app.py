@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
                 api_base_url=account.api_base_url,
                 requests_per_s=account.requests_per_s,
                 unknown_outcome_window_s=account.order_lookup_window_s,
+                trigger_price_type=account.trigger_price_type,
             )
             continue
         markets = markets or load_paper_markets()
@@ -200,6 +202,9 @@ class Daemon:
                     strategy=bot.strategy,
                     timeframes=tuple(bot.timeframes),
                     leverage=bot.leverage,
+                    max_candle_age=None
+                    if bot.max_candle_age_s is None
+                    else timedelta(seconds=bot.max_candle_age_s),
                 ),
                 bot.autostart,
             )
@@ -217,6 +222,7 @@ class Daemon:
                 stale_floor_s=health.stale_floor_s,
                 stale_candles=health.stale_candles,
                 start_timeout_s=health.start_timeout_s,
+                unprotected_grace_s=health.unprotected_grace_s,
             ),
             self.clock,
             self.notifier,
@@ -724,15 +730,20 @@ class Daemon:
                 if bot is not None and owner != bot:
                     continue
                 seen.add(o.client_order_id)
-                rows.append(_order_row(o, owner, account, known is not None))
+                purpose = known.purpose if known is not None else None
+                rows.append(_order_row(o, owner, account, known is not None, purpose))
         local = self.store.recent_orders(bot, 50) if history else self.store.live_orders(bot)
         for o in local:
             if o.client_order_id not in seen:
-                rows.append(_order_row(o, o.bot, o.account, True))
+                rows.append(_order_row(o, o.bot, o.account, True, o.purpose))
         return rows
 
 
-def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, Any]:
+def _order_row(
+    o: Any, bot: str | None, account: str, known: bool, purpose: str | None
+) -> dict[str, Any]:
+    """One order for `tradectl orders`: resting stops and take-profits show their trigger
+    price and purpose (stop, take_profit), entries and exits theirs."""
     return {
         "bot": bot,
         "account": account,
@@ -745,6 +756,8 @@ def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, 
         "filled_qty": str(o.filled_qty),
         "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
         "reduce_only": o.reduce_only,
+        "trigger_price": None if o.trigger_price is None else str(o.trigger_price),
+        "purpose": purpose,
         "status": o.status.value,
         "known_to_store": known,
         "created_at": None if o.created_at is None else o.created_at.isoformat(),

@@ -89,6 +89,10 @@ class ExchangeAccount(Strict):
     # requests sooner.
     order_lookup_window_s: float | None = Field(default=None, gt=0, le=120)
 
+    # The price resting stops and take-profits trigger on: the mark price (no wick of one
+    # thin trade fires them) or the last traded price.
+    trigger_price_type: Literal["mark", "last"] = "mark"
+
 
 Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
 
@@ -116,6 +120,8 @@ class HealthSettings(Strict):
     stale_floor_s: float = Field(default=30.0, gt=0)
     stale_candles: float = Field(default=3.0, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0)
+    # A position without a resting stop covering it for longer than this is a problem.
+    unprotected_grace_s: float = Field(default=5.0, gt=0)
 
 
 class BotSettings(Strict):
@@ -127,6 +133,10 @@ class BotSettings(Strict):
     autostart: bool = False
     leverage: int = Field(default=3, ge=1, le=125)
     owner: str | int | None = None  # user name or uid; else whoever first starts the bot
+    # Exits and entries are decided only on candles that closed within this many seconds (by
+    # the feed's clock); older ones, replayed after downtime, only warm the indicators.
+    # Default: two candles of the strategy's base timeframe.
+    max_candle_age_s: float | None = Field(default=None, gt=0)
 
     @field_validator("symbol")
     @classmethod

@@ -48,6 +48,7 @@ from daemon.domain.errors import (
     OrderNeverPlaced,
     OrderRejected,
     RetryableExchangeError,
+    WouldTrigger,
 )
 from daemon.domain.models import (
     ZERO,
@@ -67,6 +68,13 @@ from daemon.ports import AccountSetup
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
+# Bitget keeps position stop-loss / take-profit orders ("tpsl") apart from plain plan orders;
+# loss_plan / profit_plan carry a size (ccxt's default pos_loss / pos_profit close it all).
+BITGET_PLAN_TYPES = {
+    OrderType.STOP_MARKET: "loss_plan",
+    OrderType.TAKE_PROFIT_MARKET: "profit_plan",
+}
+BITGET_TPSL = "profit_loss"  # the planType that lists and cancels them
 MAX_ATTEMPTS = 5
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 20.0
@@ -114,6 +122,7 @@ ERROR_CODES: dict[str, _Rule] = {
     "-1021": _Rule.CLOCK,  # timestamp outside the recvWindow
     "-5028": _Rule.CLOCK,  # timestamp outside the matching engine's recvWindow
     "-4116": _Rule.DUPLICATE,  # ClientOrderId is duplicated (among open orders)
+    "-20132": _Rule.DUPLICATE,  # a conditional (algo) order's clientAlgoId is duplicated
     "-2013": _Rule.NOT_FOUND,  # order does not exist
     # Bitget USDT-FUTURES (v2 mix)
     "40004": _Rule.CLOCK,  # request timestamp expired
@@ -293,6 +302,7 @@ class CcxtGateway:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         unknown_outcome_window_s: float | None = None,
+        trigger_price_type: str = "mark",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unsupported exchange kind {kind!r}; supported: {', '.join(KINDS)}")
@@ -305,6 +315,9 @@ class CcxtGateway:
         self._timeout_s = timeout_s
         self._sleep = sleep
         self._rng = rng or random.Random()
+        if trigger_price_type not in ("mark", "last"):
+            raise ValueError(f"trigger_price_type must be mark or last, got {trigger_price_type!r}")
+        self._trigger_price_type = trigger_price_type
         self._not_before = 0.0  # monotonic time before which the account must not call
         self._cid_by_order_id: dict[str, str] = {}
         self._fee_prices: dict[tuple[str, int], Decimal] = {}
@@ -482,6 +495,8 @@ class CcxtGateway:
             raise AuthenticationFailed(f"{what}: {e}") from e
         if isinstance(e, ccxt_errors.OrderNotFound):
             raise NotFound(f"{what}: {e}") from e
+        if isinstance(e, ccxt_errors.OrderImmediatelyFillable):  # Binance -2021
+            raise WouldTrigger(f"{what}: {e}") from e
         refused = ccxt_errors.InsufficientFunds | ccxt_errors.InvalidOrder
         if isinstance(e, refused | ccxt_errors.OperationRejected):
             raise OrderRejected(f"{what}: {e}") from e
@@ -765,7 +780,11 @@ class CcxtGateway:
         cid = raw.get("clientOrderId") or f"exchange-{raw.get('id')}"
         if raw.get("id") is not None:
             self._cid_by_order_id[str(raw["id"])] = cid
-        order_type = OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET
+        info = raw.get("info") or {}
+        if info.get("actualOrderId"):  # a triggered conditional order's market order
+            self._cid_by_order_id[str(info["actualOrderId"])] = cid
+        order_type = _order_type(raw)
+        trigger = raw.get("triggerPrice") or raw.get("stopLossPrice") or raw.get("takeProfitPrice")
         return Order(
             account=self.account,
             symbol=raw["symbol"],
@@ -784,6 +803,7 @@ class CcxtGateway:
             bot=bot,
             created_at=_time(raw.get("timestamp")),
             updated_at=_time(raw.get("lastUpdateTimestamp") or raw.get("timestamp")),
+            trigger_price=_dec(trigger) if order_type.is_trigger and trigger else None,
         )
 
     def _order_params(self, intent: OrderIntent) -> dict[str, Any]:
@@ -796,6 +816,26 @@ class CcxtGateway:
             params["marginMode"] = "isolated"  # ccxt sends "crossed" unless told
         return params
 
+    def _trigger_params(self, intent: OrderIntent) -> dict[str, Any]:
+        """ccxt's unified trigger fields: Binance routes them to its algo-order endpoint as
+        STOP_MARKET / TAKE_PROFIT_MARKET; Bitget to its tpsl (plan) endpoint."""
+        assert intent.trigger_price is not None, "a trigger order needs its trigger price"
+        key = "stopLossPrice" if intent.type is OrderType.STOP_MARKET else "takeProfitPrice"
+        params: dict[str, Any] = {key: float(intent.trigger_price)}
+        mark = self._trigger_price_type == "mark"
+        if self.kind == "binanceusdm":
+            params["workingType"] = "MARK_PRICE" if mark else "CONTRACT_PRICE"
+        else:
+            params["planType"] = BITGET_PLAN_TYPES[intent.type]
+            params["triggerType"] = "mark_price" if mark else "fill_price"
+        return params
+
+    def _trigger_query(self) -> dict[str, Any]:
+        """The params that make ccxt look at trigger orders instead of plain ones."""
+        if self.kind == "bitget":
+            return {"trigger": True, "planType": BITGET_TPSL}
+        return {"trigger": True}
+
     async def submit_order(self, intent: OrderIntent) -> Order:
         """Send once. A lost reply is resolved by looking the client id up, never by a resend.
 
@@ -806,17 +846,23 @@ class CcxtGateway:
         and a new order carries a new client order id. Binance keeps client ids unique only
         among open orders, so a resend of a filled market order would be a second order.
         """
+        params = self._order_params(intent)
+        order_type = intent.type.value
+        trigger = intent.type.is_trigger
+        if trigger:
+            params.update(self._trigger_params(intent))
+            order_type = "market"
         sent = time.monotonic()
         try:
             raw = await self._call(
                 "create order",
                 self._ex.create_order,
                 intent.symbol,
-                intent.type.value,
+                order_type,
                 intent.side.value,
                 float(intent.qty),
                 None if intent.price is None else float(intent.price),
-                self._order_params(intent),
+                params,
                 retry=False,
             )
         except DuplicateClientId:  # an earlier send of this very intent was accepted
@@ -824,14 +870,16 @@ class CcxtGateway:
         except RetryableExchangeError as e:
             self.log.warning("order_outcome_unknown", cid=intent.client_order_id, error=str(e))
         else:
-            if raw.get("status") is not None and raw.get("symbol"):
-                return self._order(raw, intent.bot)
+            if trigger or raw.get("status") is not None:
+                return _with_intent(self._order(_acknowledged(raw, intent), intent.bot), intent)
             # Bitget answers a new order with its ids only: read the order itself.
-        order = await self.resolve_order(intent.symbol, intent.client_order_id, sent)
-        return order if order.bot else _with_bot(order, intent.bot)
+        order = await self.resolve_order(
+            intent.symbol, intent.client_order_id, sent, trigger=trigger
+        )
+        return _with_intent(order if order.bot else _with_bot(order, intent.bot), intent)
 
     async def resolve_order(
-        self, symbol: str, client_order_id: str, sent_monotonic: float
+        self, symbol: str, client_order_id: str, sent_monotonic: float, *, trigger: bool = False
     ) -> Order:
         """Look an order up by client id until found, or until it cannot exist.
 
@@ -848,7 +896,7 @@ class CcxtGateway:
             last_chance = time.monotonic() >= deadline
             lookups += 1
             try:
-                known = await self.fetch_order(symbol, client_order_id)
+                known = await self.fetch_order(symbol, client_order_id, trigger=trigger)
             except RetryableExchangeError as e:
                 answered, known = False, None
                 self.log.warning("order_lookup_failed", cid=client_order_id, error=str(e)[:200])
@@ -877,7 +925,11 @@ class CcxtGateway:
             f"for {self.unknown_outcome_window_s:.0f} s after it was sent)"
         )
 
-    async def fetch_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def fetch_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        if trigger:
+            return await self._fetch_trigger_order(symbol, client_order_id)
         try:
             raw = await self._call(
                 "fetch order",
@@ -890,24 +942,79 @@ class CcxtGateway:
             return None
         return self._order(raw)
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def _fetch_trigger_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """A stop or take-profit by client id, with what its triggered market order did."""
+        if self.kind == "bitget":  # no single-order query for plan orders: look in the lists
+            for what, fetch in (
+                ("fetch open trigger orders", self._ex.fetch_open_orders),
+                ("fetch closed trigger orders", self._ex.fetch_canceled_and_closed_orders),
+            ):
+                raws = await self._call(what, fetch, symbol, None, None, self._trigger_query())
+                found = [r for r in raws if r.get("clientOrderId") == client_order_id]
+                if found:
+                    return self._order(found[0])
+            return None
+        try:
+            raw = await self._call(
+                "fetch trigger order",
+                self._ex.fetch_order,
+                None,
+                symbol,
+                {"clientOrderId": client_order_id, **self._trigger_query()},
+            )
+        except NotFound:
+            return None
+        order = self._order(raw)
+        actual = (raw.get("info") or {}).get("actualOrderId")
+        if order.status is not OrderStatus.FILLED or not actual:
+            return order
+        # TRIGGERED / FINISHED: the conditional order is done; its market order tells how.
+        try:
+            placed = self._order(
+                await self._call("fetch triggered order", self._ex.fetch_order, actual, symbol)
+            )
+        except NotFound:
+            return order
+        return order.with_status(
+            placed.status,
+            filled_qty=placed.filled_qty,
+            avg_fill_price=placed.avg_fill_price,
+            updated_at=placed.updated_at,
+        )
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         """Cancel by client id; an order already gone is good news, not an error."""
         if client_order_id.startswith("exchange-"):
             params: dict[str, Any] = {}
             order_id: str | None = client_order_id.removeprefix("exchange-")
         else:
             params, order_id = {"clientOrderId": client_order_id}, None
+        if trigger:
+            params.update(self._trigger_query())
         try:
             raw = await self._call("cancel order", self._ex.cancel_order, order_id, symbol, params)
         except NotFound:
-            return await self.fetch_order(symbol, client_order_id)
-        if raw.get("status") is None or raw.get("side") is None:  # Bitget: ids only
-            return await self.fetch_order(symbol, client_order_id)
+            return await self.fetch_order(symbol, client_order_id, trigger=trigger)
+        if trigger or raw.get("status") is None or raw.get("side") is None:
+            # Binance answers a conditional cancel with a bare {"code": "200"}, Bitget any
+            # cancel with the ids only: read the order itself.
+            return await self.fetch_order(symbol, client_order_id, trigger=trigger)
         return self._order(raw)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Plain open orders and resting trigger orders (which ccxt lists only when asked)."""
         raw = await self._call("fetch open orders", self._ex.fetch_open_orders, symbol)
-        return [self._order(o) for o in raw]
+        triggers = await self._call(
+            "fetch open trigger orders",
+            self._ex.fetch_open_orders,
+            symbol,
+            None,
+            None,
+            self._trigger_query(),
+        )
+        return [self._order(o) for o in [*raw, *triggers]]
 
     # -- history: fills and funding, in windows the exchange accepts ---------------------
 
@@ -1038,3 +1145,41 @@ def _fill_kind(cid: str, info: dict[str, Any]) -> str:
 
 def _with_bot(order: Order, bot: str | None) -> Order:
     return order.with_status(order.status, bot=bot)
+
+
+def _acknowledged(raw: dict[str, Any], intent: OrderIntent) -> dict[str, Any]:
+    """Bitget answers a new order with its ids only: the rest is what we sent."""
+    return {
+        **raw,
+        "symbol": raw.get("symbol") or intent.symbol,
+        "side": raw.get("side") or intent.side.value,
+        "amount": raw.get("amount") if raw.get("amount") is not None else str(intent.qty),
+    }
+
+
+def _with_intent(order: Order, intent: OrderIntent) -> Order:
+    """A reply that leaves out what we sent (a new conditional order's bare acknowledgement)
+    keeps the intent's type and trigger price."""
+    if order.type is intent.type and order.trigger_price == intent.trigger_price:
+        return order
+    return order.with_status(order.status, type=intent.type, trigger_price=intent.trigger_price)
+
+
+_TRIGGER_TYPES = {
+    "stop_market": OrderType.STOP_MARKET,
+    "take_profit_market": OrderType.TAKE_PROFIT_MARKET,
+    "loss_plan": OrderType.STOP_MARKET,
+    "pos_loss": OrderType.STOP_MARKET,
+    "profit_plan": OrderType.TAKE_PROFIT_MARKET,
+    "pos_profit": OrderType.TAKE_PROFIT_MARKET,
+}
+
+
+def _order_type(raw: dict[str, Any]) -> OrderType:
+    """ccxt reports a stop-market as "market": the exchange's own field says what it is."""
+    info = raw.get("info") or {}
+    for key in ("orderType", "type", "origType", "planType"):
+        value = info.get(key)
+        if isinstance(value, str) and value.lower() in _TRIGGER_TYPES:
+            return _TRIGGER_TYPES[value.lower()]
+    return OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET

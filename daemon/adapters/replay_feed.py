@@ -104,6 +104,7 @@ class ReplayFeed:
         self._last_event_monotonic: float | None = None
         self._running = False
         self._day: _Day | None = None
+        self._now: datetime | None = None
 
         data = load_candles(data_file)
         self._path = data_file
@@ -124,6 +125,11 @@ class ReplayFeed:
     def expected_interval_s(self) -> float:
         """Wall seconds between 1m candles at this speed (0 when flat out)."""
         return 60.0 / self._speed if self._speed > 0 else 0.0
+
+    def now(self) -> datetime:
+        """Simulated time: the close of the candle being (or last) handed out. A replay
+        pauses while the daemon is down, so its candles are never stale."""
+        return self._now or self.cursor
 
     @property
     def cursor(self) -> datetime:
@@ -190,6 +196,7 @@ class ReplayFeed:
         if day is None or not day.first <= self._next < day.end:
             day = self._day = self._materialise_day(self._next)
         event = day.events[self._next - day.first]
+        self._now = event.closed_at
         for consumer in tuple(self._consumers):
             if consumer not in self._consumers:
                 continue  # unsubscribed while an earlier consumer had this event

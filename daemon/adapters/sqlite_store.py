@@ -118,7 +118,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX fills_by_account ON fills(account, ts);
     """,
-    # 3: real accounts: liquidation and ADL fills told apart, funding payments counted in
+    # 3: resting stop / take-profit orders carry a trigger price; an entry carries the plan
+    # (stop, target) it opens, committed with its intent so it survives a crash before the reply
+    """
+    ALTER TABLE orders ADD COLUMN trigger_price TEXT;
+    ALTER TABLE orders ADD COLUMN plan TEXT;
+    """,
+    # 4: real accounts: liquidation and ADL fills told apart, funding payments counted in
     # realised PnL, and how far each history (fills, funding) has been read
     """
     ALTER TABLE fills ADD COLUMN kind TEXT NOT NULL DEFAULT 'trade';
@@ -300,41 +306,56 @@ class SqliteStore:
                 raise StoreError(f"bot {bot!r} has no record in the store")
             return int(row[0])
 
+    def order_sequence(self, bot: str) -> int:
+        """The last client order sequence number handed out to `bot` (0 before the first)."""
+        row = self._db.execute("SELECT order_seq FROM bots WHERE name = ?", (bot,)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def save_plan(self, bot: str, plan: TradePlan | None) -> None:
-        text = None
-        if plan is not None:
-            text = json.dumps(
-                {
-                    "direction": plan.direction.value,
-                    "stop": str(plan.stop),
-                    "take_profit": str(plan.take_profit),
-                    "opened_at": plan.opened_at.isoformat(),
-                }
-            )
+        """The bot's active plan (or none). Either way any plan still waiting on an entry
+        order is used up: activated, or dropped with a position that never came."""
         with self._transaction() as db:
-            db.execute("UPDATE bots SET plan = ? WHERE name = ?", (text, bot))
+            db.execute("UPDATE bots SET plan = ? WHERE name = ?", (_plan_json(plan), bot))
+            db.execute("UPDATE orders SET plan = NULL WHERE bot = ? AND plan IS NOT NULL", (bot,))
 
     def plan(self, bot: str) -> TradePlan | None:
         row = self._db.execute("SELECT plan FROM bots WHERE name = ?", (bot,)).fetchone()
-        if row is None or row[0] is None:
+        return None if row is None else _plan(row[0])
+
+    def entry_plan(self, bot: str) -> tuple[Order, TradePlan] | None:
+        """The entry order whose plan is still waiting for its first fill, with that plan
+        (see `record_intent`; `save_plan` uses it up)."""
+        row = self._db.execute(
+            "SELECT * FROM orders WHERE bot = ? AND plan IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+            (bot,),
+        ).fetchone()
+        if row is None:
             return None
-        raw = json.loads(row[0])
-        return TradePlan(
-            direction=Direction(raw["direction"]),
-            stop=Decimal(raw["stop"]),
-            take_profit=Decimal(raw["take_profit"]),
-            opened_at=datetime.fromisoformat(raw["opened_at"]),
-        )
+        plan = _plan(row["plan"])
+        return None if plan is None else (_order(row), plan)
 
     # -- orders --------------------------------------------------------------
 
-    def record_intent(self, intent: OrderIntent) -> None:
-        """Commit the intent before the request leaves: a crash after this is recoverable."""
+    def record_intent(
+        self, intent: OrderIntent, plan: TradePlan | None = None, sequence: int | None = None
+    ) -> None:
+        """Commit the intent before the request leaves: a crash after this is recoverable.
+
+        `plan`: the stop and target an entry opens, stored with it, so a position found after
+        a crash still gets its protection. `sequence`: the bot's client order sequence number
+        the id was made from, remembered in the same transaction so ids never repeat.
+        """
         with self._transaction() as db:
+            if sequence is not None and intent.bot is not None:
+                db.execute(
+                    "UPDATE bots SET order_seq = max(order_seq, ?) WHERE name = ?",
+                    (sequence, intent.bot),
+                )
             db.execute(
                 """INSERT INTO orders (client_order_id, bot, account, symbol, side, type, qty,
-                       price, reduce_only, purpose, status, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       price, reduce_only, purpose, status, created_at, updated_at,
+                       trigger_price, plan)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     intent.client_order_id,
                     intent.bot,
@@ -349,6 +370,8 @@ class SqliteStore:
                     OrderStatus.PENDING_SUBMIT.value,
                     intent.created_at.isoformat(),
                     _now(),
+                    None if intent.trigger_price is None else str(intent.trigger_price),
+                    _plan_json(plan),
                 ),
             )
             self._journal(
@@ -364,6 +387,12 @@ class SqliteStore:
                     "price": None if intent.price is None else str(intent.price),
                     "reduce_only": intent.reduce_only,
                     "purpose": intent.purpose,
+                    **(
+                        {}
+                        if intent.trigger_price is None
+                        else {"trigger_price": str(intent.trigger_price)}
+                    ),
+                    **({} if plan is None else {"plan": json.loads(_plan_json(plan) or "{}")}),
                 },
             )
 
@@ -701,4 +730,31 @@ def _order(row: sqlite3.Row) -> Order:
         created_at=_time(row["created_at"]),
         updated_at=_time(row["updated_at"]),
         reason=row["reason"],
+        trigger_price=_dec(row["trigger_price"]),
+        purpose=row["purpose"],
+    )
+
+
+def _plan_json(plan: TradePlan | None) -> str | None:
+    if plan is None:
+        return None
+    return json.dumps(
+        {
+            "direction": plan.direction.value,
+            "stop": str(plan.stop),
+            "take_profit": str(plan.take_profit),
+            "opened_at": plan.opened_at.isoformat(),
+        }
+    )
+
+
+def _plan(text: str | None) -> TradePlan | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    return TradePlan(
+        direction=Direction(raw["direction"]),
+        stop=Decimal(raw["stop"]),
+        take_profit=Decimal(raw["take_profit"]),
+        opened_at=datetime.fromisoformat(raw["opened_at"]),
     )

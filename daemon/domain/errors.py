@@ -59,6 +59,11 @@ class OrderNeverPlaced(OrderRejected):
     may the bot decide again, and a new order carries a new client id."""
 
 
+class WouldTrigger(OrderRejected):
+    """A trigger order refused because the price is already beyond its trigger (Binance
+    -2021 "Order would immediately trigger"): for a stop, the stop has been hit."""
+
+
 class StateLocked(TradectlError):
     """Another daemon holds the state folder."""
 

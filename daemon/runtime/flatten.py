@@ -1,4 +1,5 @@
-"""Emergency flatten: cancel every order, close every position reduce-only, verify flat.
+"""Emergency flatten: cancel every order (resting stops and take-profits included), close
+every position reduce-only, verify flat.
 
 Used by halts on a loss limit, by `tradectl flatten` through the daemon, and by the
 CLI directly when the daemon is down. Symbols are handled concurrently; exchange
@@ -26,8 +27,8 @@ from daemon.domain.models import (
     OrderIntent,
     OrderStatus,
     OrderType,
-    Side,
     bot_tag,
+    closing_side,
 )
 from daemon.ports import Clock, ExchangeGateway
 from daemon.runtime.fills import record_new_fills
@@ -146,13 +147,16 @@ class Flattener:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _one_pass(self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten) -> None:
-        for order in await gateway.fetch_open_orders(symbol):
+        for order in await gateway.fetch_open_orders(symbol):  # resting stops too
+            trigger = order.type.is_trigger
             with contextlib.suppress(NotFound):  # already gone: what we wanted
-                await gateway.cancel_order(symbol, order.client_order_id)
+                await gateway.cancel_order(symbol, order.client_order_id, trigger=trigger)
             if order.client_order_id not in report.cancelled:
                 report.cancelled.append(order.client_order_id)
             if self._store is not None and self._store.order(order.client_order_id) is not None:
-                cancelled = await gateway.fetch_order(symbol, order.client_order_id)
+                cancelled = await gateway.fetch_order(
+                    symbol, order.client_order_id, trigger=trigger
+                )
                 if cancelled is not None:
                     self._store.update_order(cancelled)
         qty = await _position_qty(gateway, symbol)
@@ -163,7 +167,7 @@ class Flattener:
             account=gateway.account,
             symbol=symbol,
             client_order_id=flatten_order_id(report.owner or gateway.account),
-            side=Side.SELL if qty > 0 else Side.BUY,
+            side=closing_side(qty),
             type=OrderType.MARKET,
             qty=abs(qty),
             price=None,

@@ -41,6 +41,7 @@ class HealthMonitor:
         self._loop_lag_s = 0.0
         self._last_probe: float | None = None  # None until the probe runs
         self._last_reasons: tuple[str, ...] = ()
+        self._unprotected_since: dict[str, float] = {}
         self._log = structlog.get_logger()
 
     @property
@@ -76,6 +77,7 @@ class HealthMonitor:
                     seconds_since_progress=None if since is None else now - since,
                     feed_interval_s=self._feeds[feed_name].expected_interval_s,
                     error=slot.error,
+                    unprotected_s=self._unprotected_for(name, now),
                 )
             )
         feeds = [
@@ -90,6 +92,13 @@ class HealthMonitor:
             for name, feed in self._feeds.items()
         ]
         return assess(self.loop_lag_s, bots, feeds, self.limits)
+
+    def _unprotected_for(self, name: str, now: float) -> float | None:
+        """Seconds since this bot's position was last seen covered by a resting stop."""
+        if self._supervisor.protected(name):
+            self._unprotected_since.pop(name, None)
+            return None
+        return now - self._unprotected_since.setdefault(name, now)
 
     def summary(self, verdict: HealthVerdict) -> str:
         """The one line a person reads in `systemctl status`."""
@@ -126,7 +135,7 @@ class HealthMonitor:
             interval = min(interval, self._notifier.watchdog_interval_s / 3)
         while True:
             verdict = self.verdict()
-            if verdict.healthy:
+            if verdict.alive:
                 self._notifier.watchdog()
             if verdict.reasons != self._last_reasons:
                 if verdict.healthy:

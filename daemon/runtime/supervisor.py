@@ -18,6 +18,7 @@ import structlog
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
 from daemon.domain.errors import HaltRequested, NotFound, Refused
+from daemon.domain.protection import is_protected
 from daemon.ports import Clock
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
@@ -333,6 +334,7 @@ class Supervisor:
         last_mono = runner.snapshot.last_candle_monotonic if runner is not None else None
         last_close = runner.snapshot.last_candle_close if runner is not None else None
         qty = position.qty if position is not None else Decimal(0)
+        live = self._store.live_orders(name)
         return {
             "name": name,
             "state": slot.state.value,
@@ -351,13 +353,22 @@ class Supervisor:
             "position_side": position.side if position is not None else "flat",
             "entry_price": str(position.entry_price) if position is not None and qty else None,
             "unrealized_pnl": str(position.unrealized_pnl) if position is not None and qty else "0",
-            "open_orders": sum(1 for o in self._store.live_orders(name)),
+            "open_orders": len(live),
+            # flat, or a resting reduce-only stop covers the whole position
+            "protected": is_protected(qty, live),
             "realized_pnl": str(self._store.realized_pnl(name)),
             "error": slot.error,
             "held_by_preflight": slot.blocked,
             "last_problem": runner.snapshot.last_problem if runner is not None else None,
             "restarts": slot.restarts,
         }
+
+    def protected(self, name: str) -> bool:
+        """Flat, or a resting reduce-only stop covers the bot's whole position."""
+        runner = self._slot(name).runner
+        position = runner.snapshot.position if runner is not None else self._store.position(name)
+        qty = position.qty if position is not None else Decimal(0)
+        return is_protected(qty, self._store.live_orders(name))
 
     def status(self, bot: str | None = None) -> list[dict[str, Any]]:
         names = [bot] if bot is not None else sorted(self._slots)

@@ -30,7 +30,9 @@ async def resolve_pending(
     window = gateway.unknown_outcome_window_s
     wait = FIRST_WAIT_S
     while True:
-        known = await gateway.fetch_order(order.symbol, order.client_order_id)
+        known = await gateway.fetch_order(
+            order.symbol, order.client_order_id, trigger=order.type.is_trigger
+        )
         if known is not None:
             return known.with_status(known.status, bot=order.bot)
         age = (clock.now() - order.created_at).total_seconds() if order.created_at else window

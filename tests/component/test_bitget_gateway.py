@@ -249,3 +249,55 @@ def test_union_margin_mode_is_refused_like_binance_multi_assets() -> None:
         assert server.margin_mode("ETHUSDT") == "crossed", "nothing was changed"
 
     run(story, union_mode=True, isolated=False)
+
+
+def test_resting_stops_and_take_profits_live_on_the_bitget_loopback() -> None:
+    """The gateway's trigger orders (stop-market, take-profit-market) on Bitget's tpsl
+    endpoint: placed, listed, cancelled, and a stop that fires closes the position."""
+
+    async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        await gw.submit_order(intent("tc1-entry", qty="0.04"))
+        stop = await gw.submit_order(
+            trigger_intent("tc1-stop", OrderType.STOP_MARKET, "2400", qty="0.04")
+        )
+        take = await gw.submit_order(
+            trigger_intent("tc1-take", OrderType.TAKE_PROFIT_MARKET, "2700", qty="0.04")
+        )
+        assert (stop.type, stop.trigger_price, stop.status) == (
+            OrderType.STOP_MARKET,
+            Decimal(2400),
+            OrderStatus.OPEN,
+        )
+        assert take.type is OrderType.TAKE_PROFIT_MARKET
+        listed = {o.client_order_id: o.type for o in await gw.fetch_open_orders(ETH)}
+        assert listed == {
+            "tc1-stop": OrderType.STOP_MARKET,
+            "tc1-take": OrderType.TAKE_PROFIT_MARKET,
+        }
+        cancelled = await gw.cancel_order(ETH, "tc1-take", trigger=True)
+        assert cancelled is not None and cancelled.status is OrderStatus.CANCELED
+        minute = int(time.time() * 1000) // 60_000 * 60_000 + 60_000
+        server.push_candle("ETHUSDT", minute, 2450, 2460, 2390, 2410, 30)  # the stop fires
+        assert server.position("ETHUSDT")[0] == 0
+        fired = await gw.fetch_order(ETH, "tc1-stop", trigger=True)
+        assert fired is not None and fired.status is OrderStatus.FILLED
+        assert await gw.fetch_open_orders(ETH) == []
+
+    run(story)
+
+
+def trigger_intent(cid: str, order_type: OrderType, trigger: str, qty: str) -> Any:
+    return OrderIntent(
+        "b1",
+        "bitget",
+        ETH,
+        cid,
+        Side.SELL,
+        order_type,
+        Decimal(qty),
+        None,
+        True,
+        datetime.now(UTC),
+        purpose="stop" if order_type is OrderType.STOP_MARKET else "take_profit",
+        trigger_price=Decimal(trigger),
+    )

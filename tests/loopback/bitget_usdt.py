@@ -4,7 +4,8 @@ ccxt 4.5.90 signs the requests and parses the replies for real; only the exchang
 server speaks what ccxt calls for a classic (non-unified) account with ``options['uta'] =
 False``: public time, contracts, candles, position tiers; account, accounts, set-leverage,
 set-margin-mode, set-position-mode; place-order, place-plan-order, place-tpsl-order, detail,
-cancel-order, cancel-plan-order, orders-pending, orders-plan-pending; all-position; fills;
+cancel-order, cancel-plan-order, orders-pending, orders-plan-pending, orders-plan-history;
+all-position; fills;
 account bills (funding); spot account info (API key permissions). Bodies are Bitget's:
 ``{"code": "00000", "msg": "success", "requestTime": ..., "data": ...}``, numbers as strings,
 errors with Bitget's codes (checked against ccxt's recorded replies in
@@ -303,6 +304,7 @@ class LoopbackBitget:
             ("POST", "/api/v2/mix/order/cancel-plan-order"): (True, self._cancel_plan),
             ("GET", "/api/v2/mix/order/orders-pending"): (True, self._orders_pending),
             ("GET", "/api/v2/mix/order/orders-plan-pending"): (True, self._plans_pending),
+            ("GET", "/api/v2/mix/order/orders-plan-history"): (True, self._plans_history),
             ("GET", "/api/v2/mix/order/fills"): (True, self._fills_query),
             ("GET", "/api/v2/mix/position/all-position"): (True, self._all_positions),
             ("GET", "/api/v2/spot/account/info"): (True, self._key_info),
@@ -1121,7 +1123,8 @@ class LoopbackBitget:
         state = self._symbol(params)
         plan_type = str(params.get("planType") or "normal_plan")
         kinds = {"normal_plan"} if plan_type == "normal_plan" else {"pos_profit", "pos_loss"}
-        if plan_type not in ("normal_plan", "pos_profit", "pos_loss", "profit_plan", "loss_plan"):
+        tpsl = ("pos_profit", "pos_loss", "profit_plan", "loss_plan", "profit_loss")
+        if plan_type != "normal_plan" and plan_type not in tpsl:
             raise BitgetError("40017", f"Parameter verification failed: planType {plan_type!r}")
         success, failure = [], []
         for wanted in params.get("orderIdList") or []:
@@ -1154,20 +1157,35 @@ class LoopbackBitget:
             raise BitgetError("43025", "Plan order does not exist")
         return {"successList": success, "failureList": failure}
 
-    def _plans_pending(self, params: dict[str, Any]) -> Any:
+    def _plan_kinds(self, params: dict[str, Any]) -> set[str]:
         self._product(params)
         plan_type = str(params.get("planType", ""))
         if plan_type == "normal_plan":
-            kinds = {"normal_plan"}
-        elif plan_type == "profit_loss":
-            kinds = {"pos_profit", "pos_loss"}
-        else:
-            raise BitgetError("40017", f"Parameter verification failed: planType {plan_type!r}")
+            return {"normal_plan"}
+        if plan_type == "profit_loss":
+            return {"pos_profit", "pos_loss"}
+        raise BitgetError("40017", f"Parameter verification failed: planType {plan_type!r}")
+
+    def _plans_pending(self, params: dict[str, Any]) -> Any:
+        return self._plan_list(params, self._plan_kinds(params), live=True)
+
+    def _plans_history(self, params: dict[str, Any]) -> Any:
+        """Plan orders no longer live (executed, cancelled, failed), newest first."""
+        kinds = self._plan_kinds(params)
+        if not params.get("symbol"):
+            raise BitgetError("40017", "Parameter verification failed: symbol is required")
+        return self._plan_list(params, kinds, live=False)
+
+    def _plan_list(self, params: dict[str, Any], kinds: set[str], *, live: bool) -> Any:
         symbol = params.get("symbol")
+        oid = params.get("clientOid")
         rows = [
             self._plan_json(p)
             for p in sorted(self._plans.values(), key=lambda p: -p.order_id)
-            if p.is_open and p.plan_type in kinds and (not symbol or p.symbol == symbol)
+            if p.is_open == live
+            and p.plan_type in kinds
+            and (not symbol or p.symbol == symbol)
+            and (not oid or p.client_oid == oid)
         ]
         return {"entrustedList": rows or None, "endId": rows[-1]["orderId"] if rows else None}
 
