@@ -135,6 +135,7 @@ ERROR_CODES: dict[str, _Rule] = {
     "40109": _Rule.NOT_FOUND,  # the order cannot be found
     "40768": _Rule.NOT_FOUND,
     "43001": _Rule.NOT_FOUND,
+    "43025": _Rule.NOT_FOUND,  # plan order does not exist (fired or cancelled already)
 }
 
 # Refused because of how the account or the config is set up: (check, what it means).

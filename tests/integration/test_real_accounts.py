@@ -142,12 +142,19 @@ def test_a_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -
         text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
         daemon.config.write_text(text)
         daemon.start()
-        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        for _ in range(10):  # a quiet market with a position open (its stop may fire first)
+            eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+            market.pause_market()
+            settled(daemon)
+            if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
+                break
+            market.resume_market()
         daemon.stop()  # down over a funding time
         signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
         paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
         assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid
         daemon.start()
+        market.resume_market()  # the next candle checks the loss limits
         bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
         assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
         [(owner, data)] = journal(daemon.state_dir, "funding_recorded")

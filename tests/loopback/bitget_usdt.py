@@ -26,9 +26,10 @@ Simulation rules (what a test can rely on):
   so a test can check what was sent.
 - Client ids (clientOid) are unique per account: a reused one is refused 40786.
 - Plan (trigger) orders: ``normal_plan`` fires when a candle reaches triggerPrice from the
-  side it was placed on; ``pos_profit``/``pos_loss`` close the position (holdSide buy: a
-  long, sell: a short) when the candle reaches the trigger. A triggered market order fills at
-  the trigger price, or at the candle's open when it gapped past it.
+  side it was placed on; ``pos_profit``/``pos_loss`` (and ``profit_plan``/``loss_plan``)
+  close the position (holdSide buy: a long, sell: a short) when the candle reaches the
+  trigger. The executed order carries the plan's clientOid; a triggered market order fills
+  at the trigger price, or at the candle's open when it gapped past it.
 - Fills (/order/fills) and bills answer at most 7 days per query and 100 rows, newest first.
 - ``lookup_lag_ms``: an order cannot be found by /order/detail for that long after acceptance.
 - ``pay_funding`` books funding bills (businessType contract_settle_fee); ``liquidate``
@@ -1209,7 +1210,7 @@ class LoopbackBitget:
         order = _Order(
             order_id=self._next(),
             symbol=plan.symbol,
-            client_oid=f"{plan.client_oid}-x",
+            client_oid=plan.client_oid,  # the executed order answers to the plan's clientOid
             side=plan.side,
             order_type=plan.order_type,
             size=size,

@@ -43,9 +43,12 @@ class ServerThread:
         interval_s: float,
         preload: int = 100,
         server: Any = None,
+        retime: bool = True,
     ) -> None:
+        """`retime=False` keeps the candles' own times (an exchange whose ccxt never asks
+        for candles after its own clock, like Bitget's, needs them all in the past)."""
         self.symbol = symbol
-        self._candles = _now_based(candles, preload)
+        self._candles = _now_based(candles, preload) if retime else candles
         self._interval = interval_s
         self._preload = preload
         self._loop = asyncio.new_event_loop()
@@ -87,6 +90,9 @@ class ServerThread:
 
     def pause_market(self) -> None:
         self._pushing.clear()
+
+    def resume_market(self) -> None:
+        self._pushing.set()
 
     def call(self, fn: Callable[[LoopbackBinance], T]) -> T:
         """Run `fn(server)` on the server's own thread and return its result."""
