@@ -65,6 +65,7 @@ from daemon.domain.models import (
     Side,
 )
 from daemon.ports import AccountSetup
+from daemon.redaction import scrub
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
@@ -413,7 +414,9 @@ class CcxtGateway:
         try:
             difference = int(await self._ex.load_time_difference())
         except ccxt_errors.BaseError as e:
-            raise RetryableExchangeError(f"measure time: {type(e).__name__}: {e}") from e
+            raise RetryableExchangeError(
+                f"measure time: {type(e).__name__}: {scrub(str(e))}"
+            ) from e
         self.time_measured_at = datetime.now(UTC)
         self.log.info("exchange_time_measured", time_difference_ms=difference)
         return difference
@@ -449,7 +452,9 @@ class CcxtGateway:
                 error: Exception = e
             if rule is _Rule.CLOCK and not clock_measured:
                 clock_measured = True  # once per call: the next refusal backs off as usual
-                self.log.warning("exchange_timestamp_refused", what=what, error=str(error)[:200])
+                self.log.warning(
+                    "exchange_timestamp_refused", what=what, error=scrub(str(error))[:200]
+                )
                 try:
                     await self.measure_time()
                 except RetryableExchangeError as measure_error:
@@ -458,7 +463,9 @@ class CcxtGateway:
                     continue
             attempt += 1
             if not retry or attempt >= MAX_ATTEMPTS:
-                raise RetryableExchangeError(f"{what}: {type(error).__name__}: {error}") from error
+                raise RetryableExchangeError(
+                    f"{what}: {type(error).__name__}: {scrub(str(error))}"
+                ) from error
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
             delay *= 0.5 + self._rng.random()  # jitter: bots on one account spread out
             self.log.warning(
@@ -476,13 +483,15 @@ class CcxtGateway:
         code, message = exchange_code(e)
         if code in REFUSALS:
             check, meaning = REFUSALS[code]
-            text = f"{what}: {meaning} (exchange code {code}: {message})"
+            text = f"{what}: {meaning} (exchange code {code}: {scrub(message)})"
             raise AccountRefused(check, text) from e
         rule = ERROR_CODES.get(code or "")
         if rule is _Rule.DUPLICATE:
-            raise DuplicateClientId(f"{what}: client order id already used ({code}: {message})")
+            raise DuplicateClientId(
+                f"{what}: client order id already used ({code}: {scrub(message)})"
+            )
         if rule is _Rule.NOT_FOUND:
-            raise NotFound(f"{what}: {e}") from e
+            raise NotFound(f"{what}: {scrub(str(e))}") from e
         if rule is not None:
             return rule
         if isinstance(e, ccxt_errors.InvalidNonce):
@@ -493,15 +502,15 @@ class CcxtGateway:
         if isinstance(e, ccxt_errors.OperationFailed):  # timeouts, 5xx, dropped connections
             return _Rule.RETRY
         if isinstance(e, ccxt_errors.AuthenticationError):
-            raise AuthenticationFailed(f"{what}: {e}") from e
+            raise AuthenticationFailed(f"{what}: {scrub(str(e))}") from e
         if isinstance(e, ccxt_errors.OrderNotFound):
-            raise NotFound(f"{what}: {e}") from e
+            raise NotFound(f"{what}: {scrub(str(e))}") from e
         if isinstance(e, ccxt_errors.OrderImmediatelyFillable):  # Binance -2021
-            raise WouldTrigger(f"{what}: {e}") from e
+            raise WouldTrigger(f"{what}: {scrub(str(e))}") from e
         refused = ccxt_errors.InsufficientFunds | ccxt_errors.InvalidOrder
         if isinstance(e, refused | ccxt_errors.OperationRejected):
-            raise OrderRejected(f"{what}: {e}") from e
-        raise ExchangeError(f"{what}: {type(e).__name__}: {e}") from e
+            raise OrderRejected(f"{what}: {scrub(str(e))}") from e
+        raise ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}") from e
 
     def _pause(self, error: Exception, what: str) -> None:
         """Honour Retry-After for the whole account: every bot waits, nobody hammers."""
@@ -513,7 +522,7 @@ class CcxtGateway:
             seconds = DEFAULT_BAN_S
         self._not_before = max(self._not_before, time.monotonic() + seconds)
         self.log.warning(
-            "exchange_rate_limited", what=what, pause_s=seconds, error=str(error)[:200]
+            "exchange_rate_limited", what=what, pause_s=seconds, error=scrub(str(error))[:200]
         )
 
     # -- markets and account -------------------------------------------------------------
@@ -719,9 +728,10 @@ class CcxtGateway:
             # ccxt keeps its candle cache across reconnects; rows from before the drop
             # must not come back as fresh updates of the next connection.
             ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
+            message = f"watch ohlcv: {type(e).__name__}: {scrub(str(e))}"
             if isinstance(e, ccxt_errors.NetworkError):
-                raise RetryableExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
-            raise ExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
+                raise RetryableExchangeError(message) from e
+            raise ExchangeError(message) from e
         return [list(row) for row in rows]  # ccxt updates its rows in place: copy
 
     @property
@@ -743,8 +753,8 @@ class CcxtGateway:
                 if isinstance(ws.options.get(kind), dict):
                     ws.options[kind] = {**ws.options[kind], "lastAuthenticatedTime": 0}
         if isinstance(e, ccxt_errors.NetworkError):
-            return RetryableExchangeError(f"{what}: {type(e).__name__}: {e}")
-        return ExchangeError(f"{what}: {type(e).__name__}: {e}")
+            return RetryableExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
+        return ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
 
     async def watch_fills(self) -> list[Fill]:
         """Fills the user-data stream delivered since the previous call (connects the first
