@@ -256,14 +256,22 @@ def test_a_fee_paid_in_bnb_is_counted_in_usdt_at_the_fill_minute() -> None:
     run(story, bnb_fees=True)
 
 
-def test_liquidation_and_adl_fills_are_told_apart() -> None:
+def test_liquidation_and_adl_fills_are_told_apart_journalled_and_counted(tmp_path: Path) -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        store = SqliteStore(tmp_path / "state.db")
         await gw.submit_order(intent("tc1-a"))
         server.liquidate("ETHUSDT", 2400)
         await gw.submit_order(intent("tc1-b"))
         server.liquidate("ETHUSDT", 2450, adl=True)
         kinds = [(f.client_order_id[:13], f.kind) for f in await gw.fetch_fills(ETH)]
         assert [k for _, k in kinds] == ["trade", "liquidation", "trade", "adl"]
+        recorded = await record_new_fills(gw, store, ETH, "b1")
+        journalled = [e["kind"] for e in store.events("b1")]
+        assert journalled == ["order_filled", "liquidation_filled", "order_filled", "adl_filled"]
+        # 0.02 ETH bought at 2500, liquidated at 2400 (-2) and deleveraged at 2450 (-1)
+        assert sum(f.realized_pnl for f in recorded) == Decimal(-3)
+        assert store.realized_pnl("b1") == Decimal(-3) - sum(f.fee for f in recorded)
+        store.close()
 
     run(story)
 

@@ -209,6 +209,28 @@ def test_busy_and_rate_limited_bitget_is_retried() -> None:
     run(story)
 
 
+def test_a_clock_3_s_ahead_trades_on_bitget_and_is_measured_again_on_40008() -> None:
+    """The loopback refuses timestamps 1 s off (real Bitget: 30 s), so the 3 s offset must be
+    measured and applied for any signed request to pass."""
+    offset = [-3_000]  # Bitget's clock is behind ours: our timestamps look ahead
+
+    async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        assert 2_900 <= gw.time_difference_ms <= 3_500
+        order = await gw.submit_order(intent("tc1-clock"))
+        assert order.filled_qty == Decimal("0.02")
+        offset[0] = -8_000  # the host clock jumps further ahead
+        assert (await gw.fetch_balance()).total > 0  # 40008, measured again, retried
+        assert 7_900 <= gw.time_difference_ms <= 8_500
+        measured = [r for r in server.requests if r[1] == "/api/v2/public/time"]
+        assert len(measured) == 2
+
+    run(
+        story,
+        clock=lambda: int(time.time() * 1000) + offset[0],
+        timestamp_window_ms=1_000,
+    )
+
+
 def test_fills_after_ten_idle_days_funding_and_a_liquidation_on_bitget(tmp_path: Path) -> None:
     async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
         store = SqliteStore(tmp_path / "state.db")

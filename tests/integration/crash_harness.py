@@ -32,6 +32,11 @@ ORDER_POST = {
     "binanceusdm": ("/fapi/v1/order", "newClientOrderId"),
     "bitget": ("/api/v2/mix/order/place-order", "clientOid"),
 }
+# Where the resting stops and take-profits go (Binance's algo orders, Bitget's tpsl plans).
+TRIGGER_POST = {
+    "binanceusdm": ("/fapi/v1/algoOrder", "clientAlgoId"),
+    "bitget": ("/api/v2/mix/order/place-tpsl-order", "clientOid"),
+}
 # The loopback Bitget refuses requests 5 s off its clock (Bitget: 30 s), so an order whose
 # reply was lost is known never placed 5 s + 5 s of lookup lag after it was sent, as on Binance.
 BITGET_TIMESTAMP_WINDOW_MS = 5_000
@@ -117,11 +122,14 @@ leverage = 3
 class CrashReport:
     kills: int = 0
     exchange_orders: int = 0
+    trigger_orders: int = 0
     resends: int = 0
     lost_replies: int = 0
     unknown_to_store: list[str] = field(default_factory=list)
     pending_left: list[str] = field(default_factory=list)
     missing_fills: list[str] = field(default_factory=list)
+    # Stops and take-profits the store believes open and the exchange does not, or the reverse.
+    trigger_disagreements: list[str] = field(default_factory=list)
     position_exchange: Decimal = Decimal(0)
     position_store: Decimal = Decimal(0)
     flattened: dict[str, Any] | None = None
@@ -132,15 +140,18 @@ class CrashReport:
             len(self.unknown_to_store)
             + len(self.pending_left)
             + len(self.missing_fills)
+            + len(self.trigger_disagreements)
             + int(self.position_exchange != self.position_store)
         )
 
     def summary(self) -> str:
         return (
-            f"kills={self.kills} orders={self.exchange_orders} resends={self.resends} "
+            f"kills={self.kills} orders={self.exchange_orders} "
+            f"trigger_orders={self.trigger_orders} resends={self.resends} "
             f"lost_replies={self.lost_replies} mismatches={self.mismatches} "
             f"(unknown={len(self.unknown_to_store)} pending={len(self.pending_left)} "
             f"missing_fills={len(self.missing_fills)} "
+            f"triggers={len(self.trigger_disagreements)} "
             f"position exchange={self.position_exchange} store={self.position_store})"
         )
 
@@ -224,6 +235,12 @@ def check(
     report: CrashReport, market: ServerThread, state_db: Path, exchange: str = "binanceusdm"
 ) -> None:
     orders = market.call(lambda s: s.orders_by_client_id())
+    if exchange == "bitget":
+        plans = market.call(lambda s: s.plan_orders_by_client_id())
+        triggers = {cid: p["planStatus"] == "live" for cid, p in plans.items()}
+    else:
+        algos = market.call(lambda s: s.algo_orders_by_client_id())
+        triggers = {cid: a["algoStatus"] == "NEW" for cid, a in algos.items()}
     trades = market.call(lambda s: s.trades())
     trade_ids = [str(t["id"] if "id" in t else t["tradeId"]) for t in trades]
     requests = market.call(lambda s: list(s.requests))
@@ -235,11 +252,21 @@ def check(
     store_fills = {fid for (fid,) in db.execute("SELECT fill_id FROM fills")}
     row = db.execute("SELECT qty FROM positions WHERE bot = ?", (BOT,)).fetchone()
     db.close()
-    order_path, cid_field = ORDER_POST[exchange]
-    posts = [p.get(cid_field) for m, path, p in requests if m == "POST" and path == order_path]
+    posts = [
+        p.get(cid_field)
+        for order_path, cid_field in (ORDER_POST[exchange], TRIGGER_POST[exchange])
+        for m, path, p in requests
+        if m == "POST" and path == order_path
+    ]
     report.exchange_orders = len(orders)
+    report.trigger_orders = len(triggers)
     report.resends = len(posts) - len(set(posts))
-    report.unknown_to_store = sorted(cid for cid in orders if cid not in store_orders)
+    report.unknown_to_store = sorted(cid for cid in [*orders, *triggers] if cid not in store_orders)
+    report.trigger_disagreements = sorted(
+        cid
+        for cid, live in triggers.items()
+        if cid in store_orders and live != (store_orders[cid] in ("open", "partially_filled"))
+    )
     report.pending_left = sorted(
         cid for cid, status in store_orders.items() if status == "pending_submit"
     )

@@ -68,6 +68,27 @@ def test_leverage_beyond_the_exchange_bracket_is_refused_by_name_with_the_number
         assert daemon.bot(PAPER_BOT)["state"] == "running"
 
 
+def test_bitget_leverage_beyond_its_bracket_is_refused_by_name_with_the_numbers(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitget(API_KEY, API_SECRET, PASSPHRASE)
+    bitget = {"kind": "bitget", "extra_account": 'market_data_transport = "rest"'}
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, leverage=120, max_leverage=125, **bitget
+    ) as (daemon, market):
+        daemon.start()
+        live = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "errored" and b)
+        assert live["error"] == (
+            "preflight leverage_bracket: bots.eth-live.leverage 120 is beyond bitget's "
+            "bracket for ETH/USDT:USDT: a position up to 50 USDT (risk.max_position_usdt) "
+            "allows at most 100x"
+        )
+        accounts = daemon.cli_json("status")["daemon"]["accounts"]
+        assert accounts["live"]["leverage_brackets"] == {"ETH/USDT:USDT": "exchange"}
+        assert market.call(lambda s: s.order_requests()) == [], "nothing was sent"
+        assert daemon.bot(LIVE_BOT)["restarts"] == 0
+
+
 def test_a_host_clock_3_s_ahead_trades_normally_and_status_shows_the_offset(
     tmp_path: Path,
 ) -> None:
@@ -160,3 +181,50 @@ def test_a_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -
         [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
         assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
         assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+
+
+def withdrawal_warning(daemon: Any) -> dict[str, Any] | None:
+    account = daemon.cli_json("status")["daemon"]["accounts"]["live"]
+    found = [w for w in account["warnings"] if w["check"] == "permissions"]
+    return found[0] if found else None
+
+
+def test_a_binance_key_that_may_withdraw_is_warned_loudly_one_without_futures_refused(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBinance(API_KEY, API_SECRET)
+    assert server.key_permissions is not None
+    server.key_permissions["enableWithdrawals"] = True
+    with daemon_on_loopback(tmp_path / "a", server) as (daemon, market):
+        daemon.start()
+        eventually(lambda: len(market.call(lambda s: s.trades())) >= 1, timeout=60)
+        warning = eventually(lambda: withdrawal_warning(daemon))
+        assert warning["reason"].startswith("WITHDRAWALS ARE ENABLED on this trading key")
+        assert daemon.bot(LIVE_BOT)["state"] == "running", "a warning, not a refusal"
+        [(_, data)] = journal(daemon.state_dir, "preflight_warning")
+        assert json.loads(data)["check"] == "permissions"
+        assert "WITHDRAWALS ARE ENABLED" in daemon.log_path.read_text()
+        daemon.stop()
+    server = LoopbackBinance(API_KEY, API_SECRET)
+    assert server.key_permissions is not None
+    server.key_permissions["enableFutures"] = False
+    with daemon_on_loopback(tmp_path / "b", server) as (daemon, market):
+        daemon.start()
+        live = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "errored" and b)
+        assert live["error"] == (
+            "preflight permissions: the API key may not trade futures: enable futures trading"
+        )
+        assert market.call(lambda s: s.orders_by_client_id()) == {}, "nothing was sent"
+        assert withdrawal_warning(daemon) is None
+
+
+def test_a_bitget_key_that_may_withdraw_is_warned_loudly(tmp_path: Path) -> None:
+    server = LoopbackBitget(API_KEY, API_SECRET, PASSPHRASE, withdrawals=True)
+    bitget = {"kind": "bitget", "extra_account": 'market_data_transport = "rest"'}
+    with daemon_on_loopback(tmp_path, server, password=PASSPHRASE, **bitget) as (daemon, _):
+        daemon.start()
+        warning = eventually(lambda: withdrawal_warning(daemon), timeout=60)
+        assert warning["reason"].startswith("WITHDRAWALS ARE ENABLED on this trading key")
+        assert daemon.bot(LIVE_BOT)["state"] == "running"
+        [(_, data)] = journal(daemon.state_dir, "preflight_warning")
+        assert json.loads(data)["check"] == "permissions"
