@@ -134,7 +134,7 @@ class ExchangeAccount(Strict):
     # as never placed. Default: the exchange's window for a late request plus 5 s of lookup
     # lag (Binance 10 s, Bitget 35 s). Lower it only for an endpoint that refuses late
     # requests sooner.
-    order_lookup_window_s: float | None = Field(default=None, gt=0, le=120)
+    order_lookup_window_s: Real | None = Field(default=None, gt=0, le=120)
 
     # The price resting stops and take-profits trigger on: the mark price (no wick of one
     # thin trade fires them) or the last traded price.

@@ -29,13 +29,17 @@ async def resolve_pending(
     """The exchange's order for a pending intent, or the intent REJECTED as never placed."""
     window = gateway.unknown_outcome_window_s
     wait = FIRST_WAIT_S
+    # The intent carries the time of the candle it was decided on; one stamped ahead of our
+    # clock (a candle timed by a clock that runs ahead) counts from now, so the wait stays
+    # bounded by the window.
+    born = None if order.created_at is None else min(order.created_at, clock.now())
     while True:
         known = await gateway.fetch_order(
             order.symbol, order.client_order_id, trigger=order.type.is_trigger
         )
         if known is not None:
             return known.with_status(known.status, bot=order.bot)
-        age = (clock.now() - order.created_at).total_seconds() if order.created_at else window
+        age = (clock.now() - born).total_seconds() if born is not None else window
         if age >= window:
             return order.with_status(OrderStatus.REJECTED, reason=NEVER_REACHED)
         await sleep(min(wait, window - age))

@@ -183,6 +183,21 @@ def test_a_lagging_lookup_does_not_double_an_entry() -> None:
     run(story, window_s=10.0, lookup_lag_ms=800)
 
 
+def test_execution_status_unknown_is_looked_up_not_resent() -> None:
+    """-1007: Binance's backend timed out and the order may or may not exist; with a lagging
+    lookup it is not found at first, yet it was accepted: it is found, never sent again."""
+
+    async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        server.faults.add("execution_unknown", method="POST", path="/fapi/v1/order")
+        order = await gw.submit_order(intent("tc1-unknown"))
+        assert order.client_order_id == "tc1-unknown" and order.filled_qty == Decimal("0.02")
+        assert server.position("ETHUSDT")[0] == Decimal("0.02"), "one entry, not two"
+        posts = [r for r in server.requests if r[:2] == ("POST", "/fapi/v1/order")]
+        assert len(posts) == 1
+
+    run(story, window_s=10.0, lookup_lag_ms=800)
+
+
 def test_a_clock_3_s_ahead_trades_normally_and_is_measured_again_on_minus_1021() -> None:
     offset = [-3_000]  # the exchange's clock is behind ours: our timestamps look early
 

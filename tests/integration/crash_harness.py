@@ -4,7 +4,8 @@ agree at the end.
 
 Shared by the crash-consistency test (a few dozen kills) and bench/crash_consistency.py
 (hundreds). A plugin strategy flips long/short on every candle, so orders are always
-in flight; some replies are lost on purpose, so restarts must resolve unknown outcomes.
+in flight; some replies are lost on purpose, and an accepted order shows in a lookup only
+after a lag, so restarts must resolve unknown outcomes without sending anything twice.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ TRIGGER_POST = {
 # The loopback Bitget refuses requests 5 s off its clock (Bitget: 30 s), so an order whose
 # reply was lost is known never placed 5 s + 5 s of lookup lag after it was sent, as on Binance.
 BITGET_TIMESTAMP_WINDOW_MS = 5_000
+LOOKUP_LAG_MS = 800
 
 FLIPPER = '''
 """Long, short, long...: one reversal per candle, so orders are always in flight."""
@@ -184,6 +186,9 @@ def run_crash_test(
         SYMBOL_ID, candles, interval_s=0.1, server=server, retime=exchange != "bitget"
     )
     url = market.start()
+    # As on the real exchanges, an accepted order cannot be looked up at once: a lost reply
+    # resolved by a lookup too soon would count it never placed and send the entry again.
+    market.call(lambda s: setattr(s, "lookup_lag_ms", LOOKUP_LAG_MS))
     socket_dir = short_socket_dir()
     config = folder / "config.toml"
     config.write_text(config_text(url, plugins, exchange))

@@ -187,6 +187,8 @@ def test_a_bitget_entry_gets_its_stop_and_target_and_a_restart_reconciles_the_fi
     assert "plan_cleared" in kinds and "protection_cancelled" in kinds
     stored = rig.store("SELECT status FROM orders WHERE client_order_id = ?", stop["clientOid"])
     assert stored == [("filled",)]
+    sent = rig.market.call(lambda s: s.order_requests())
+    assert sent and {r["marginMode"] for r in sent} == {"isolated"}, "isolated on every order"
     posts = rig.tpsl_posts()
     assert len(posts) == len(set(posts)), "no protective order was ever sent twice"
     new = [p for p in rig.plans() if p["clientOid"] not in before]

@@ -46,7 +46,9 @@ Account behaviours of real accounts (each off by default, switched on by a test)
   ``adl_autoclose`` one, as Binance names them.
 - ``bnb_fees``: commissions are paid in BNB at the BNBUSDT price (BNBUSDT is then listed).
 - API key permissions at /sapi/v1/account/apiRestrictions (``key_permissions``).
-- the ``overloaded`` fault answers 503 with -1008, as Binance does in busy minutes.
+- the ``overloaded`` fault answers 503 with -1008, as Binance does in busy minutes;
+  ``execution_unknown`` applies the request, then answers 503 with -1007 ("execution status
+  unknown"), as Binance does when its backend times out.
 
 Every request is recorded in ``requests``; an unknown path is logged, kept in
 ``unknown_requests`` and answered 404 with a Binance error body, never silently.
@@ -90,6 +92,7 @@ FAULT_KINDS = frozenset(
         "accepted_reply_lost",
         "partial_fill",
         "overloaded",
+        "execution_unknown",
     }
 )
 _TRANSPORT_FAULTS = FAULT_KINDS - {"partial_fill"}
@@ -733,6 +736,13 @@ class LoopbackBinance:
             status, payload = e.status, {"code": e.code, "msg": e.msg}
         if fault is not None and fault.kind == "accepted_reply_lost":
             return self._drop(request)
+        if fault is not None and fault.kind == "execution_unknown":
+            body = {
+                "code": -1007,
+                "msg": "Timeout waiting for response from backend server. Send status unknown; "
+                "execution status unknown.",
+            }
+            return _json_reply(503, body)
         return _json_reply(status, payload)
 
     async def _apply_fault(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
@@ -776,7 +786,7 @@ class LoopbackBinance:
             return self._drop(request)
         if kind == "drop":
             return self._drop(request)
-        return None  # accepted_reply_lost: apply first, drop after
+        return None  # accepted_reply_lost, execution_unknown: apply first, answer after
 
     async def _hold(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
