@@ -240,6 +240,17 @@ def test_account_setup_reports_multi_assets_permissions_and_margin_modes() -> No
     run(story, multi_assets=True)
 
 
+def test_isolated_margin_refused_under_an_open_cross_position_names_the_margin_mode() -> None:
+    async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        await gw.submit_order(intent("tc1-cross"))  # a position opened in cross margin
+        with pytest.raises(AccountRefused, match="-4048") as refused:
+            await gw.set_isolated_margin(ETH)
+        assert refused.value.check == "margin_mode"
+        assert "position is open" in str(refused.value)
+
+    run(story)
+
+
 def test_leverage_brackets_come_from_the_exchange_and_beyond_them_is_refused_by_name() -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
         assert await gw.load_leverage_brackets([ETH]) == {ETH: "exchange"}

@@ -228,3 +228,30 @@ def test_a_bitget_key_that_may_withdraw_is_warned_loudly(tmp_path: Path) -> None
         assert daemon.bot(LIVE_BOT)["state"] == "running"
         [(_, data)] = journal(daemon.state_dir, "preflight_warning")
         assert json.loads(data)["check"] == "permissions"
+
+
+def test_a_bot_the_exchange_keeps_refusing_backs_off_and_says_why(tmp_path: Path) -> None:
+    server = LoopbackBinance(API_KEY, API_SECRET)
+    margin = {"status": 400, "body": {"code": -2019, "msg": "Margin is insufficient."}}
+    server.faults.add("server_error", method="POST", path="/fapi/v1/order", count=50, **margin)
+    with daemon_on_loopback(tmp_path, server) as (daemon, market):
+        daemon.start()
+
+        def held() -> dict[str, Any] | None:
+            bot = daemon.bot(LIVE_BOT)
+            return bot if "no new entries until" in (bot["last_problem"] or "") else None
+
+        bot = eventually(held, timeout=60)
+        assert bot["state"] == "running" and bot["restarts"] == 0, "refused, not crashed"
+        assert "refused 2 time(s) in a row" in bot["last_problem"]
+        assert "Margin is insufficient" in bot["last_problem"]
+
+        def posts() -> int:
+            requests = market.call(lambda s: list(s.requests))
+            return sum(1 for m, p, _ in requests if (m, p) == ("POST", "/fapi/v1/order"))
+
+        sent = posts()
+        before = daemon.bot(LIVE_BOT)["candles_processed"]
+        eventually(lambda: daemon.bot(LIVE_BOT)["candles_processed"] >= before + 5, timeout=60)
+        assert posts() == sent == 2, "entries are held back, not sent again and again"
+        assert len(journal(daemon.state_dir, "order_rejected")) == 2

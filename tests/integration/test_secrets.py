@@ -183,7 +183,13 @@ def test_no_credential_or_signature_leaves_the_daemon_on_any_error_path(tmp_path
         market.call(lambda s: s.faults.add("server_error", method="GET", status=503, count=2))
         record("flatten --direct", cli(daemon, "flatten", "--all", "--yes", "--direct"))
         config.write_text(config_text(url, plugins, account="wrong"))  # a key the exchange refuses
-        record("daemon with a refused key", cli(daemon, "daemon"))
+        daemon.start()  # the preflight refuses the account, the daemon stays up
+        eventually(
+            lambda: daemon.cli_json("status")["daemon"]["accounts"]["binance"]["failures"],
+            timeout=60,
+        )
+        record("status, refused key", cli(daemon, "status", "--json"))
+        daemon.stop()
         refused = cli(daemon, "flatten", "--all", "--yes", "--direct")
         record("flatten --direct, refused key", refused)
         fired = market.call(lambda s: list(s.faults.fired))
@@ -201,5 +207,5 @@ def test_no_credential_or_signature_leaves_the_daemon_on_any_error_path(tmp_path
     texts = {"daemon log": daemon.log(), "state.db": store_dump, **outputs}
     assert "create order" in texts["daemon log"], "the faults reached the order path"
     assert "AuthenticationFailed" in texts["daemon log"] + texts["cli status --json"]
-    assert "Invalid API-key" in outputs["cli daemon with a refused key"]
+    assert "Invalid API-key" in outputs["cli status, refused key"]
     assert leaks(texts, sigs) == []
