@@ -45,6 +45,7 @@ from daemon.domain.models import (
     ZERO,
     Direction,
     Fill,
+    FundingPayment,
     Order,
     OrderIntent,
     OrderStatus,
@@ -193,6 +194,29 @@ MIGRATIONS: tuple[str, ...] = (
     END $$;
     CREATE TRIGGER orders_fence BEFORE INSERT ON orders
         FOR EACH ROW EXECUTE FUNCTION orders_fence();
+    """,
+    # 2: real accounts (SQLite's 4): liquidation and ADL fills told apart, funding payments
+    # counted in realised PnL, and how far each history (fills, funding) has been read
+    """
+    ALTER TABLE fills ADD COLUMN kind TEXT NOT NULL DEFAULT 'trade';
+    CREATE TABLE funding (
+        account TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        bot TEXT,
+        symbol TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (account, payment_id)
+    );
+    CREATE INDEX funding_by_bot ON funding(bot, ts);
+    CREATE INDEX funding_by_account ON funding(account, ts);
+    CREATE TABLE history_cursors (
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        read_until TEXT NOT NULL,
+        PRIMARY KEY (account, symbol, stream)
+    );
     """,
 )
 
@@ -556,12 +580,14 @@ class PostgresStore:
     # -- fills and positions -------------------------------------------------
 
     def record_fill(self, fill: Fill, bot: str | None) -> bool:
-        """Record a fill once; True when it was new. Recording it again is harmless."""
+        """Record a fill once; True when it was new. Recording it again is harmless.
+
+        A liquidation or auto-deleveraging fill is journalled under its own name."""
         with self._conn() as conn:
             cursor = conn.execute(
                 """INSERT INTO fills (account, fill_id, client_order_id, bot, symbol,
-                       side, qty, price, fee, realized_pnl, ts)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       side, qty, price, fee, realized_pnl, ts, kind)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT DO NOTHING""",
                 (
                     fill.account,
@@ -575,13 +601,14 @@ class PostgresStore:
                     str(fill.fee),
                     str(fill.realized_pnl),
                     fill.timestamp.isoformat(),
+                    fill.kind,
                 ),
             )
             if cursor.rowcount == 0:
                 return False
             self._journal(
                 conn,
-                "order_filled",
+                "order_filled" if fill.kind == "trade" else f"{fill.kind}_filled",
                 bot,
                 {
                     "cid": fill.client_order_id,
@@ -617,12 +644,76 @@ class PostgresStore:
                 fee=Decimal(r["fee"]),
                 realized_pnl=Decimal(r["realized_pnl"]),
                 timestamp=datetime.fromisoformat(r["ts"]),
+                kind=r["kind"],
             )
             for r in rows
         ]
 
+    def record_funding(self, payment: FundingPayment, bot: str | None) -> bool:
+        """Record a funding payment once; True when it was new."""
+        with self._conn() as conn:
+            cursor = conn.execute(
+                """INSERT INTO funding (account, payment_id, bot, symbol, amount, ts)
+                   VALUES (%s, %s, %s, %s, %s, %s)
+                   ON CONFLICT DO NOTHING""",
+                (
+                    payment.account,
+                    payment.payment_id,
+                    bot,
+                    payment.symbol,
+                    str(payment.amount),
+                    payment.timestamp.isoformat(),
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            self._journal(
+                conn,
+                "funding_recorded",
+                bot,
+                {
+                    "payment_id": payment.payment_id,
+                    "symbol": payment.symbol,
+                    "amount": str(payment.amount),
+                    "at": payment.timestamp.isoformat(),
+                },
+            )
+            return True
+
+    def funding(self, bot: str) -> list[FundingPayment]:
+        rows = self._rows("SELECT * FROM funding WHERE bot = %s ORDER BY ts, payment_id", (bot,))
+        return [
+            FundingPayment(
+                account=r["account"],
+                payment_id=r["payment_id"],
+                symbol=r["symbol"],
+                amount=Decimal(r["amount"]),
+                timestamp=datetime.fromisoformat(r["ts"]),
+            )
+            for r in rows
+        ]
+
+    def history_cursor(self, account: str, symbol: str, stream: str) -> datetime | None:
+        """How far a history (`fills`, `funding`) of one symbol has been read completely."""
+        row = self._row(
+            "SELECT read_until FROM history_cursors WHERE account = %s AND symbol = %s "
+            "AND stream = %s",
+            (account, symbol, stream),
+        )
+        return None if row is None else datetime.fromisoformat(row["read_until"])
+
+    def save_history_cursor(self, account: str, symbol: str, stream: str, until: datetime) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO history_cursors (account, symbol, stream, read_until) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (account, symbol, stream) "
+                "DO UPDATE SET read_until = excluded.read_until",
+                (account, symbol, stream, until.isoformat()),
+            )
+
     def realized_pnl(self, bot: str, since: datetime | None = None) -> Decimal:
-        """Realised PnL net of fees (since a time, by fill time), summed exactly in Decimal."""
+        """Realised PnL net of fees plus funding received (since a time, by fill or funding
+        time), summed exactly in Decimal."""
         return self._net("bot", bot, since)
 
     def account_realized_pnl(self, account: str, since: datetime | None = None) -> Decimal:
@@ -630,15 +721,20 @@ class PostgresStore:
         return self._net("account", account, since)
 
     def _net(self, column: str, value: str, since: datetime | None) -> Decimal:
-        sql = f"SELECT realized_pnl, fee, ts FROM fills WHERE {column} = %s"
+        where = f"{column} = %s"
         params: list[Any] = [value]
         if since is not None:  # ISO 8601 UTC text sorts by time; each row is checked again
-            sql += " AND ts >= %s"
+            where += " AND ts >= %s"
             params.append(since.astimezone(UTC).isoformat()[:19])
+        rows = self._rows(
+            f"SELECT realized_pnl AS gain, fee AS cost, ts FROM fills WHERE {where} "
+            f"UNION ALL SELECT amount, '0', ts FROM funding WHERE {where}",
+            params + params,
+        )
         total = ZERO
-        for r in self._rows(sql, params):
+        for r in rows:
             if since is None or datetime.fromisoformat(r["ts"]) >= since:
-                total += Decimal(r["realized_pnl"]) - Decimal(r["fee"])
+                total += Decimal(r["gain"]) - Decimal(r["cost"])
         return total
 
     def save_position(self, bot: str, position: Position) -> None:

@@ -118,7 +118,7 @@ class LeaseKeeper:
         self.book.drop(bot)
         self._log.warning("lease_lost", bot=bot, reason=reason)
         try:
-            await self._supervisor.release(bot, reason)
+            await self._supervisor.give_up(bot, reason)
         except Exception as e:  # the next bot must still be stopped
             self._log.error("bot_release_failed", bot=bot, error=f"{type(e).__name__}: {e}")
 
@@ -128,7 +128,7 @@ class LeaseKeeper:
             if bot in view.wanted and bot in self._allowed:
                 continue
             self.book.drop(bot)
-            await self._supervisor.release(bot, "its desired state is no longer running")
+            await self._supervisor.give_up(bot, "its desired state is no longer running")
             await self.table.release(bot, epoch)
             self._log.info("lease_released", bot=bot)
 

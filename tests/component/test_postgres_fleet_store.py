@@ -50,6 +50,36 @@ def test_a_database_newer_than_the_code_is_refused_by_name(postgres: PostgresSer
     assert url.rsplit("/", 1)[1] in str(e.value), "the refusal names the database"
 
 
+def test_a_fleet_database_from_before_real_accounts_is_upgraded_in_place(
+    postgres: PostgresServer,
+) -> None:
+    """Migration 2 (fill kinds, funding, history cursors) keeps the fills already there."""
+    url = postgres.database()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO fills (account, fill_id, client_order_id, bot, symbol, side, qty, "
+            "price, fee, realized_pnl, ts) VALUES ('paper', 'f1', 'tcabc-00000001', 'b1', "
+            "'ETH/USDT:USDT', 'sell', '0.02', '2500', '0.025', '1.5', %s)",
+            (T0.isoformat(),),
+        )
+    store = PostgresStore(store_target(url, {}), LeaseBook("n1"))
+    try:
+        assert store.schema_version == len(MIGRATIONS) == 2
+        [old] = store.fills("b1")
+        assert (old.fill_id, old.kind) == ("f1", "trade")
+        assert store.realized_pnl("b1") == Decimal("1.475")
+        assert store.funding("b1") == []
+        assert store.history_cursor("paper", "ETH/USDT:USDT", "fills") is None
+    finally:
+        store.close()
+
+
 def test_an_unreachable_database_is_a_clear_storage_error(postgres: PostgresServer) -> None:
     dead = postgres.url("tradectl", port=1)
     with pytest.raises(StoreError, match="cannot connect to the state store"):

@@ -16,6 +16,7 @@ from daemon.domain.bot_state import DesiredState
 from daemon.domain.models import (
     Direction,
     Fill,
+    FundingPayment,
     Order,
     OrderIntent,
     OrderStatus,
@@ -53,7 +54,9 @@ def intent(
     )
 
 
-def fill(fill_id: str, pnl: str, ts: datetime = T0, bot_account: str = "paper") -> Fill:
+def fill(
+    fill_id: str, pnl: str, ts: datetime = T0, bot_account: str = "paper", kind: str = "trade"
+) -> Fill:
     return Fill(
         bot_account,
         fill_id,
@@ -65,7 +68,12 @@ def fill(fill_id: str, pnl: str, ts: datetime = T0, bot_account: str = "paper") 
         Decimal("0.025"),
         Decimal(pnl),
         ts,
+        kind=kind,
     )
+
+
+def funding(payment_id: str, amount: str, ts: datetime = T0) -> FundingPayment:
+    return FundingPayment("paper", payment_id, "ETH/USDT:USDT", Decimal(amount), ts)
 
 
 def test_desired_state_survives_a_restart_and_is_journalled(open_store: StoreOpener) -> None:
@@ -153,6 +161,64 @@ def test_a_fill_counts_once_and_pnl_is_exact_since_a_time(open_store: StoreOpene
     assert store.last_fill_time("paper", "ETH/USDT:USDT") == T0 + timedelta(hours=2)
     assert [f.fill_id for f in store.fills("b1")] == ["f1", "f2"]
     assert [e["kind"] for e in store.events("b1")] == ["order_filled", "order_filled"]
+
+
+def test_a_liquidation_fill_keeps_its_kind_and_is_journalled_by_name(
+    open_store: StoreOpener,
+) -> None:
+    store = open_store()
+    assert store.record_fill(fill("f1", "-40", kind="liquidation"), "b1") is True
+    assert store.record_fill(fill("f2", "-5", T0 + timedelta(minutes=1), kind="adl"), "b1")
+    store.close()
+    again = open_store()
+    assert [(f.fill_id, f.kind) for f in again.fills("b1")] == [
+        ("f1", "liquidation"),
+        ("f2", "adl"),
+    ]
+    assert [e["kind"] for e in again.events("b1")] == ["liquidation_filled", "adl_filled"]
+    assert again.realized_pnl("b1") == Decimal("-45.05")
+
+
+def test_funding_counts_once_in_realised_pnl_of_the_bot_and_its_account(
+    open_store: StoreOpener,
+) -> None:
+    store = open_store()
+    assert store.record_fill(fill("f1", "1.5"), "b1") is True
+    assert store.record_funding(funding("p1", "-0.12"), "b1") is True
+    assert store.record_funding(funding("p1", "-0.12"), "b1") is False
+    assert store.record_funding(funding("p2", "0.05", T0 + timedelta(hours=8)), "b1") is True
+    assert store.record_funding(funding("p3", "-1"), None) is True  # no bot trades it
+    store.close()
+    again = open_store()
+    assert [(p.payment_id, p.amount) for p in again.funding("b1")] == [
+        ("p1", Decimal("-0.12")),
+        ("p2", Decimal("0.05")),
+    ]
+    assert again.funding("b1")[1].timestamp == T0 + timedelta(hours=8)
+    assert again.realized_pnl("b1") == Decimal("1.475") - Decimal("0.12") + Decimal("0.05")
+    assert again.realized_pnl("b1", since=T0 + timedelta(hours=1)) == Decimal("0.05")
+    assert again.account_realized_pnl("paper") == Decimal("1.405") - Decimal("1")
+    assert [e["kind"] for e in again.events("b1")] == [
+        "order_filled",
+        "funding_recorded",
+        "funding_recorded",
+    ]
+    assert again.events("b1")[1]["amount"] == "-0.12"
+
+
+def test_history_cursors_are_kept_per_account_symbol_and_history(open_store: StoreOpener) -> None:
+    store = open_store()
+    assert store.history_cursor("paper", "ETH/USDT:USDT", "fills") is None
+    store.save_history_cursor("paper", "ETH/USDT:USDT", "fills", T0)
+    store.save_history_cursor("paper", "ETH/USDT:USDT", "fills", T0 + timedelta(minutes=5))
+    store.save_history_cursor("paper", "ETH/USDT:USDT", "funding", T0 + timedelta(hours=1))
+    store.save_history_cursor("other", "ETH/USDT:USDT", "fills", T0 - timedelta(days=1))
+    store.close()
+    again = open_store()
+    assert again.history_cursor("paper", "ETH/USDT:USDT", "fills") == T0 + timedelta(minutes=5)
+    assert again.history_cursor("paper", "ETH/USDT:USDT", "funding") == T0 + timedelta(hours=1)
+    assert again.history_cursor("other", "ETH/USDT:USDT", "fills") == T0 - timedelta(days=1)
+    assert again.history_cursor("paper", "BTC/USDT:USDT", "fills") is None
 
 
 def test_order_sequence_never_repeats_across_a_restart(open_store: StoreOpener) -> None:
