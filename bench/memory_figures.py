@@ -25,6 +25,7 @@ import contextlib
 import gc
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -173,7 +174,7 @@ def feeds_table(counts: list[int]) -> None:
 
 
 def daemon_figures(counts: list[int], seconds: float, baseline: str | None) -> None:
-    from bench.daemon_figures import daemon_with, wait_running
+    from bench.daemon_figures import daemon_with
 
     with tempfile.TemporaryDirectory(prefix="tc-mem-") as tmp:
         base = Path(tmp)
@@ -189,7 +190,7 @@ def daemon_figures(counts: list[int], seconds: float, baseline: str | None) -> N
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         print("\ndaemon, paper bots on the replay, 1 candle/s per feed (RSS, CPU of one core):")
-        print("    bots   with ccxt             without ccxt          start-up")
+        print("    bots   with ccxt             without ccxt          start-up to READY=1")
         runs: list[tuple[str, int, Path | None]] = [("now", n, None) for n in counts]
         if old is not None:
             runs.append((f"{baseline}", 100, old))
@@ -201,20 +202,43 @@ def daemon_figures(counts: list[int], seconds: float, baseline: str | None) -> N
                 daemon = daemon_with(folder, bots, speed=60)
                 if paths:
                     daemon.extra_env["PYTHONPATH"] = os.pathsep.join(paths)
+                ready = notify_socket(folder / "n.sock")
+                daemon.extra_env["NOTIFY_SOCKET"] = str(folder / "n.sock")
                 began = time.monotonic()
-                daemon.start()
+                daemon.start(wait=False)
                 try:
-                    wait_running(daemon, bots)
+                    wait_ready(ready, daemon, timeout=60 + bots * 0.5)
                     up = time.monotonic() - began
                     assert daemon.proc is not None
                     figures.append((*usage(daemon.proc.pid, seconds), up))
                 finally:
+                    ready.close()
                     daemon.stop()
             (rss, cpu, up), (rss_free, cpu_free, _) = figures
             print(
                 f"  {bots:>6}   {rss:7.1f} MB {cpu:5.1f} %    {rss_free:7.1f} MB {cpu_free:5.1f} %"
                 f"    {up:6.1f} s  {'' if code is None else '(' + label + ')'}"
             )
+
+
+def notify_socket(path: Path) -> socket.socket:
+    """Where the daemon says READY=1 (sd_notify) once every bot is set up: read here instead
+    of asking the control socket, which a thousand bots keep busy."""
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(path))
+    sink.settimeout(1)
+    return sink
+
+
+def wait_ready(sink: socket.socket, daemon: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {daemon.proc.returncode}:\n{daemon.log()}")
+        with contextlib.suppress(TimeoutError):
+            if b"READY=1" in sink.recv(65536):
+                return
+    raise RuntimeError(f"the daemon was not ready within {timeout:.0f} s")
 
 
 def usage(pid: int, seconds: float) -> tuple[float, float]:
