@@ -31,6 +31,7 @@ and `tests/integration/test_backtest_parity.py` holds the backtest to a real dae
 from __future__ import annotations
 
 import bisect
+import decimal
 import gc
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -707,10 +708,12 @@ _DIGITS = 10**28  # Decimal's default precision: below it, its sums and products
 
 def _integer(value: Decimal) -> tuple[int, int]:
     """`value` as (integer, exponent): value == integer * 10**exponent."""
-    sign, digits, exponent = value.as_tuple()
+    exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)  # finite
-    number = int("".join(map(str, digits))) if digits else 0
-    return (-number if sign else number), exponent
+    return int(value.scaleb(-exponent, _EXACT)), exponent
+
+
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 
 def _decide(
