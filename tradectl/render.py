@@ -163,7 +163,10 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
 def flatten_text(result: dict[str, Any]) -> str:
     lines = []
     if result.get("direct"):
-        lines.append("daemon unreachable: flattened directly against the exchanges")
+        why = result.get("direct_reason") or "daemon unreachable"
+        lines.append(f"flattened directly against the exchanges ({why})")
+    if result.get("store_warning"):
+        lines.append(f"WARNING: {result['store_warning']}")
     if result.get("halted"):
         lines.append(f"halted: {', '.join(result['halted'])}")
     for r in result["symbols"]:

@@ -45,6 +45,7 @@ from daemon.domain.models import (
     Position,
     Side,
 )
+from daemon.redaction import scrub
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
@@ -244,18 +245,20 @@ class CcxtGateway:
             except ccxt_errors.NetworkError as e:  # timeouts, 5xx, dropped connections
                 error = e
             except ccxt_errors.AuthenticationError as e:
-                raise AuthenticationFailed(f"{what}: {e}") from e
+                raise AuthenticationFailed(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.OrderNotFound as e:
-                raise NotFound(f"{what}: {e}") from e
+                raise NotFound(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.OrderImmediatelyFillable as e:  # Binance -2021
-                raise WouldTrigger(f"{what}: {e}") from e
+                raise WouldTrigger(f"{what}: {scrub(str(e))}") from e
             except (ccxt_errors.InsufficientFunds, ccxt_errors.InvalidOrder) as e:
-                raise OrderRejected(f"{what}: {e}") from e
+                raise OrderRejected(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.BaseError as e:
-                raise ExchangeError(f"{what}: {type(e).__name__}: {e}") from e
+                raise ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}") from e
             attempt += 1
             if not retry or attempt >= MAX_ATTEMPTS:
-                raise RetryableExchangeError(f"{what}: {type(error).__name__}: {error}") from error
+                raise RetryableExchangeError(
+                    f"{what}: {type(error).__name__}: {scrub(str(error))}"
+                ) from error
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
             delay *= 0.5 + self._rng.random()  # jitter: bots on one account spread out
             self.log.warning(
@@ -277,7 +280,7 @@ class CcxtGateway:
             seconds = DEFAULT_BAN_S
         self._not_before = max(self._not_before, time.monotonic() + seconds)
         self.log.warning(
-            "exchange_rate_limited", what=what, pause_s=seconds, error=str(error)[:200]
+            "exchange_rate_limited", what=what, pause_s=seconds, error=scrub(str(error))[:200]
         )
 
     # -- markets and account -------------------------------------------------------------
@@ -352,9 +355,10 @@ class CcxtGateway:
             # ccxt keeps its candle cache across reconnects; rows from before the drop
             # must not come back as fresh updates of the next connection.
             self._ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
+            message = f"watch ohlcv: {type(e).__name__}: {scrub(str(e))}"
             if isinstance(e, ccxt_errors.NetworkError):
-                raise RetryableExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
-            raise ExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
+                raise RetryableExchangeError(message) from e
+            raise ExchangeError(message) from e
         return [list(row) for row in rows]  # ccxt updates its rows in place: copy
 
     def exchange_time_ms(self) -> int:

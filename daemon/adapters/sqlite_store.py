@@ -10,6 +10,7 @@ that safe.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +20,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from daemon.adapters.safe_files import open_private, secure_existing
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import TradectlError
+from daemon.domain.errors import StorageError
 from daemon.domain.models import (
     ZERO,
     Direction,
@@ -33,6 +35,7 @@ from daemon.domain.models import (
     Side,
     TradePlan,
 )
+from daemon.redaction import scrub, scrub_value
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -132,7 +135,7 @@ LIVE_STATUSES = (
 )
 
 
-class StoreError(TradectlError):
+class StoreError(StorageError):
     """The state file cannot be used (newer schema, corrupt, unwritable)."""
 
 
@@ -162,6 +165,8 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if str(path) != ":memory:":
+            _private_files(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self._db.row_factory = sqlite3.Row
@@ -211,7 +216,7 @@ class SqliteStore:
     ) -> None:
         db.execute(
             "INSERT INTO events (ts, bot, kind, data) VALUES (?, ?, ?, ?)",
-            (_now(), bot, kind, json.dumps(data, default=str, sort_keys=True)),
+            (_now(), bot, kind, json.dumps(scrub_value(data), default=str, sort_keys=True)),
         )
 
     def journal(self, kind: str, bot: str | None = None, **data: Any) -> None:
@@ -389,7 +394,7 @@ class SqliteStore:
                     str(order.filled_qty),
                     None if order.avg_fill_price is None else str(order.avg_fill_price),
                     order.exchange_order_id,
-                    order.reason,
+                    None if order.reason is None else scrub(order.reason),
                     _now(),
                     order.client_order_id,
                 ),
@@ -403,7 +408,7 @@ class SqliteStore:
                         "cid": order.client_order_id,
                         "from": previous,
                         "to": order.status.value,
-                        "reason": order.reason,
+                        "reason": None if order.reason is None else scrub(order.reason),
                     },
                 )
 
@@ -590,6 +595,14 @@ class SqliteStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _private_files(path: Path) -> None:
+    """The store is the daemon's alone (0600: every owner's journal, orders and ownership);
+    SQLite gives its -wal and -shm files the same mode. Never opened through a symlink."""
+    os.close(open_private(path, "state store"))
+    for suffix in ("-wal", "-shm"):
+        secure_existing(path.with_name(path.name + suffix), "state store")
 
 
 def _net_since(rows: list[sqlite3.Row], since: datetime | None) -> Decimal:

@@ -52,6 +52,20 @@ class StateLocked(TradectlError):
     """Another daemon holds the state folder."""
 
 
+class StorageError(TradectlError):
+    """The state folder or the store in it cannot be used: corrupt, read-only, full, not a
+    folder. The message names the path and the reason; the CLI exits 74 (EX_IOERR)."""
+
+
+class StoreMissing(TradectlError):
+    """The store that an earlier run left is gone or was replaced; starting afresh takes an
+    explicit choice (`tradectl daemon --new-store`). The CLI exits 66 (EX_NOINPUT)."""
+
+
+class UntrustedPath(ConfigError):
+    """A folder or file that another user could tamper with (owner, mode, symlink)."""
+
+
 class HaltRequested(TradectlError):
     """A bot must stop trading until an operator resumes it (loss limit, flatten)."""
 

@@ -21,7 +21,7 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError, NotFound
-from daemon.domain.models import ZERO, OrderIntent, OrderType, bot_tag, closing_side
+from daemon.domain.models import ZERO, OrderIntent, OrderType, Position, bot_tag, closing_side
 from daemon.ports import Clock, ExchangeGateway
 from daemon.runtime.fills import record_new_fills
 
@@ -114,6 +114,7 @@ class Flattener:
                 orders = await gateway.fetch_open_orders(symbol)
                 position = await _position_qty(gateway, symbol)
                 report.remaining_orders, report.remaining_qty = len(orders), abs(position)
+                self._record_position(gateway.account, symbol, owner, position)
                 if not orders and position == 0:
                     report.flat = True
                     if self._store is not None:
@@ -137,6 +138,18 @@ class Flattener:
                 return report
             await self._sleep(min(delay, left))
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _record_position(self, account: str, symbol: str, owner: str | None, qty: Decimal) -> None:
+        """The owning bot's position as the read-back found it: what status shows for a
+        halted bot, whose runner no longer looks."""
+        if self._store is None or owner is None:
+            return
+        last = self._store.position(owner)
+        if last is not None and last.qty == qty:
+            return
+        entry = last.entry_price if last is not None and qty != 0 else ZERO
+        leverage = last.leverage if last is not None else 0
+        self._store.save_position(owner, Position(account, symbol, qty, entry, entry, leverage))
 
     async def _one_pass(self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten) -> None:
         for order in await gateway.fetch_open_orders(symbol):  # resting stops too

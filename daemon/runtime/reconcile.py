@@ -12,7 +12,12 @@ kill -9 (crash-only start). The rules for what the store does not know:
   adopted from the exchange, and the difference is journalled;
 - a bot whose position is gone (its stop or take-profit filled while the daemon was down)
   has its plan cleared and its other protective orders cancelled, running or stopped; a
-  running bot's own start-up then finds nothing to place (never a second stop).
+  running bot's own start-up then finds nothing to place (never a second stop);
+- every order the store still has in flight on this account (an intent committed but
+  never confirmed, `pending_submit`, or one it thinks open) is looked up by its client
+  id, whatever its bot's desired state: what the exchange knows is recorded, and an
+  intent the exchange never saw is rejected ("never reached the exchange"). A stopped
+  bot would otherwise leave it pending until it runs again.
 Every difference is journalled and listed in `tradectl status`.
 """
 
@@ -84,6 +89,8 @@ async def reconcile_account(
                 qty=str(order.qty),
             )
 
+    await _resolve_in_flight(gateway, store, report)
+
     positions = {p.symbol: p for p in await gateway.fetch_positions()}
     for symbol, position in positions.items():
         if owner_of(symbol) is None:
@@ -129,3 +136,38 @@ async def reconcile_account(
                     reason="the position is gone",
                 )
     return differences
+
+
+async def _resolve_in_flight(
+    gateway: ExchangeGateway, store: SqliteStore, report: Callable[..., None]
+) -> None:
+    """Every live order of this account in the store, asked for by its client id."""
+    for order in store.live_orders():
+        if order.account != gateway.account:
+            continue
+        known = await gateway.fetch_order(
+            order.symbol, order.client_order_id, trigger=order.type.is_trigger
+        )
+        if known is None:
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                store.update_order(
+                    order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
+                )
+                report(
+                    "pending_intent_rejected",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    reason="never reached the exchange",
+                )
+            continue
+        if known.status != order.status or known.filled_qty != order.filled_qty:
+            store.update_order(known.with_status(known.status, bot=order.bot))
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                report(
+                    "pending_intent_resolved",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    status=known.status.value,
+                )
