@@ -197,6 +197,9 @@ class CcxtGateway:
             "enableRateLimit": True,
             "timeout": int(self._timeout_s * 1000),
             "options": options,
+            # close() would sleep this long (250 ms) for TLS connections to finish closing;
+            # ours close with the process or the daemon, and a flatten from cron must not wait
+            "timeout_on_exit": 0,
         }
         if self._requests_per_s is not None:
             config["rateLimit"] = 1000.0 / self._requests_per_s  # ms between request units
