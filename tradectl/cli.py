@@ -30,6 +30,7 @@ from tradectl.client import (
 from tradectl.errors import ConfigError
 from tradectl.protocol import Command, ErrorCode
 from tradectl.render import as_json, flatten_text, orders_text, positions_text, status_text
+from tradectl.typer_params import LightGroup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,6 +53,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LightGroup,
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

@@ -11,8 +11,18 @@ import pytest
 
 from tests.conftest import REPO
 
-# pydantic is not listed: Typer itself loads it when it parses arguments.
-HEAVY = ("ccxt", "polars", "pyarrow", "daemon", "strategies", "structlog", "sqlite3", "asyncio")
+# pydantic too: Typer would load it to coerce even absent arguments (tradectl/typer_params.py).
+HEAVY = (
+    "ccxt",
+    "polars",
+    "pyarrow",
+    "daemon",
+    "strategies",
+    "structlog",
+    "sqlite3",
+    "asyncio",
+    "pydantic",
+)
 
 
 @pytest.mark.parametrize(
@@ -20,6 +30,7 @@ HEAVY = ("ccxt", "polars", "pyarrow", "daemon", "strategies", "structlog", "sqli
     [
         ["status"],
         ["status", "--json"],
+        ["status", "eth-1"],
         ["start", "b"],
         ["stop", "--all"],
         ["positions"],
@@ -49,6 +60,25 @@ def test_cli_control_commands_import_neither_ccxt_polars_nor_the_daemon(args: li
     exit_code, _, loaded = result.stdout.strip().partition(" ")
     assert exit_code == "3", result.stdout + result.stderr  # it really went to the socket
     assert loaded == "", f"tradectl {' '.join(args)} imported {loaded}"
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["flatten", "--yes", "--timeout", "abc", "b"], "'--timeout': Input should be a valid num"),
+        (["flatten", "--yes", "--timeout", "0", "b"], "should be greater than or equal to 1"),
+    ],
+)
+def test_bad_arguments_still_get_typers_own_messages(args: list[str], complaint: str) -> None:
+    """Only absent values and plain text skip Typer's coercion; the rest keeps its checks."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tradectl.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"TRADECTL_SOCKET": "/nonexistent/tc.sock", "PATH": "/usr/bin", "COLUMNS": "200"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert complaint in result.stderr, result.stderr
 
 
 def imported_modules(folder: Path) -> set[str]:
