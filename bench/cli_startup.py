@@ -33,13 +33,16 @@ app()
 """
 
 
-def timed(command: list[str], env: dict[str, str], runs: int) -> float:
-    samples = []
+def timed(commands: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
+    """Median wall time of each command; the commands take turns, run after run, so a
+    change in the machine's load falls on all of them alike."""
+    samples: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        began = time.perf_counter()
-        subprocess.run(command, env=env, check=True, capture_output=True)
-        samples.append(time.perf_counter() - began)
-    return statistics.median(samples)
+        for command, env in commands:
+            began = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True)
+            samples[commands.index((command, env))].append(time.perf_counter() - began)
+    return [statistics.median(s) for s in samples]
 
 
 def main() -> None:
@@ -50,13 +53,15 @@ def main() -> None:
         daemon = DaemonProcess(config, base / "state", base / "c.sock", base / "daemon.log").start()
         try:
             env = daemon.env
-            bare = timed([sys.executable, "-c", "import typer"], dict(os.environ), runs)
-            program = timed(
-                [sys.executable, "-c", BARE_PROGRAM, "--name", "x"], dict(os.environ), runs
-            )
-            status = timed([sys.executable, "-m", "tradectl.cli", "status"], env, runs)
-            status_json = timed(
-                [sys.executable, "-m", "tradectl.cli", "status", "--json"], env, runs
+            plain = dict(os.environ)
+            bare, program, status, status_json = timed(
+                [
+                    ([sys.executable, "-c", "import typer"], plain),
+                    ([sys.executable, "-c", BARE_PROGRAM, "--name", "x"], plain),
+                    ([sys.executable, "-m", "tradectl.cli", "status"], env),
+                    ([sys.executable, "-m", "tradectl.cli", "status", "--json"], env),
+                ],
+                runs,
             )
         finally:
             daemon.stop()

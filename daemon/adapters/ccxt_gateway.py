@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import random
+import sys
 import time
+import types
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import ccxt.async_support as ccxt_async
 import structlog
-from ccxt.base import errors as ccxt_errors
-from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import (
@@ -46,6 +46,55 @@ from daemon.domain.models import (
     Side,
 )
 from daemon.redaction import scrub
+
+
+def _light_package(name: str, sources: tuple[str, ...]) -> None:
+    """Stand in for ccxt's package `name` without running its __init__, which imports
+    every exchange ccxt has (about 330 modules: most of a second and 75 MB). A name asked
+    of it comes from `sources` (where that __init__ takes it from), else from the
+    submodule of that name (`ccxt.async_support.binanceusdm` for `binanceusdm`)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{name} is not installed")
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    package.__file__ = spec.origin
+
+    def find(attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        for source in sources:
+            module = importlib.import_module(source)
+            if hasattr(module, attr):
+                return getattr(module, attr)
+        try:
+            module = importlib.import_module(f"{name}.{attr}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+        return getattr(module, attr, module)
+
+    package.__getattr__ = find  # type: ignore[method-assign]
+    sys.modules[name] = package
+
+
+def _import_ccxt() -> tuple[Any, Any, Any]:
+    """ccxt.async_support, ccxt's errors and TICK_SIZE, with only the exchanges we build
+    ever loaded (unless ccxt was imported whole before: then it is used as it is)."""
+    if "ccxt" not in sys.modules:
+        base = ("ccxt.base.errors", "ccxt.base.precise", "ccxt.base.decimal_to_precision")
+        _light_package("ccxt", (*base, "ccxt.base.exchange"))
+        _light_package("ccxt.async_support", (*base, "ccxt.async_support.base.exchange"))
+    precision = importlib.import_module("ccxt.base.decimal_to_precision")
+    return (
+        importlib.import_module("ccxt.async_support"),
+        importlib.import_module("ccxt.base.errors"),
+        precision.TICK_SIZE,
+    )
+
+
+ccxt_async, ccxt_errors, TICK_SIZE = _import_ccxt()
+
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")

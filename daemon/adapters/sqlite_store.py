@@ -428,8 +428,9 @@ class SqliteStore:
                 (order.client_order_id,),
             ).fetchone()
             previous = None if row is None else row[0]
-            for bot in {None if row is None else row[1], order.bot} - {None}:
-                self._live_cache.pop(bot, None)
+            for bot in (None if row is None else row[1], order.bot):
+                if bot is not None:
+                    self._live_cache.pop(bot, None)
             db.execute(
                 """UPDATE orders SET status = ?, filled_qty = ?, avg_fill_price = ?,
                        exchange_order_id = COALESCE(?, exchange_order_id), reason = ?,

@@ -119,3 +119,33 @@ def test_only_the_wiring_knows_the_paper_adapter() -> None:
         assert "paper" not in text.lower(), (
             f"{path.name} mentions paper: trading must not branch on it"
         )
+
+
+def loaded_after(code: str) -> list[str]:
+    """The top-level and ccxt modules a fresh interpreter holds after running `code`."""
+    probe = code + "\nimport sys\nprint(','.join(sorted(m for m in sys.modules)))\n"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1].split(",")
+
+
+def test_a_paper_only_daemon_and_a_direct_flatten_never_import_ccxt() -> None:
+    loaded = loaded_after("import daemon.app, daemon.emergency")
+    assert not [m for m in loaded if m.split(".")[0] == "ccxt"]
+    assert "polars" not in loaded_after("import daemon.emergency")
+
+
+def test_an_exchange_account_loads_only_its_own_ccxt_exchange() -> None:
+    """ccxt's package would import all of its exchanges; we load the ones we build."""
+    code = (
+        "from daemon.adapters.ccxt_gateway import CcxtGateway, ccxt_errors\n"
+        "from daemon.domain.models import Market\n"
+        "ex = CcxtGateway('a', 'binanceusdm', None)._make_exchange()\n"
+        "import ccxt.base.errors as real\n"
+        "assert ccxt_errors.OrderNotFound is real.OrderNotFound\n"
+        "assert type(ex).__name__ == 'binanceusdm' and ex.timeout_on_exit == 0\n"
+    )
+    exchanges = [
+        m for m in loaded_after(code) if m.startswith("ccxt.async_support.") and ".base" not in m
+    ]
+    assert sorted(exchanges) == ["ccxt.async_support.binance", "ccxt.async_support.binanceusdm"]
