@@ -48,34 +48,42 @@ from daemon.domain.models import (
 from daemon.redaction import scrub
 
 
-def _light_package(name: str, sources: tuple[str, ...]) -> None:
-    """Stand in for ccxt's package `name` without running its __init__, which imports
+class _LightPackage(types.ModuleType):
+    """Stands in for one of ccxt's packages without running its __init__, which imports
     every exchange ccxt has (about 330 modules: most of a second and 75 MB). A name asked
     of it comes from `sources` (where that __init__ takes it from), else from the
-    submodule of that name (`ccxt.async_support.binanceusdm` for `binanceusdm`)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{name} is not installed")
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__file__ = spec.origin
+    submodule of that name; an exchange's class, not its module, is bound to the package
+    (as that __init__ does with `from .binanceusdm import binanceusdm`)."""
 
-    def find(attr: str) -> Any:
-        if attr.startswith("__"):
+    def __init__(self, name: str, sources: tuple[str, ...]) -> None:
+        super().__init__(name)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.submodule_search_locations is None:
+            raise ImportError(f"{name} is not installed")
+        self.__path__ = list(spec.submodule_search_locations)
+        self.__spec__ = spec
+        self.__file__ = spec.origin
+        self._sources = sources
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr == "_sources":
             raise AttributeError(attr)
-        for source in sources:
+        for source in self._sources:
             module = importlib.import_module(source)
             if hasattr(module, attr):
                 return getattr(module, attr)
         try:
-            module = importlib.import_module(f"{name}.{attr}")
+            module = importlib.import_module(f"{self.__name__}.{attr}")
         except ModuleNotFoundError:
-            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
-        return getattr(module, attr, module)
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}") from None
+        if attr not in self.__dict__:  # the import binds it, unless it was imported before
+            setattr(self, attr, module)
+        return self.__dict__[attr]
 
-    package.__getattr__ = find  # type: ignore[method-assign]
-    sys.modules[name] = package
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and isinstance(getattr(value, name, None), type):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
 
 def _import_ccxt() -> tuple[Any, Any, Any]:
@@ -83,8 +91,10 @@ def _import_ccxt() -> tuple[Any, Any, Any]:
     ever loaded (unless ccxt was imported whole before: then it is used as it is)."""
     if "ccxt" not in sys.modules:
         base = ("ccxt.base.errors", "ccxt.base.precise", "ccxt.base.decimal_to_precision")
-        _light_package("ccxt", (*base, "ccxt.base.exchange"))
-        _light_package("ccxt.async_support", (*base, "ccxt.async_support.base.exchange"))
+        sys.modules["ccxt"] = _LightPackage("ccxt", (*base, "ccxt.base.exchange"))
+        sys.modules["ccxt.async_support"] = _LightPackage(
+            "ccxt.async_support", (*base, "ccxt.async_support.base.exchange")
+        )
     precision = importlib.import_module("ccxt.base.decimal_to_precision")
     return (
         importlib.import_module("ccxt.async_support"),
