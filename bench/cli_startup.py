@@ -5,7 +5,9 @@ parses its arguments (what "a bare Typer program" costs: Typer loads pydantic th
 
 Prints median wall times over N runs and their ratio. The daemon is started on a
 copy of the shipped config so `status` does a real round trip.
-Usage: python bench/cli_startup.py [runs]
+With `--baseline REV`, `tradectl status` of that revision too (`git archive`d, run
+through PYTHONPATH), taking its turn with the others.
+Usage: python bench/cli_startup.py [runs] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def timed(commands: list[tuple[list[str], dict[str, str]]], runs: int) -> list[f
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 15
+    baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
     with tempfile.TemporaryDirectory(prefix="tc-bench-", dir="/tmp") as folder:
         base = Path(folder)
         config = write_config(base / "config.toml")
@@ -54,15 +57,22 @@ def main() -> None:
         try:
             env = daemon.env
             plain = dict(os.environ)
-            bare, program, status, status_json = timed(
-                [
-                    ([sys.executable, "-c", "import typer"], plain),
-                    ([sys.executable, "-c", BARE_PROGRAM, "--name", "x"], plain),
-                    ([sys.executable, "-m", "tradectl.cli", "status"], env),
-                    ([sys.executable, "-m", "tradectl.cli", "status", "--json"], env),
-                ],
-                runs,
-            )
+            commands = [
+                ([sys.executable, "-c", "import typer"], plain),
+                ([sys.executable, "-c", BARE_PROGRAM, "--name", "x"], plain),
+                ([sys.executable, "-m", "tradectl.cli", "status"], env),
+                ([sys.executable, "-m", "tradectl.cli", "status", "--json"], env),
+            ]
+            if baseline is not None:
+                old = base / "baseline"
+                old.mkdir()
+                archive = subprocess.run(
+                    ["git", "archive", baseline], cwd=REPO, capture_output=True, check=True
+                ).stdout
+                subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+                old_env = dict(env, PYTHONPATH=str(old))
+                commands.append(([sys.executable, "-m", "tradectl.cli", "status"], old_env))
+            bare, program, status, status_json, *before = timed(commands, runs)
         finally:
             daemon.stop()
     print(f"runs per command           {runs}")
@@ -71,6 +81,11 @@ def main() -> None:
     for label, value in (("tradectl status", status), ("tradectl status --json", status_json)):
         print(
             f"{label:<26} {value * 1000:7.1f} ms   "
+            f"ratio {value / bare:.2f} to import, {value / program:.2f} to the bare app"
+        )
+    for value in before:
+        print(
+            f"{'status, ' + str(baseline):<26} {value * 1000:7.1f} ms   "
             f"ratio {value / bare:.2f} to import, {value / program:.2f} to the bare app"
         )
 
