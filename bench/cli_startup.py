@@ -13,6 +13,7 @@ Usage: python bench/cli_startup.py [runs] [--baseline REV]
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,16 +36,24 @@ app()
 """
 
 
-def timed(commands: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
-    """Median wall time of each command; the commands take turns, run after run, so a
-    change in the machine's load falls on all of them alike."""
-    samples: list[list[float]] = [[] for _ in commands]
+def timed(
+    commands: list[tuple[list[str], dict[str, str]]], runs: int, cwd: Path
+) -> list[tuple[float, float]]:
+    """Median wall time and median CPU time (user + system) of each command. The commands
+    take turns, run after run, so a change in the machine's load falls on all alike; CPU
+    time is what the command costs whatever else runs. `cwd` outside the repository, so a
+    baseline on PYTHONPATH is not shadowed by the checkout in the current folder."""
+    walls: list[list[float]] = [[] for _ in commands]
+    cpus: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        for command, env in commands:
+        for i, (command, env) in enumerate(commands):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.perf_counter()
-            subprocess.run(command, env=env, check=True, capture_output=True)
-            samples[commands.index((command, env))].append(time.perf_counter() - began)
-    return [statistics.median(s) for s in samples]
+            subprocess.run(command, env=env, check=True, capture_output=True, cwd=cwd)
+            walls[i].append(time.perf_counter() - began)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[i].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus, strict=True)]
 
 
 def main() -> None:
@@ -72,22 +81,24 @@ def main() -> None:
                 subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
                 old_env = dict(env, PYTHONPATH=str(old))
                 commands.append(([sys.executable, "-m", "tradectl.cli", "status"], old_env))
-            bare, program, status, status_json, *before = timed(commands, runs)
+            bare, program, status, status_json, *before = timed(commands, runs, base)
         finally:
             daemon.stop()
-    print(f"runs per command           {runs}")
-    print(f"python -c 'import typer'   {bare * 1000:7.1f} ms")
-    print(f"bare one-command Typer app {program * 1000:7.1f} ms")
-    for label, value in (("tradectl status", status), ("tradectl status --json", status_json)):
+    print(f"runs per command           {runs}; wall ms, CPU ms, ratio of each to import typer")
+
+    def row(label: str, value: tuple[float, float]) -> None:
+        wall, cpu = value
         print(
-            f"{label:<26} {value * 1000:7.1f} ms   "
-            f"ratio {value / bare:.2f} to import, {value / program:.2f} to the bare app"
+            f"{label:<26} {wall * 1000:7.1f} {cpu * 1000:7.1f}   "
+            f"{wall / bare[0]:5.2f} {cpu / bare[1]:5.2f}"
         )
+
+    row("python -c 'import typer'", bare)
+    row("bare one-command Typer app", program)
+    row("tradectl status", status)
+    row("tradectl status --json", status_json)
     for value in before:
-        print(
-            f"{'status, ' + str(baseline):<26} {value * 1000:7.1f} ms   "
-            f"ratio {value / bare:.2f} to import, {value / program:.2f} to the bare app"
-        )
+        row(f"status, {baseline}", value)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 - the `status` round trip with a raw client (one socket, a request line out, the reply line
   in; no CLI, no client library), p50/p99, at 100 bots, and `ping` beside it;
 - RSS and CPU at 100 bots;
-- with `--scaling`: 1 -> 10 -> 100 -> 1,000 bots for the code of now (RSS, CPU, status).
+- with `--scaling`: 1 -> 10 -> 100 -> 1,000 bots for the code of now (RSS, CPU, status),
+  each feed at one candle a second, and 1,000 bots at one candle every ten seconds;
+  `--only-thousand` for the last alone.
 
 The baseline (`--baseline REV`, e.g. the merge this work started from) is `git archive`d to
 a temporary folder and run through PYTHONPATH; runs alternate, now and baseline.
@@ -108,8 +110,8 @@ def latency(folder: Path, code: Path | None, seconds: float) -> str:
     )
 
 
-def load(folder: Path, bots: int, code: Path | None, seconds: float) -> str:
-    daemon, up = started(folder, bots, 60, code, "warning")
+def load(folder: Path, bots: int, code: Path | None, seconds: float, speed: float = 60) -> str:
+    daemon, up = started(folder, bots, speed, code, "warning")
     try:
         client = RawClient(daemon.socket)
         all_running(client, bots, 120 + bots * 0.2)
@@ -121,7 +123,8 @@ def load(folder: Path, bots: int, code: Path | None, seconds: float) -> str:
     finally:
         daemon.stop()
     return (
-        f"{bots:>5} bots: RSS {rss:6.1f} MB, CPU {cpu:5.1f} %, status p50 "
+        f"{bots:>5} bots{'' if speed == 60 else f' at speed {speed:g}'}: "
+        f"RSS {rss:6.1f} MB, CPU {cpu:5.1f} %, status p50 "
         f"{statistics.median(status) * 1000:6.3f} ms p99 {percentile(status, 0.99) * 1000:6.3f}"
         f" ms ({len(status)} calls), ping p99 {percentile(ping, 0.99) * 1000:5.3f} ms, "
         f"start-up to READY=1 {up:5.1f} s"
@@ -145,12 +148,15 @@ def main() -> None:
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
             codes.append((baseline, old))
-        for r in range(rounds):
+        for r in range(0 if "--only-thousand" in sys.argv else rounds):
             for label, code in codes:
                 tag = f"{label}-{r}".replace("/", "_")
                 print(f"{label:>10}: {latency(base / f'lat-{tag}', code, seconds)}", flush=True)
                 print(f"{label:>10}: {load(base / f'load-{tag}', 100, code, seconds)}", flush=True)
+        if "--only-thousand" in sys.argv:
+            print(f"       now: {load(base / 'slow-1000', 1000, None, seconds, 6)}", flush=True)
         if "--scaling" in sys.argv:
+            print(f"       now: {load(base / 'slow-1000', 1000, None, seconds, 6)}", flush=True)
             for bots in (1, 10, 100, 1000):
                 print(
                     f"       now: {load(base / f'scale-{bots}', bots, None, seconds)}", flush=True

@@ -14,6 +14,7 @@ Usage: python bench/loopback_figures.py [seconds of trading] [--flatten-only]
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import subprocess
 import sys
@@ -135,16 +136,20 @@ def flatten_ten(folder: Path, code: Path | None = None) -> tuple[float, str]:
         if code is not None:
             env["PYTHONPATH"] = str(code)
         began = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             [sys.executable, "-m", "tradectl.cli", "flatten", "--all", "--yes", "--direct"],
             env=env,
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
+            cwd=folder,  # not the checkout, which would shadow a baseline on PYTHONPATH
         )
         took = time.monotonic() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         left = market.call(lambda s: [sym for sym in s._symbols if s.position(sym)[0] != 0])
-        verdict = f"exit {done.returncode}, positions left: {left or 'none'}"
+        verdict = f"CPU {cpu:.2f} s, exit {done.returncode}, positions left: {left or 'none'}"
         return took, verdict
     finally:
         market.stop()
