@@ -5,6 +5,7 @@ use, even a value that was not given (None) or a text argument that is already t
 first use imports pydantic, about 40 ms of `tradectl status`'s start-up. A `LightGroup`
 answers those two cases itself and leaves every other value (numbers, paths, choices, bad
 input and its messages) to Typer's own coercion, built as before when first needed.
+Numbers without bounds that are already numbers (defaults) pass the same way.
 It uses Typer's lazy per-parameter hook (`_runtime_param`); on a Typer without it nothing
 changes but the speed.
 """
@@ -32,12 +33,20 @@ class _Light:
 
     def __init__(self, param: Any) -> None:
         self._param = param
-        self._text = getattr(param.type_descriptor, "annotation", None) in TEXT_TYPES
+        described = param.type_descriptor
+        annotation = getattr(described, "annotation", None)
+        self._text = annotation in TEXT_TYPES
+        # a number without bounds, given as that very type (a default such as --wait's 0.0)
+        self._number = annotation if annotation in (int, float) else None
+        self._number = None if getattr(described, "is_ranged", True) else self._number
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         if value is None and not (param.multiple or param.nargs == -1):
             return None
-        if self._text and isinstance(value, str) and param.nargs == 1 and not param.multiple:
+        single = param.nargs == 1 and not param.multiple
+        if single and self._text and isinstance(value, str):
+            return value
+        if single and self._number is not None and type(value) is self._number:
             return value
         self._param._runtime_param = None  # Typer builds its own now, and keeps it
         return self._param.get_runtime_param().coerce(value, param=param, ctx=ctx)
