@@ -7,7 +7,8 @@ load it, and nothing here pulls in polars or the strategies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, TypeGuard
 
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
@@ -29,6 +30,12 @@ def ccxt_gateway_class() -> type[CcxtGateway]:
     return CcxtGateway
 
 
+def is_ccxt_gateway(gateway: object) -> TypeGuard[CcxtGateway]:
+    """Whether `gateway` talks to a real exchange; never imports ccxt to find out."""
+    module = sys.modules.get("daemon.adapters.ccxt_gateway")
+    return module is not None and isinstance(gateway, module.CcxtGateway)
+
+
 def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
     """One gateway per configured account."""
     config = loaded.config
@@ -47,6 +54,7 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
                 testnet=account.testnet,
                 api_base_url=account.api_base_url,
                 requests_per_s=account.requests_per_s,
+                unknown_outcome_window_s=account.order_lookup_window_s,
                 trigger_price_type=account.trigger_price_type,
             )
             continue
