@@ -46,6 +46,7 @@ from daemon.adapters.candle_files import (
 )
 from daemon.domain import trader
 from daemon.domain.errors import OrderRejected, WouldTrigger
+from daemon.domain.sessions import SessionWindow
 from daemon.domain.models import (
     ZERO,
     Fill,
@@ -378,6 +379,8 @@ def simulate(
     limits: RiskLimits,
     market: Market,
     progress: Progress | None = None,
+    sessions: tuple[SessionWindow, ...] = (),
+    session_end: str = trader.KEEP,
 ) -> Outcome:
     """Run the 1m candles `first <= i < end` of `data` (see the module docstring).
 
@@ -395,7 +398,15 @@ def simulate(
     equity = outcome.equity
     account = _Account(costs, market, outcome, symbol)
     config = trader.TraderConfig(
-        bot, "paper", symbol, market, costs.leverage, limits, timedelta(minutes=2)
+        bot,
+        "paper",
+        symbol,
+        market,
+        costs.leverage,
+        limits,
+        timedelta(minutes=2),
+        sessions=sessions,
+        session_end=session_end,
     )
     state = trader.TraderState()
     attention = False
@@ -420,7 +431,8 @@ def simulate(
             pnl_f = account.day_net_f
         near_limit = -pnl_f >= min_limit - _LOSS_CHECK_SLACK
         close = closes[k]
-        if fired or signal is not None or near_limit or attention:
+        session = bool(sessions) and trader.session_due(state, config, at)
+        if fired or signal is not None or near_limit or attention or session:
             facts = account.facts(close)
             event = trader.CandleClosed(
                 at,
