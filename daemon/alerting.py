@@ -23,7 +23,9 @@ from daemon.redaction import scrub
 from tradectl.config import SECRET_PLACEHOLDER, LoadedConfig
 
 
-def alert_targets(loaded: LoadedConfig, environ: Mapping[str, str] = os.environ) -> list[AlertTarget]:
+def alert_targets(
+    loaded: LoadedConfig, environ: Mapping[str, str] = os.environ
+) -> list[AlertTarget]:
     """Each configured URL with its secret filled in; a ConfigError names the entry."""
     targets = []
     for number, entry in enumerate(loaded.config.alerts.urls):
@@ -38,7 +40,10 @@ def alert_targets(loaded: LoadedConfig, environ: Mapping[str, str] = os.environ)
 
 
 def build_alerter(
-    loaded: LoadedConfig, store: SqliteStore | None, environ: Mapping[str, str] = os.environ
+    loaded: LoadedConfig,
+    store: SqliteStore | None,
+    environ: Mapping[str, str] = os.environ,
+    **options: Any,
 ) -> AppriseAlerter:
     """The alerter of the config; a delivery that failed after its retries is journalled."""
 
@@ -47,7 +52,7 @@ def build_alerter(
             store.journal(
                 "alert_delivery_failed",
                 alert.bot,
-                kind=alert.kind,
+                alert=alert.kind,
                 targets=[d.target for d in failed],
                 status=[d.status for d in failed],
             )
@@ -58,6 +63,7 @@ def build_alerter(
             targets,
             throttle=AlertThrottle(loaded.config.alerts.repeat_after_s),
             on_failure=journal_failure,
+            **options,
         )
     except AlertConfigError as e:
         raise ConfigError(f"{loaded.path}: alerts.urls: {e}") from None
@@ -157,6 +163,15 @@ def test_alert() -> Alert:
         "tradectl: test alert",
         "a test from `tradectl alerts test`: this target receives tradectl's alerts",
     )
+
+
+def delivery_row(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "target": delivery.target,
+        "ok": delivery.ok,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+    }
 
 
 def money(value: Decimal) -> str:

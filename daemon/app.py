@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import pwd
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,8 @@ from typing import Any
 import structlog
 
 import tradectl
+from daemon import alerting
+from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.candle_files import replay_file
 from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
@@ -42,6 +45,7 @@ from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
+from daemon.duties import Duties
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
@@ -59,6 +63,9 @@ from tradectl.protocol import Command, Request
 FEED_RESTART_DELAY_S = 2.0
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = STORE_FILE
+RUN_MARKER = "run"  # meta key: "running since ..." while up, "stopped ..." after a clean end
+ALERT_DRAIN_S = 5.0  # at shutdown, queued alerts get this long to go out
+ALERT_TEST_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +179,26 @@ class Daemon:
                     max_candle_age=None
                     if bot.max_candle_age_s is None
                     else timedelta(seconds=bot.max_candle_age_s),
+                    sessions=bot.sessions,
+                    session_end=bot.session_end,
                 ),
                 bot.autostart,
             )
             for name, bot in self.config.bots.items()
         }
         self.flattener = Flattener(store, self.clock)
-        self._supervisor = Supervisor(specs, make_runner, store, self.clock, self._flatten_halted)
+        self._supervisor = Supervisor(
+            specs, make_runner, store, self.clock, self._flatten_halted, self._tell
+        )
+        self.duties = Duties(
+            self.config,
+            store,
+            self.gateways,
+            self._supervisor,
+            self.alerter,
+            self.clock,
+            self._owner,
+        )
         health = self.config.health
         self.health = HealthMonitor(
             self._supervisor,
@@ -279,7 +299,12 @@ class Daemon:
         started_gateways: list[ExchangeGateway] = []
         failed = False
         try:
+            self.alerter: AppriseAlerter = alerting.build_alerter(self.loaded, store)
+            self._tasks.append(asyncio.create_task(self.alerter.run(), name="alerts"))
+            self._check_last_end(store)
             self._build(store)
+            for alert in self._pending_alerts:
+                self.duties.alert(alert)
             self._resolve_access()
             for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
                 await gateway.start()
@@ -310,6 +335,8 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.health.probe_loop(), name="loop-probe"))
             self.notifier.ready(self.health.summary(self.health.verdict()))
             self._tasks.append(asyncio.create_task(self.health.report(), name="health-report"))
+            self.duties.start()
+            self._tasks.append(asyncio.create_task(self.duties.watch(), name="unprotected-watch"))
             self.log.info(
                 "daemon_ready",
                 pid=os.getpid(),
@@ -350,7 +377,10 @@ class Daemon:
                 self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
 
         if self._supervisor is not None:
+            self.duties.shutdown()
             await step("stop bots", self._supervisor.shutdown)
+        if hasattr(self, "alerter"):
+            await self.alerter.drain(ALERT_DRAIN_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -359,10 +389,35 @@ class Daemon:
             await step("close the control socket", server.close)
         for gateway in gateways:
             await step(f"close {gateway.account}", gateway.close)
+        await step(
+            "mark a clean end",
+            lambda: store.set_meta(RUN_MARKER, f"stopped at {self.clock.now().isoformat()}"),
+        )
         await step("close the store", store.close)
         lock.release()
         self.log.info("daemon_stopped")
         return problems[0] if problems else None
+
+    def _check_last_end(self, store: SqliteStore) -> None:
+        """A run that never marked its end crashed, was killed or was stopped by the watchdog:
+        say so (journal, alert once the alerter runs), then mark this run as running."""
+        last = store.meta(RUN_MARKER)
+        self.unclean_start = last is not None and last.startswith("running")
+        if last is not None and self.unclean_start:
+            previous = last.removeprefix("running since ")
+            store.journal("unclean_start", None, previous_run=previous)
+            self.log.warning("unclean_start", previous_run=previous)
+            self._pending_alerts = [alerting.unclean_start(previous)]
+        else:
+            self._pending_alerts = []
+        store.set_meta(RUN_MARKER, f"running since {self.started_at.isoformat()}")
+
+    def _tell(self, event: str, bot: str, details: dict[str, Any]) -> None:
+        """What the supervisor reports, as alerts."""
+        if event == "bot_halted":
+            self.duties.alert(alerting.halted(bot, details["reason"], details["cause"]))
+        elif event == "bot_errored":
+            self.duties.alert(alerting.errored(bot, details["error"], details["retry_in_s"]))
 
     def _still_starting(self, bots: list[str]) -> None:
         """Start-up is making progress: ask systemd for more time, say who we wait for."""
@@ -429,6 +484,8 @@ class Daemon:
             Command.HEALTH: self._health,
             Command.FLATTEN: self._flatten,
             Command.RESUME: self._resume,
+            Command.SCHEDULE: self._schedule,
+            Command.ALERTS_TEST: self._alerts_test,
         }
 
     async def _ping(self, request: Request) -> dict[str, Any]:
@@ -445,7 +502,7 @@ class Daemon:
                 "config": str(self.loaded.path),
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
-                "reconciliation": self.reconciliation,
+                "reconciliation": self.reconciliation + self.duties.drift_rows(),
             },
             "bots": self.supervisor.status(bot),
         }
@@ -458,10 +515,28 @@ class Daemon:
             "summary": self.health.summary(verdict),
             "loop_lag_s": round(self.health.loop_lag_s, 3),
             "watchdog_interval_s": self.notifier.watchdog_interval_s,
+            # shown, not a verdict: drift is for a person to look at, not a watchdog restart
+            "drift": [f"{d['account']}: {d['what']}" for d in self.duties.drift_rows()],
         }
 
+    async def _schedule(self, request: Request) -> dict[str, Any]:
+        return self.duties.schedule()
+
+    async def _alerts_test(self, request: Request) -> dict[str, Any]:
+        """Send a test alert to every target now, bypassing the queue; report each delivery."""
+        deliveries = await asyncio.wait_for(
+            self.alerter.deliver(alerting.test_alert()), ALERT_TEST_TIMEOUT_S
+        )
+        self.store.journal(
+            "alert_test",
+            None,
+            delivered=[d.target for d in deliveries if d.ok],
+            failed=[d.target for d in deliveries if not d.ok],
+        )
+        return {"deliveries": [alerting.delivery_row(d) for d in deliveries]}
+
     async def flatten_accounts(
-        self, bots: list[str], timeout_s: float, whole_account: bool
+        self, bots: list[str], timeout_s: float, whole_account: bool, asked_by: str
     ) -> list[dict[str, Any]]:
         """Flatten the bots' symbols, account by account, all symbols concurrently."""
         accounts = sorted({self.config.bots[n].account for n in bots})
@@ -489,11 +564,15 @@ class Daemon:
             bots=bots,
             flat=all(r["flat"] for r in rows),
             symbols=[f"{r['account']}:{r['symbol']}" for r in rows],
+            asked_by=asked_by,
         )
+        self.duties.alert(alerting.flattened(bots, rows, asked_by=asked_by, direct=False))
         return rows
 
     async def _flatten_halted(self, bots: list[str], reason: str) -> list[dict[str, Any]]:
-        return await self.flatten_accounts(bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False)
+        return await self.flatten_accounts(
+            bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False, asked_by=f"the daemon ({reason})"
+        )
 
     async def _flatten(self, request: Request) -> dict[str, Any]:
         bots = self._targets(request)
@@ -502,7 +581,9 @@ class Daemon:
         if not 0 < timeout_s <= 3600:
             raise ArgumentError("flatten: timeout must be within 0..3600 s")
         await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
-        rows = await self.flatten_accounts(bots, timeout_s, whole_account=every)
+        rows = await self.flatten_accounts(
+            bots, timeout_s, whole_account=every, asked_by=user_name(current_peer.get().uid)
+        )
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
 
     async def _resume(self, request: Request) -> dict[str, Any]:
@@ -574,6 +655,14 @@ class Daemon:
             if o.client_order_id not in seen:
                 rows.append(_order_row(o, o.bot, o.account, True, o.purpose))
         return rows
+
+
+def user_name(uid: int) -> str:
+    """Who asked, for the journal and the alert: the user's name and uid."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _order_row(

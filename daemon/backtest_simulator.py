@@ -46,7 +46,6 @@ from daemon.adapters.candle_files import (
 )
 from daemon.domain import trader
 from daemon.domain.errors import OrderRejected, WouldTrigger
-from daemon.domain.sessions import SessionWindow
 from daemon.domain.models import (
     ZERO,
     Fill,
@@ -73,6 +72,7 @@ from daemon.domain.paper_model import (
     triggers_at,
 )
 from daemon.domain.risk import AccountExposure, RiskLimits
+from daemon.domain.sessions import SessionWindow
 from daemon.runtime.bot_runner import window_lengths
 from daemon.runtime.flatten import flatten_order_id
 from strategies.base import Strategy

@@ -151,7 +151,7 @@ def _check_sessions(loaded: LoadedConfig) -> None:
             raise ConfigError(f"{loaded.path}: bots.{name}.sessions: {e}") from None
         if bot.session_end == "flatten" and not bot.sessions:
             raise ConfigError(
-                f"{loaded.path}: bots.{name}.session_end: \"flatten\" needs sessions to end"
+                f'{loaded.path}: bots.{name}.session_end: "flatten" needs sessions to end'
             )
 
 

@@ -29,7 +29,15 @@ from tradectl.client import (
 )
 from tradectl.errors import ConfigError
 from tradectl.protocol import Command, ErrorCode
-from tradectl.render import as_json, flatten_text, orders_text, positions_text, status_text
+from tradectl.render import (
+    alerts_test_text,
+    as_json,
+    flatten_text,
+    orders_text,
+    positions_text,
+    schedule_text,
+    status_text,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -55,6 +63,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+alerts_app = typer.Typer(help="Alerts sent through Apprise.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 class Context:
@@ -205,6 +215,8 @@ def health(
         typer.echo(result["summary"])
         for reason in result["reasons"]:
             typer.echo(f"  {reason}")
+        for drift in result.get("drift", []):
+            typer.echo(f"  drift (not a health failure): {drift}")
     raise typer.Exit(EXIT_OK if result["healthy"] else EXIT_FAILED)
 
 
@@ -220,6 +232,59 @@ def resume(
         typer.echo(
             f"{result['bot']}: halt cleared (was: {result['cleared']}), now {result['state']}"
         )
+
+
+@app.command()
+def schedule(json_output: JsonOption = False) -> None:
+    """The daemon's scheduled duties (daily rollover, drift checks) with their next runs in
+    UTC and the host's zone, and each bot's next session change. Exit 0, or 3 when the
+    daemon does not answer."""
+    _print(_call(Command.SCHEDULE), json_output, schedule_text)
+
+
+@alerts_app.command("test")
+def alerts_test(
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct", help="Send from this process with the config, not through the daemon."
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Send a test alert to every configured URL and report each delivery.
+
+    Through the daemon (its secrets, its network) when it answers, else directly from the
+    config. Exit 0 when every URL took it; 1 when one failed or none is configured; 78 on a
+    bad [alerts] section (direct).
+    """
+    result = None
+    if not direct:
+        try:
+            result = _client(90.0).call(Command.ALERTS_TEST)
+            result["via"] = "daemon"
+        except DaemonUnreachable as e:
+            typer.echo(f"tradectl: {e}; sending directly", err=True)
+        except UntrustedServer as e:
+            _fail(str(e), EXIT_UNTRUSTED)
+        except DaemonError as e:
+            _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+    if result is None:
+        result = {"deliveries": _alerts_test_direct(), "via": "direct"}
+    _print(result, json_output, alerts_test_text)
+    deliveries = result["deliveries"]
+    raise typer.Exit(EXIT_OK if deliveries and all(d["ok"] for d in deliveries) else EXIT_FAILED)
+
+
+def _alerts_test_direct() -> Any:
+    import asyncio
+
+    from daemon.alerting import build_alerter, delivery_row, test_alert
+
+    loaded = _load(None)
+    with _daemon_faults(loaded):
+        alerter = build_alerter(loaded, None)
+        return [delivery_row(d) for d in asyncio.run(alerter.deliver(test_alert()))]
 
 
 DAEMON_PROBE_TIMEOUT_S = 3.0

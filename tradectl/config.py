@@ -40,7 +40,7 @@ SECRET_PLACEHOLDER = "{secret}"
 
 
 def duration_seconds(value: str) -> int:
-    """"30s", "5m", "1h" as seconds; ValueError naming the expected form."""
+    """ "30s", "5m", "1h" as seconds; ValueError naming the expected form."""
     match = DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"{value!r} is not a duration like 30s, 5m or 1h")
@@ -243,9 +243,7 @@ class BotSettings(Strict):
     @classmethod
     def _session_texts(cls, value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ValueError(
-                'must be a list of texts like ["Mon-Fri 07:00-10:00 Europe/London"]'
-            )
+            raise ValueError('must be a list of texts like ["Mon-Fri 07:00-10:00 Europe/London"]')
         return value
 
     @field_validator("symbol")
