@@ -5,11 +5,15 @@ Built once at start from the config, run in the daemon's loop on APScheduler
 - `rollover`: at `risk.daily_reset_utc`, the risk day that just ended is reported per bot and
   per account (net PnL, fills, fees, funding, max drawdown of the day's realised PnL), written
   to the journal and sent as an alert; missed while the daemon was down, it runs once at start;
-- `drift:<account>`: every `daemon.reconcile_every`, each exchange account's positions and
-  open orders (on the bots' symbols) are compared with the store. A difference must be seen
-  twice, `DRIFT_CONFIRM_S` apart, to count: a bot between its order and its next store write
-  is not drift. A changed set of differences is journalled and alerted; the current ones are
-  listed in `status` under `daemon.reconciliation` and by `tradectl health`.
+- `drift:<account>`: every `daemon.reconcile_every`, each exchange account's positions, open
+  orders and recent trades (on the bots' symbols) are compared with the store: a position
+  the store does not hold (or one on a symbol no bot trades), an open order either side does
+  not know, a trade since the last check that tradectl did not place (by hand, a
+  liquidation). A difference must be seen twice, `DRIFT_CONFIRM_S` apart, to count: a bot
+  between its order and its next store write is not drift. A running bot adopts the
+  exchange's position at its next candle, so the trade itself is what stays visible. A
+  changed set of differences is journalled and alerted; the current ones are listed in
+  `status` under `daemon.reconciliation` and by `tradectl health`.
 A watcher alerts on positions left without a resting stop past the health grace.
 """
 
@@ -30,7 +34,7 @@ from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.duty_scheduler import DutyScheduler
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.alerts import Alert
-from daemon.domain.models import ZERO, OrderStatus
+from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.domain.risk import day_start
 from daemon.ports import Clock, ExchangeGateway
 from daemon.runtime.supervisor import Supervisor
@@ -39,6 +43,7 @@ from tradectl.config import Config, ExchangeAccount
 ROLLOVER = "rollover"
 DRIFT = "drift"
 DRIFT_CONFIRM_S = 2.0
+TRADE_LOOKBACK_SLACK_S = 60  # trades since the last check, and a minute more
 WATCH_INTERVAL_S = 1.0
 
 
@@ -188,6 +193,7 @@ class Duties:
         gateway = self._gateways[account]
         bots = {n: b for n, b in self._config.bots.items() if b.account == account}
         found: list[dict[str, Any]] = []
+        lookback = self._config.daemon.reconcile_every_s + TRADE_LOOKBACK_SLACK_S
 
         def differ(key: str, bot: str | None, what: str) -> None:
             found.append({"key": key, "bot": bot, "what": what})
@@ -208,10 +214,23 @@ class Duties:
                     f"{bot.symbol} (bot {name}): the exchange holds {exchange_qty}, "
                     f"the store {stored_qty}",
                 )
+            since = self._clock.now() - timedelta(seconds=lookback)
+            for fill in await gateway.fetch_fills(bot.symbol, since):
+                if (
+                    not _ours(fill.client_order_id)
+                    and self._store.order(fill.client_order_id) is None
+                ):
+                    differ(
+                        f"trade:{fill.fill_id}",
+                        name,
+                        f"{bot.symbol}: trade {fill.side.value} {fill.qty} @ {fill.price} at "
+                        f"{fill.timestamp.isoformat()} not placed by tradectl (by hand? a "
+                        "liquidation?)",
+                    )
             open_orders = await gateway.fetch_open_orders(bot.symbol)
             on_exchange = {o.client_order_id for o in open_orders}
             for order in open_orders:
-                if self._store.order(order.client_order_id) is None:
+                if self._store.order(order.client_order_id) is None:  # ours, or by hand
                     differ(
                         f"order:{order.client_order_id}",
                         name,
@@ -248,6 +267,11 @@ class Duties:
                     self._store.journal("position_unprotected", name, seconds=round(now - since))
                     self.alert(alerting.unprotected(name, now - since))
             await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+def _ours(client_order_id: str) -> bool:
+    """Sent by tradectl (a bot's order, or a flatten's, which the store does not keep)."""
+    return client_order_id.startswith(CLIENT_ORDER_PREFIX)
 
 
 def _row(net: Decimal, trades: int, fees: Decimal, drawdown: Decimal) -> dict[str, Any]:
