@@ -43,7 +43,7 @@ def duration_seconds(value: str) -> int:
     """ "30s", "5m", "1h" as seconds; ValueError naming the expected form."""
     match = DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m or 1h")
+        raise ValueError(f"{value!r} is not a duration like \"30s\", \"5m\" or \"1h\" (text)")
     return int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
@@ -99,9 +99,9 @@ class DaemonSettings(Strict):
     # How often the store is checked against each exchange account (drift): "30s", "5m", "1h".
     reconcile_every: str = "5m"
 
-    @field_validator("reconcile_every")
+    @field_validator("reconcile_every", mode="before")
     @classmethod
-    def _every(cls, value: str) -> str:
+    def _every(cls, value: Any) -> Any:
         seconds = duration_seconds(value)
         if not MIN_RECONCILE_S <= seconds <= MAX_RECONCILE_S:
             raise ValueError(f"must be from {MIN_RECONCILE_S}s to 24h, not {value!r}")

@@ -136,3 +136,29 @@ def _journal(daemon: DaemonProcess) -> str | None:
     finally:
         db.close()
     return "\n".join(r[0] for r in rows) or None
+
+
+def test_a_rollover_missed_while_down_reports_the_day_once_at_start(
+    make_daemon: MakeDaemon,
+) -> None:
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    with AlertReceiver() as receiver:
+        daemon = make_daemon(alerts_to(receiver.url())).start()
+        daemon.stop()
+        long_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+        db = sqlite3.connect(daemon.state_dir / "state.db")
+        with db:
+            db.execute("INSERT OR REPLACE INTO duty_runs VALUES ('rollover', ?)", (long_ago,))
+        db.close()
+        daemon.start()
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+        [report] = eventually(lambda: receiver.saying("daily report", yesterday))
+        assert "bot eth-ema: pnl" in report and "account paper: pnl" in report
+        assert "max drawdown" in report and "funding not collected" in report
+        jobs = {j["name"]: j for j in daemon.cli_json("schedule")["jobs"]}
+        assert jobs["rollover"]["last_run_utc"] > long_ago
+        assert "drift:paper" not in jobs, "a paper account has no exchange to drift from"
+        time.sleep(1)
+        assert len(receiver.saying("daily report")) == 1, "coalesced: one run, not two"

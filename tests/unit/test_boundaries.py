@@ -24,6 +24,7 @@ HEAVY = ("ccxt", "polars", "pyarrow", "daemon", "strategies", "structlog", "sqli
         ["stop", "--all"],
         ["positions"],
         ["orders"],
+        ["schedule", "--json"],
     ],
 )
 def test_cli_control_commands_import_neither_ccxt_polars_nor_the_daemon(args: list[str]) -> None:
