@@ -166,8 +166,10 @@ def test_alert() -> Alert:
 
 
 def delivery_row(delivery: Delivery) -> dict[str, Any]:
+    """One delivery for a reply: the target without Apprise's options, secrets masked
+    (Apprise's privacy form hides tokens, not every secret part, such as an ntfy topic)."""
     return {
-        "target": delivery.target,
+        "target": scrub(delivery.target.split("?", 1)[0]),
         "ok": delivery.ok,
         "status": delivery.status,
         "attempts": delivery.attempts,

@@ -43,7 +43,7 @@ def duration_seconds(value: str) -> int:
     """ "30s", "5m", "1h" as seconds; ValueError naming the expected form."""
     match = DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{value!r} is not a duration like \"30s\", \"5m\" or \"1h\" (text)")
+        raise ValueError(f'{value!r} is not a duration like "30s", "5m" or "1h" (text)')
     return int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
