@@ -204,22 +204,12 @@ class Duties:
             if owner is None:
                 differ(f"position:{symbol}", None, f"{symbol}: position {qty} that no bot trades")
         for name, bot in sorted(bots.items()):
-            stored = self._store.position(name)
-            stored_qty = stored.qty if stored is not None else ZERO
-            exchange_qty = held.get(bot.symbol, ZERO)
-            if stored_qty != exchange_qty:
-                differ(
-                    f"position:{bot.symbol}",
-                    name,
-                    f"{bot.symbol} (bot {name}): the exchange holds {exchange_qty}, "
-                    f"the store {stored_qty}",
-                )
             since = self._clock.now() - timedelta(seconds=lookback)
+            recorded = {f.fill_id for f in self._store.fills(name)}
+            unrecorded = ZERO  # the bot's own fills it has not seen yet (its next candle)
             for fill in await gateway.fetch_fills(bot.symbol, since):
-                if (
-                    not _ours(fill.client_order_id)
-                    and self._store.order(fill.client_order_id) is None
-                ):
+                ours = _ours(fill.client_order_id) or self._store.order(fill.client_order_id)
+                if not ours:
                     differ(
                         f"trade:{fill.fill_id}",
                         name,
@@ -227,6 +217,18 @@ class Duties:
                         f"{fill.timestamp.isoformat()} not placed by tradectl (by hand? a "
                         "liquidation?)",
                     )
+                elif fill.fill_id not in recorded:
+                    unrecorded += fill.side.sign * fill.qty
+            stored = self._store.position(name)
+            stored_qty = stored.qty if stored is not None else ZERO
+            exchange_qty = held.get(bot.symbol, ZERO)
+            if stored_qty + unrecorded != exchange_qty:
+                differ(
+                    f"position:{bot.symbol}",
+                    name,
+                    f"{bot.symbol} (bot {name}): the exchange holds {exchange_qty}, "
+                    f"the store {stored_qty}",
+                )
             open_orders = await gateway.fetch_open_orders(bot.symbol)
             on_exchange = {o.client_order_id for o in open_orders}
             for order in open_orders:
@@ -238,14 +240,20 @@ class Duties:
                         f"{order.qty} {order.type.value}) unknown to the store",
                     )
             for order in self._store.live_orders(name):
-                if order.status is OrderStatus.PENDING_SUBMIT:
-                    continue  # in flight: its bot resolves it by client order id
-                if order.client_order_id not in on_exchange:
+                if (
+                    order.status is OrderStatus.PENDING_SUBMIT
+                    or order.client_order_id in on_exchange
+                ):
+                    continue  # in flight (its bot resolves it by client order id), or open
+                known = await gateway.fetch_order(
+                    order.symbol, order.client_order_id, trigger=order.type.is_trigger
+                )
+                if known is None:  # filled or cancelled since: its bot records that next
                     differ(
                         f"order:{order.client_order_id}",
                         name,
                         f"{bot.symbol}: the store has order {order.client_order_id} open, "
-                        "the exchange does not list it",
+                        "the exchange does not know it",
                     )
         return found
 

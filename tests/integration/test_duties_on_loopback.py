@@ -4,6 +4,7 @@ and a trade placed by hand behind the daemon's back shows as drift within one ch
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import REPO, eventually
 from tests.integration.alert_receiver import AlertReceiver
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
+from tests.integration.test_protection_on_loopback import ALWAYS_LONG
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
 
 BOT = "eth-quiet"
@@ -57,11 +59,20 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
+    yield from make_rig(tmp_path, "never", NEVER, 0.5)
+
+
+@pytest.fixture
+def trading_rig(tmp_path: Path) -> Iterator[Rig]:
+    yield from make_rig(tmp_path, "always_long", ALWAYS_LONG, 0.1)
+
+
+def make_rig(tmp_path: Path, strategy: str, source: str, interval_s: float) -> Iterator[Rig]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    (plugins / "never.py").write_text(NEVER)
+    (plugins / f"{strategy}.py").write_text(source)
     candles = real_candles(REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather", 3000)
-    market = ServerThread("ETHUSDT", candles, interval_s=0.5)
+    market = ServerThread("ETHUSDT", candles, interval_s=interval_s)
     url = market.start()
     receiver = AlertReceiver().__enter__()
     config = tmp_path / "config.toml"
@@ -90,7 +101,7 @@ market_data_transport = "rest"
 [bots.{BOT}]
 account = "binance"
 symbol = "ETH/USDT:USDT"
-strategy = "never"
+strategy = "{strategy}"
 autostart = true
 sessions = ["Mon-Fri 07:00-10:00 Europe/London"]
 """)
@@ -156,6 +167,42 @@ def test_a_manual_trade_behind_the_daemons_back_shows_as_drift_and_is_alerted(ri
     assert "drift (not a health failure)" in rig.daemon.cli("health").stdout
     [unprotected] = eventually(lambda: rig.receiver.saying(f"{BOT} position unprotected"))
     assert "without a resting stop" in unprotected
+
+
+def test_a_bot_trading_with_its_stops_and_targets_shows_no_drift(trading_rig: Rig) -> None:
+    """Entries, resting stops and take-profits that fill between the bot's candles and the
+    checks are the bot's own business, never drift."""
+    rig = trading_rig
+    rig.daemon.start()
+    exits_before_checks = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert _drift(rig) == [], _drift(rig)
+        exits = _store(
+            rig,
+            "SELECT count(*) FROM fills f JOIN orders o USING (client_order_id) "
+            "WHERE o.purpose IN ('stop', 'take_profit')",
+        )
+        checks = rig.daemon.cli_json("schedule")["jobs"]
+        ran = [j for j in checks if j["name"] == "drift:binance" and j["last_run_utc"]]
+        if exits and ran and exits_before_checks is None:
+            exits_before_checks = (exits, ran[0]["last_run_utc"])
+        if exits_before_checks and ran[0]["last_run_utc"] > exits_before_checks[1]:
+            break  # a check ran after an exit filled on the exchange
+        time.sleep(0.5)
+    assert exits_before_checks is not None, "the window must hold an exit by stop or target"
+    assert _drift(rig) == []
+    assert rig.receiver.saying("drift") == []
+
+
+def _store(rig: Rig, sql: str) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(rig.daemon.state_dir / "state.db")
+    try:
+        return int(db.execute(sql).fetchone()[0])
+    finally:
+        db.close()
 
 
 def _drift(rig: Rig) -> list[dict[str, Any]]:
