@@ -109,11 +109,13 @@ def flattened(
 
 
 def errored(bot: str, error: str, retry_in_s: float) -> Alert:
+    """The backoff is in the title: the same error again, a little later, is a repeat that
+    the throttle holds back (its key is the body), not news."""
     return Alert(
         "bot_errored",
         Severity.WARNING,
-        f"tradectl: {bot} errored",
-        f"bot {bot} errored: {scrub(error)}; retrying in {retry_in_s:g} s",
+        f"tradectl: {bot} errored, backing off {retry_in_s:g} s",
+        f"bot {bot} errored: {scrub(error)}; it restarts by itself after a backoff",
         bot=bot,
     )
 

@@ -376,11 +376,14 @@ class Daemon:
                 problems.append(e)
                 self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
 
+        duties: Duties | None = getattr(self, "duties", None)
+        if duties is not None:
+            duties.shutdown()
         if self._supervisor is not None:
-            self.duties.shutdown()
             await step("stop bots", self._supervisor.shutdown)
-        if hasattr(self, "alerter"):
-            await self.alerter.drain(ALERT_DRAIN_S)
+        alerter: AppriseAlerter | None = getattr(self, "alerter", None)
+        if alerter is not None:  # what is queued (a halt's flatten) gets a moment to go out
+            await alerter.drain(ALERT_DRAIN_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -44,7 +44,7 @@ ROLLOVER = "rollover"
 DRIFT = "drift"
 DRIFT_CONFIRM_S = 2.0
 TRADE_LOOKBACK_SLACK_S = 60  # trades since the last check, and a minute more
-WATCH_INTERVAL_S = 1.0
+WATCH_INTERVAL_S = 2.0
 
 
 class Duties:
@@ -265,7 +265,8 @@ class Duties:
         while True:
             now = self._clock.monotonic()
             for name in self._supervisor.names():
-                if self._supervisor.protected(name):
+                held = self._supervisor.position(name)  # a running bot's: from memory
+                if held is None or held.qty == 0 or self._supervisor.protected(name):
                     self._unprotected_since.pop(name, None)
                     self._told_unprotected.discard(name)
                     continue

@@ -29,6 +29,9 @@ BACKOFF_MAX_S = 60.0
 STOP_TIMEOUT_S = 5.0
 BOOTSTRAPPED = "bootstrapped"
 
+# A bot without sessions: always in session, nothing ever changes.
+_ALWAYS = {"sessions": [], "session_end": "keep", "in_session": True, "next_session_change": None}
+
 RunnerFactory = Callable[[BotSpec, Callable[[], None]], BotRunner]
 # Flattens the positions and orders of the named bots (on their accounts); returns reports.
 FlattenBots = Callable[[list[str], str], Awaitable[list[dict[str, Any]]]]
@@ -358,6 +361,8 @@ class Supervisor:
         """Whether the bot is in one of its sessions now (by its feed's clock, the one its
         candles close by) and when that next changes; no sessions: always, never."""
         slot = self._slot(name)
+        if not slot.spec.sessions:
+            return _ALWAYS
         windows = self._windows.get(name)
         if windows is None:
             windows = self._windows[name] = parse_sessions(slot.spec.sessions)
