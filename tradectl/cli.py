@@ -318,7 +318,7 @@ def resume(bot: Annotated[str, typer.Argument(help="The halted bot.", metavar="B
 
 @app.command(epilog=GLOBAL_HELP)
 def schedule() -> None:
-    """The daemon's duties with their next runs, and each bot's next session change.
+    """The daemon's duties and their next runs; the bots' sessions.
 
     The daily rollover and the drift checks with their next and last runs in UTC and the
     host's zone; per bot its sessions, whether it is in one and when that changes.
@@ -336,7 +336,7 @@ def alerts_test(
         ),
     ] = False,
 ) -> None:
-    """Send a test alert to every configured URL and report each delivery.
+    """Send a test alert to every alert URL; report each delivery.
 
     Through the daemon (its secrets, its network) when it answers, else directly from the
     config. Exit 0 when every URL took it; 1 when one failed or none is configured; 78 on a
