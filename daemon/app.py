@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 import tradectl
+from daemon import alerting
+from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.candle_files import replay_file
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
@@ -26,6 +28,7 @@ from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.adapters.store_identity import STORE_FILE, open_state_store
+from daemon.alerting import user_name
 from daemon.clock import SystemClock
 from daemon.control.access import authorize, is_admin
 from daemon.control.server import (
@@ -40,6 +43,7 @@ from daemon.control.server import (
 from daemon.domain.errors import NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
+from daemon.duties import Duties
 from daemon.gateways import build_gateways, ccxt_gateway_class, is_ccxt_gateway, owner_of
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.preflight import check_config
@@ -63,6 +67,9 @@ from tradectl.protocol import Command, Request
 FEED_RESTART_DELAY_S = 2.0
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = STORE_FILE
+RUN_MARKER = "run"  # meta key: "running since ..." while up, "stopped ..." after a clean end
+ALERT_DRAIN_S = 5.0  # at shutdown, queued alerts get this long to go out
+ALERT_TEST_TIMEOUT_S = 60.0
 PREFLIGHT_RETRY_S = 60.0  # a refused account is checked again this often
 
 
@@ -146,13 +153,26 @@ class Daemon:
                     max_candle_age=None
                     if bot.max_candle_age_s is None
                     else timedelta(seconds=bot.max_candle_age_s),
+                    sessions=bot.sessions,
+                    session_end=bot.session_end,
                 ),
                 bot.autostart,
             )
             for name, bot in self.config.bots.items()
         }
         self.flattener = Flattener(store, self.clock)
-        self._supervisor = Supervisor(specs, make_runner, store, self.clock, self._flatten_halted)
+        self._supervisor = Supervisor(
+            specs, make_runner, store, self.clock, self._flatten_halted, self._tell
+        )
+        self.duties = Duties(
+            self.config,
+            store,
+            self.gateways,
+            self._supervisor,
+            self.alerter,
+            self.clock,
+            self._owner,
+        )
         health = self.config.health
         self.health = HealthMonitor(
             self._supervisor,
@@ -258,7 +278,12 @@ class Daemon:
         started_gateways: list[ExchangeGateway] = []
         failed = False
         try:
+            self.alerter: AppriseAlerter = alerting.build_alerter(self.loaded, store)
+            self._tasks.append(asyncio.create_task(self.alerter.run(), name="alerts"))
+            self._check_last_end(store)
             self._build(store)
+            for alert in self._pending_alerts:
+                self.duties.alert(alert)
             self._resolve_access()
             for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
                 started_gateways.append(gateway)
@@ -296,6 +321,8 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.health.probe_loop(), name="loop-probe"))
             self.notifier.ready(self.health.summary(self.health.verdict()))
             self._tasks.append(asyncio.create_task(self.health.report(), name="health-report"))
+            self.duties.start()
+            self._tasks.append(asyncio.create_task(self.duties.watch(), name="unprotected-watch"))
             self.log.info(
                 "daemon_ready",
                 pid=os.getpid(),
@@ -342,8 +369,14 @@ class Daemon:
                 problems.append(e)
                 self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
 
+        duties: Duties | None = getattr(self, "duties", None)
+        if duties is not None:
+            duties.shutdown()
         if self._supervisor is not None:
             await step("stop bots", self._supervisor.shutdown)
+        alerter: AppriseAlerter | None = getattr(self, "alerter", None)
+        if alerter is not None:  # what is queued (a halt's flatten) gets a moment to go out
+            await alerter.drain(ALERT_DRAIN_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -352,10 +385,35 @@ class Daemon:
             await step("close the control socket", server.close)
         for gateway in gateways:
             await step(f"close {gateway.account}", gateway.close)
+        await step(
+            "mark a clean end",
+            lambda: store.set_meta(RUN_MARKER, f"stopped at {self.clock.now().isoformat()}"),
+        )
         await step("close the store", store.close)
         lock.release()
         self.log.info("daemon_stopped")
         return problems[0] if problems else None
+
+    def _check_last_end(self, store: SqliteStore) -> None:
+        """A run that never marked its end crashed, was killed or was stopped by the watchdog:
+        say so (journal, alert once the alerter runs), then mark this run as running."""
+        last = store.meta(RUN_MARKER)
+        self.unclean_start = last is not None and last.startswith("running")
+        if last is not None and self.unclean_start:
+            previous = last.removeprefix("running since ")
+            store.journal("unclean_start", None, previous_run=previous)
+            self.log.warning("unclean_start", previous_run=previous)
+            self._pending_alerts = [alerting.unclean_start(previous)]
+        else:
+            self._pending_alerts = []
+        store.set_meta(RUN_MARKER, f"running since {self.started_at.isoformat()}")
+
+    def _tell(self, event: str, bot: str, details: dict[str, Any]) -> None:
+        """What the supervisor reports, as alerts."""
+        if event == "bot_halted":
+            self.duties.alert(alerting.halted(bot, details["reason"], details["cause"]))
+        elif event == "bot_errored":
+            self.duties.alert(alerting.errored(bot, details["error"], details["retry_in_s"]))
 
     # -- exchange accounts: preflight, reconcile, and again once fixed -----------------
 
@@ -561,6 +619,8 @@ class Daemon:
             Command.HEALTH: self._health,
             Command.FLATTEN: self._flatten,
             Command.RESUME: self._resume,
+            Command.SCHEDULE: self._schedule,
+            Command.ALERTS_TEST: self._alerts_test,
         }
 
     async def _ping(self, request: Request) -> dict[str, Any]:
@@ -577,7 +637,7 @@ class Daemon:
                 "config": str(self.loaded.path),
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
-                "reconciliation": self.reconciliation,
+                "reconciliation": self.reconciliation + self.duties.drift_rows(),
                 "accounts": {
                     name: {**r.as_dict(), "user_stream": self._stream_status(name)}
                     for name, r in self.preflights.items()
@@ -594,10 +654,28 @@ class Daemon:
             "summary": self.health.summary(verdict),
             "loop_lag_s": round(self.health.loop_lag_s, 3),
             "watchdog_interval_s": self.notifier.watchdog_interval_s,
+            # shown, not a verdict: drift is for a person to look at, not a watchdog restart
+            "drift": [f"{d['account']}: {d['what']}" for d in self.duties.drift_rows()],
         }
 
+    async def _schedule(self, request: Request) -> dict[str, Any]:
+        return self.duties.schedule()
+
+    async def _alerts_test(self, request: Request) -> dict[str, Any]:
+        """Send a test alert to every target now, bypassing the queue; report each delivery."""
+        deliveries = await asyncio.wait_for(
+            self.alerter.deliver(alerting.test_alert()), ALERT_TEST_TIMEOUT_S
+        )
+        self.store.journal(
+            "alert_test",
+            None,
+            delivered=[d.target for d in deliveries if d.ok],
+            failed=[d.target for d in deliveries if not d.ok],
+        )
+        return {"deliveries": [alerting.delivery_row(d) for d in deliveries]}
+
     async def flatten_accounts(
-        self, bots: list[str], timeout_s: float, whole_account: bool
+        self, bots: list[str], timeout_s: float, whole_account: bool, asked_by: str
     ) -> list[dict[str, Any]]:
         """Flatten the bots' symbols, account by account, all symbols concurrently."""
         accounts = sorted({self.config.bots[n].account for n in bots})
@@ -625,11 +703,15 @@ class Daemon:
             bots=bots,
             flat=all(r["flat"] for r in rows),
             symbols=[f"{r['account']}:{r['symbol']}" for r in rows],
+            asked_by=asked_by,
         )
+        self.duties.alert(alerting.flattened(bots, rows, asked_by=asked_by, direct=False))
         return rows
 
     async def _flatten_halted(self, bots: list[str], reason: str) -> list[dict[str, Any]]:
-        return await self.flatten_accounts(bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False)
+        return await self.flatten_accounts(
+            bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False, asked_by=f"the daemon ({reason})"
+        )
 
     async def _flatten(self, request: Request) -> dict[str, Any]:
         bots = self._targets(request)
@@ -638,7 +720,9 @@ class Daemon:
         if not 0 < timeout_s <= 3600:
             raise ArgumentError("flatten: timeout must be within 0..3600 s")
         await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
-        rows = await self.flatten_accounts(bots, timeout_s, whole_account=every)
+        rows = await self.flatten_accounts(
+            bots, timeout_s, whole_account=every, asked_by=user_name(current_peer.get().uid)
+        )
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
 
     async def _resume(self, request: Request) -> dict[str, Any]:

@@ -76,6 +76,7 @@ from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
 from daemon.domain.models import ZERO, Fill, Side
 from daemon.domain.risk import RiskLimits
+from daemon.domain.sessions import SessionSpecError, parse_sessions
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
@@ -104,6 +105,8 @@ class BacktestSetup:
     limits: RiskLimits
     paper: PaperSettings
     leverage: int
+    sessions: tuple[str, ...] = ()  # the bot's trading sessions, as the config writes them
+    session_end: str = "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,8 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
     """Risk limits, paper costs and leverage as the daemon would use them for `symbol`.
 
     The paper account of the config's bot trading `symbol` if there is one, else the first
-    paper account, else a paper account's defaults; the bot's leverage, else the risk cap.
+    paper account, else a paper account's defaults; the bot's leverage, else the risk cap;
+    the bot's trading sessions, so the backtest opens and closes when the bot would.
     """
     risk = config.risk
     limits = risk_limits(risk)
@@ -218,7 +222,13 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
         account = next(iter(papers.values()), PaperAccount(kind="paper"))
         leverage = risk.max_leverage
     paper = paper_settings(account, risk)
-    return BacktestSetup(limits, paper, leverage)
+    if bot is None:
+        return BacktestSetup(limits, paper, leverage)
+    try:
+        parse_sessions(bot.sessions)
+    except SessionSpecError as e:
+        raise BacktestInputError(f"the sessions of the bot trading {symbol}: {e}") from None
+    return BacktestSetup(limits, paper, leverage, bot.sessions, bot.session_end)
 
 
 def run_backtest(
@@ -333,7 +343,18 @@ def _run_fast(
     )
     signals = signals_by_candle(strategy, data, first, first + count, progress)
     outcome = simulate(
-        data, first, first + count, signals, symbol, BOT, costs, setup.limits, market, progress
+        data,
+        first,
+        first + count,
+        signals,
+        symbol,
+        BOT,
+        costs,
+        setup.limits,
+        market,
+        progress,
+        parse_sessions(setup.sessions),
+        setup.session_end,
     )
     fills = sorted(outcome.fills, key=lambda f: (f.timestamp, f.client_order_id))
     return BacktestResult(
@@ -464,7 +485,16 @@ async def _drive(
     await exchange.start()
     store.set_desired_state(BOT, DesiredState.RUNNING, cause="backtest")  # as a start does
     feed.subscribe(exchange.on_candles)  # the exchange learns each price before the bot
-    spec = BotSpec(BOT, ACCOUNT, feed.symbol, strategy.name, feed.timeframes, setup.leverage)
+    spec = BotSpec(
+        BOT,
+        ACCOUNT,
+        feed.symbol,
+        strategy.name,
+        feed.timeframes,
+        setup.leverage,
+        sessions=setup.sessions,
+        session_end=setup.session_end,
+    )
     started = asyncio.Event()
     runner = BotRunner(spec, strategy, exchange, feed, store, setup.limits, clock, started.set)
     runner_task = asyncio.create_task(runner.run(), name="backtest-runner")

@@ -79,6 +79,7 @@ from daemon.domain.paper_model import (
     triggers_at,
 )
 from daemon.domain.risk import AccountExposure, RiskLimits
+from daemon.domain.sessions import SessionWindow
 from daemon.runtime.bot_runner import window_lengths
 from daemon.runtime.flatten import flatten_order_id
 from strategies.base import Strategy
@@ -471,6 +472,8 @@ def simulate(
     limits: RiskLimits,
     market: Market,
     progress: Progress | None = None,
+    sessions: tuple[SessionWindow, ...] = (),
+    session_end: str = trader.KEEP,
 ) -> Outcome:
     """Run the 1m candles `first <= i < end` of `data` (see the module docstring).
 
@@ -482,7 +485,20 @@ def simulate(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _simulate(data, first, end, signals, symbol, bot, costs, limits, market, progress)
+        return _simulate(
+            data,
+            first,
+            end,
+            signals,
+            symbol,
+            bot,
+            costs,
+            limits,
+            market,
+            progress,
+            sessions,
+            session_end,
+        )
     finally:
         if collecting:
             gc.enable()
@@ -499,6 +515,8 @@ def _simulate(
     limits: RiskLimits,
     market: Market,
     progress: Progress | None,
+    sessions: tuple[SessionWindow, ...],
+    session_end: str,
 ) -> Outcome:
     frame = data.frame.slice(first, end - first)
     closes = _Decimals(frame["close"])
@@ -512,7 +530,15 @@ def _simulate(
     values = curve.values
     account = _Account(costs, market, outcome, symbol)
     config = trader.TraderConfig(
-        bot, "paper", symbol, market, costs.leverage, limits, timedelta(minutes=2)
+        bot,
+        "paper",
+        symbol,
+        market,
+        costs.leverage,
+        limits,
+        timedelta(minutes=2),
+        sessions=sessions,
+        session_end=session_end,
     )
     state = trader.TraderState()
     attention = False
@@ -552,7 +578,8 @@ def _simulate(
         else:
             pnl_f = account.day_net_f
         close = closes[k]
-        if fired or signal is not None or -pnl_f >= near_f or attention:
+        session = bool(sessions) and trader.session_due(state, config, at)
+        if fired or signal is not None or -pnl_f >= near_f or attention or session:
             facts = account.facts(close)
             event = trader.CandleClosed(
                 at,

@@ -150,6 +150,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account, symbol, stream)
     );
     """,
+    # 5: the scheduler's duties (rollover, drift check) remember their last run across
+    # restarts, so a run missed while the daemon was down is made up once at start
+    """
+    CREATE TABLE duty_runs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL);
+    """,
 )
 
 LIVE_STATUSES = (
@@ -753,6 +758,17 @@ class SqliteStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def duty_last_run(self, name: str) -> datetime | None:
+        row = self._db.execute("SELECT last_run FROM duty_runs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def set_duty_last_run(self, name: str, at: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO duty_runs (name, last_run) VALUES (?, ?)",
+                (name, at.astimezone(UTC).isoformat()),
+            )
 
 
 def _private_files(path: Path) -> None:

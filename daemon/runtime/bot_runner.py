@@ -39,6 +39,7 @@ from daemon.domain.models import (
     Signal,
 )
 from daemon.domain.risk import AccountExposure, RiskLimits, day_start
+from daemon.domain.sessions import parse_sessions
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.fills import record_new_fills
@@ -67,6 +68,8 @@ class BotSpec:
     # Exits and entries are decided only on candles closed within this age by the feed's
     # clock (older ones were replayed after downtime); None: two of the base timeframe.
     max_candle_age: timedelta | None = None
+    sessions: tuple[str, ...] = ()  # "[days] HH:MM-HH:MM Zone"; none: always in session
+    session_end: str = trader.KEEP
 
 
 @dataclass(slots=True)
@@ -155,7 +158,15 @@ class BotRunner:
         base = self.strategy.timeframes[0]
         max_age = spec.max_candle_age or timedelta(seconds=2 * timeframe_seconds(base))
         self._config = trader.TraderConfig(
-            spec.name, spec.account, spec.symbol, market, spec.leverage, self.limits, max_age
+            spec.name,
+            spec.account,
+            spec.symbol,
+            market,
+            spec.leverage,
+            self.limits,
+            max_age,
+            sessions=parse_sessions(spec.sessions),
+            session_end=spec.session_end,
         )
         self.store.notice_other_writers()
         await self._resolve_live_orders()

@@ -76,7 +76,13 @@ class Runtime:
             )
             for name in strategies
         }
-        self.supervisor = Supervisor(specs, self._runner, self.store, SystemClock())
+        self.told: list[tuple[str, str, dict[str, Any]]] = []  # what a person would be alerted of
+        self.supervisor = Supervisor(
+            specs, self._runner, self.store, SystemClock(), tell=self._tell
+        )
+
+    def _tell(self, event: str, bot: str, details: dict[str, Any]) -> None:
+        self.told.append((event, bot, details))
 
     def _runner(self, spec: BotSpec, on_started: Callable[[], None]) -> BotRunner:
         return BotRunner(
@@ -135,6 +141,9 @@ def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_
     asyncio.run(runtime.run(story))
     kinds = [e["kind"] for e in runtime.store.events("eth-bad")]
     assert kinds.count("bot_errored") == 1 and kinds.count("bot_started") == 2
+    [(event, bot, details)] = runtime.told
+    assert (event, bot, details["retry_in_s"]) == ("bot_errored", "eth-bad", 1.0)
+    assert "strategy bug" in details["error"]
 
 
 def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ HEAVY = (
         ["stop", "--all"],
         ["positions"],
         ["orders"],
+        ["schedule", "--json"],
     ],
 )
 def test_cli_control_commands_import_neither_ccxt_polars_nor_the_daemon(args: list[str]) -> None:
