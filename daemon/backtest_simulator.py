@@ -558,6 +558,12 @@ def _simulate(
             skip_to = _quiet_until(
                 account, k, total, signalled, days, near_f, high_f, low_f, close_f, arrays
             )
+            if sessions:  # entering or leaving a session is a decision: never skipped over
+                if state.session_since is None:
+                    skip_to = k
+                elif state.session_until is not None:
+                    change = _minutes_since_epoch(state.session_until) - first_close
+                    skip_to = min(skip_to, max(k, change))
             if skip_to > k:
                 held = account.holding
                 if held.qty:
@@ -617,6 +623,11 @@ def _simulate(
             "unrealized_pnl": str(_unrealized(holding, last)),
         }
     return outcome
+
+
+def _minutes_since_epoch(moment: datetime) -> int:
+    """The first whole minute at or after `moment` (the inverse of minute_to_datetime)."""
+    return -int((minute_to_datetime(0) - moment) // timedelta(minutes=1))
 
 
 _SCAN_FIRST = 8  # candles of a quiet stretch looked at in Python, before numpy takes over
