@@ -13,23 +13,25 @@ import signal
 import sys
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 import tradectl
+from daemon import alerting
+from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.candle_files import replay_file
-from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
-from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.postgres_leases import PostgresLeases
 from daemon.adapters.postgres_store import PostgresStore
 from daemon.adapters.postgres_url import DEFAULT_TIMEOUT_S, store_target
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
+from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
 from daemon.adapters.store_identity import STORE_FILE, open_state_store
+from daemon.alerting import user_name
 from daemon.clock import SystemClock
 from daemon.control.access import authorize, is_admin
 from daemon.control.server import (
@@ -41,11 +43,12 @@ from daemon.control.server import (
     claim_socket_path,
     current_peer,
 )
-from daemon.credentials import load_credentials
-from daemon.domain.errors import ConfigError, NotFound, Refused
+from daemon.domain.errors import NotFound, Refused
 from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
+from daemon.duties import Duties
+from daemon.gateways import build_gateways, ccxt_gateway_class, is_ccxt_gateway, owner_of
 from daemon.ports import (
     CandleConsumer,
     CandlesClosed,
@@ -63,16 +66,22 @@ from daemon.runtime.preflight import BotNeeds, PreflightReport, preflight
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
 from daemon.runtime.user_stream import UserStream
-from daemon.settings import paper_settings, risk_limits
+from daemon.settings import risk_limits
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
-from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
+from tradectl.config import ExchangeAccount, LoadedConfig, PaperAccount
+
+if TYPE_CHECKING:
+    from daemon.adapters.ccxt_gateway import CcxtGateway
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = STORE_FILE
+RUN_MARKER = "run"  # meta key: "running since ..." while up, "stopped ..." after a clean end
+ALERT_DRAIN_S = 5.0  # at shutdown, queued alerts get this long to go out
+ALERT_TEST_TIMEOUT_S = 60.0
 PREFLIGHT_RETRY_S = 60.0  # a refused account is checked again this often
 
 
@@ -83,41 +92,6 @@ class FeedKey:
 
     def __str__(self) -> str:
         return f"{self.account}:{self.symbol}"
-
-
-def build_gateways(loaded: LoadedConfig, store: StateStore) -> dict[str, ExchangeGateway]:
-    """One gateway per configured account; the daemon and a direct flatten share this."""
-    config = loaded.config
-    gateways: dict[str, ExchangeGateway] = {}
-    markets = None
-    for name, account in config.accounts.items():
-        if isinstance(account, ExchangeAccount):
-            try:
-                credentials = load_credentials(account.credentials)
-            except ConfigError as e:
-                raise ConfigError(f"{loaded.path}: accounts.{name}.credentials: {e}") from None
-            gateways[name] = CcxtGateway(
-                name,
-                account.kind,
-                credentials,
-                testnet=account.testnet,
-                api_base_url=account.api_base_url,
-                requests_per_s=account.requests_per_s,
-                unknown_outcome_window_s=account.order_lookup_window_s,
-                trigger_price_type=account.trigger_price_type,
-            )
-            continue
-        markets = markets or load_paper_markets()
-        gateways[name] = PaperExchange(name, paper_settings(account, config.risk), store, markets)
-    return gateways
-
-
-def owner_of(config: Config, account: str, symbol: str) -> str | None:
-    """The configured bot that trades `symbol` on `account` (at most one, by validation)."""
-    for name, bot in config.bots.items():
-        if bot.account == account and bot.symbol == symbol:
-            return name
-    return None
 
 
 class Daemon:
@@ -195,6 +169,8 @@ class Daemon:
                     max_candle_age=None
                     if bot.max_candle_age_s is None
                     else timedelta(seconds=bot.max_candle_age_s),
+                    sessions=bot.sessions,
+                    session_end=bot.session_end,
                 ),
                 bot.autostart,
             )
@@ -208,6 +184,16 @@ class Daemon:
             self.clock,
             self._flatten_halted,
             placement=None if self.lease_book is None else self._holds,
+            tell=self._tell,
+        )
+        self.duties = Duties(
+            self.config,
+            store,
+            self.gateways,
+            self._supervisor,
+            self.alerter,
+            self.clock,
+            self._owner,
         )
         health = self.config.health
         self.health = HealthMonitor(
@@ -283,13 +269,13 @@ class Daemon:
         if isinstance(account, PaperAccount):  # paper fills on live public prices
             source = self.data_gateways.get(key.account)
             if source is None:
-                source = CcxtGateway(
+                source = ccxt_gateway_class()(
                     key.account, account.market_data, None, api_base_url=account.api_base_url
                 )
                 self.data_gateways[key.account] = source
         else:
             gateway = self.gateways[key.account]
-            assert isinstance(gateway, CcxtGateway)
+            assert is_ccxt_gateway(gateway)
             source = gateway
         watch = None
         if account.market_data_transport == "websocket" and source.can_watch_ohlcv:
@@ -343,12 +329,23 @@ class Daemon:
         except BaseException:
             lock.release()
             raise
+        # Paper-only: the exchange's own state is in this file, so there is nothing a
+        # synced log protects that a power cut would not roll back with it.
+        if isinstance(store, SqliteStore):  # PostgreSQL: the server's commit is durable
+            store.sync_critical_writes = any(
+                isinstance(a, ExchangeAccount) for a in self.config.accounts.values()
+            )
         self.store = store
         server: ControlServer | None = None
         started_gateways: list[ExchangeGateway] = []
         failed = False
         try:
+            self.alerter: AppriseAlerter = alerting.build_alerter(self.loaded, store)
+            self._tasks.append(asyncio.create_task(self.alerter.run(), name="alerts"))
+            self._check_last_end(store)
             self._build(store)
+            for alert in self._pending_alerts:
+                self.duties.alert(alert)
             self._resolve_access()
             for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
                 started_gateways.append(gateway)
@@ -396,6 +393,8 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.health.probe_loop(), name="loop-probe"))
             self.notifier.ready(self.health.summary(self.health.verdict()))
             self._tasks.append(asyncio.create_task(self.health.report(), name="health-report"))
+            self.duties.start()
+            self._tasks.append(asyncio.create_task(self.duties.watch(), name="unprotected-watch"))
             self.log.info(
                 "daemon_ready",
                 pid=os.getpid(),
@@ -442,8 +441,14 @@ class Daemon:
                 problems.append(e)
                 self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
 
+        duties: Duties | None = getattr(self, "duties", None)
+        if duties is not None:
+            duties.shutdown()
         if self._supervisor is not None:
             await step("stop bots", self._supervisor.shutdown)
+        alerter: AppriseAlerter | None = getattr(self, "alerter", None)
+        if alerter is not None:  # what is queued (a halt's flatten) gets a moment to go out
+            await alerter.drain(ALERT_DRAIN_S)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -456,16 +461,41 @@ class Daemon:
             if isinstance(gateway, PaperExchange) and self.keeper is not None:
                 continue  # its book is in the store as the last holder saved it
             await step(f"close {gateway.account}", gateway.close)
+        await step(
+            "mark a clean end",
+            lambda: store.set_meta(RUN_MARKER, f"stopped at {self.clock.now().isoformat()}"),
+        )
         await step("close the store", store.close)
         lock.release()
         self.log.info("daemon_stopped")
         return problems[0] if problems else None
 
+    def _check_last_end(self, store: StateStore) -> None:
+        """A run that never marked its end crashed, was killed or was stopped by the watchdog:
+        say so (journal, alert once the alerter runs), then mark this run as running."""
+        last = store.meta(RUN_MARKER)
+        self.unclean_start = last is not None and last.startswith("running")
+        if last is not None and self.unclean_start:
+            previous = last.removeprefix("running since ")
+            store.journal("unclean_start", None, previous_run=previous)
+            self.log.warning("unclean_start", previous_run=previous)
+            self._pending_alerts = [alerting.unclean_start(previous)]
+        else:
+            self._pending_alerts = []
+        store.set_meta(RUN_MARKER, f"running since {self.started_at.isoformat()}")
+
+    def _tell(self, event: str, bot: str, details: dict[str, Any]) -> None:
+        """What the supervisor reports, as alerts."""
+        if event == "bot_halted":
+            self.duties.alert(alerting.halted(bot, details["reason"], details["cause"]))
+        elif event == "bot_errored":
+            self.duties.alert(alerting.errored(bot, details["error"], details["retry_in_s"]))
+
     # -- exchange accounts: preflight, reconcile, and again once fixed -----------------
 
     def _is_exchange_account(self, account: str, gateway: ExchangeGateway) -> bool:
         return (
-            isinstance(gateway, CcxtGateway)
+            is_ccxt_gateway(gateway)
             and account in self.gateways
             and (self.gateways[account] is gateway)
         )
@@ -482,7 +512,7 @@ class Daemon:
         """Fills and order updates as they happen, where the account streams them."""
         gateway = self.gateways[account]
         settings = self.config.accounts[account]
-        if not isinstance(gateway, CcxtGateway) or not isinstance(settings, ExchangeAccount):
+        if not is_ccxt_gateway(gateway) or not isinstance(settings, ExchangeAccount):
             return
         if settings.market_data_transport != "websocket" or not gateway.can_watch_user_data:
             return
@@ -515,7 +545,7 @@ class Daemon:
     async def _preflight(self, account: str) -> PreflightReport:
         """Check the account; hold the bots it refuses, journal what changed since last time."""
         gateway = self.gateways[account]
-        assert isinstance(gateway, CcxtGateway)
+        assert is_ccxt_gateway(gateway)
         bots = [
             BotNeeds(name, bot.symbol, bot.leverage)
             for name, bot in self.config.bots.items()
@@ -667,6 +697,8 @@ class Daemon:
             Command.HEALTH: self._health,
             Command.FLATTEN: self._flatten,
             Command.RESUME: self._resume,
+            Command.SCHEDULE: self._schedule,
+            Command.ALERTS_TEST: self._alerts_test,
         }
 
     async def _ping(self, request: Request) -> dict[str, Any]:
@@ -685,7 +717,7 @@ class Daemon:
                 "config": str(self.loaded.path),
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
-                "reconciliation": self.reconciliation,
+                "reconciliation": self.reconciliation + self.duties.drift_rows(),
                 "node": self.loaded.node,
                 "store": "sqlite" if self.loaded.store_url is None else "postgresql",
                 "accounts": {
@@ -720,10 +752,28 @@ class Daemon:
             "summary": self.health.summary(verdict),
             "loop_lag_s": round(self.health.loop_lag_s, 3),
             "watchdog_interval_s": self.notifier.watchdog_interval_s,
+            # shown, not a verdict: drift is for a person to look at, not a watchdog restart
+            "drift": [f"{d['account']}: {d['what']}" for d in self.duties.drift_rows()],
         }
 
+    async def _schedule(self, request: Request) -> dict[str, Any]:
+        return self.duties.schedule()
+
+    async def _alerts_test(self, request: Request) -> dict[str, Any]:
+        """Send a test alert to every target now, bypassing the queue; report each delivery."""
+        deliveries = await asyncio.wait_for(
+            self.alerter.deliver(alerting.test_alert()), ALERT_TEST_TIMEOUT_S
+        )
+        self.store.journal(
+            "alert_test",
+            None,
+            delivered=[d.target for d in deliveries if d.ok],
+            failed=[d.target for d in deliveries if not d.ok],
+        )
+        return {"deliveries": [alerting.delivery_row(d) for d in deliveries]}
+
     async def flatten_accounts(
-        self, bots: list[str], timeout_s: float, whole_account: bool
+        self, bots: list[str], timeout_s: float, whole_account: bool, asked_by: str
     ) -> list[dict[str, Any]]:
         """Flatten the bots' symbols, account by account, all symbols concurrently."""
         accounts = sorted({self.config.bots[n].account for n in bots})
@@ -751,11 +801,15 @@ class Daemon:
             bots=bots,
             flat=all(r["flat"] for r in rows),
             symbols=[f"{r['account']}:{r['symbol']}" for r in rows],
+            asked_by=asked_by,
         )
+        self.duties.alert(alerting.flattened(bots, rows, asked_by=asked_by, direct=False))
         return rows
 
     async def _flatten_halted(self, bots: list[str], reason: str) -> list[dict[str, Any]]:
-        return await self.flatten_accounts(bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False)
+        return await self.flatten_accounts(
+            bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False, asked_by=f"the daemon ({reason})"
+        )
 
     async def _flatten(self, request: Request) -> dict[str, Any]:
         bots = self._targets(request)
@@ -765,7 +819,9 @@ class Daemon:
             raise ArgumentError("flatten: timeout must be within 0..3600 s")
         await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
         await self._wait_let_go(bots, timeout_s)
-        rows = await self.flatten_accounts(bots, timeout_s, whole_account=every)
+        rows = await self.flatten_accounts(
+            bots, timeout_s, whole_account=every, asked_by=user_name(current_peer.get().uid)
+        )
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
 
     async def _wait_let_go(self, bots: list[str], timeout_s: float) -> None:

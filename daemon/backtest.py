@@ -70,12 +70,13 @@ from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import DEFAULT_WARMUP, ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.backtest_simulator import Costs, Decisions, signals_by_candle, simulate
+from daemon.backtest_simulator import Costs, Decisions, EquityCurve, signals_by_candle, simulate
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
 from daemon.domain.models import ZERO, Fill, Side
 from daemon.domain.risk import RiskLimits
+from daemon.domain.sessions import SessionSpecError, parse_sessions
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
@@ -104,6 +105,8 @@ class BacktestSetup:
     limits: RiskLimits
     paper: PaperSettings
     leverage: int
+    sessions: tuple[str, ...] = ()  # the bot's trading sessions, as the config writes them
+    session_end: str = "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,8 @@ class BacktestResult:
     candles: int = 0
     trades: list[Trade] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
-    equity: list[tuple[datetime, float]] = field(default_factory=list)  # at every 1m close
+    # at every 1m close: a list from the replay engine, an EquityCurve from the fast one
+    equity: list[tuple[datetime, float]] | EquityCurve = field(default_factory=list)
     open_position: dict[str, str] | None = None
     halted: dict[str, str] | None = None
     signals: int = 0
@@ -163,9 +167,13 @@ class BacktestResult:
         wins = [n for n in nets if n > 0]
         losses = [n for n in nets if n <= 0]
         gross_loss = -sum(n for n in losses if n < 0)
-        drawdown, drawdown_pct = max_drawdown([e for _, e in self.equity])
-        end_equity = self.equity[-1][1] if self.equity else float(self.initial_balance)
-        sharpe, periods = daily_sharpe(self.equity, float(self.initial_balance))
+        equity = self.equity
+        values = (
+            equity.values.tolist() if isinstance(equity, EquityCurve) else [e for _, e in equity]
+        )
+        drawdown, drawdown_pct = max_drawdown(values)
+        end_equity = values[-1] if values else float(self.initial_balance)
+        sharpe, periods = daily_sharpe(equity, float(self.initial_balance))
         return {
             "strategy": self.strategy,
             "params": self.params,
@@ -199,7 +207,8 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
     """Risk limits, paper costs and leverage as the daemon would use them for `symbol`.
 
     The paper account of the config's bot trading `symbol` if there is one, else the first
-    paper account, else a paper account's defaults; the bot's leverage, else the risk cap.
+    paper account, else a paper account's defaults; the bot's leverage, else the risk cap;
+    the bot's trading sessions, so the backtest opens and closes when the bot would.
     """
     risk = config.risk
     limits = risk_limits(risk)
@@ -213,7 +222,13 @@ def setup_from_config(config: Config, symbol: str) -> BacktestSetup:
         account = next(iter(papers.values()), PaperAccount(kind="paper"))
         leverage = risk.max_leverage
     paper = paper_settings(account, risk)
-    return BacktestSetup(limits, paper, leverage)
+    if bot is None:
+        return BacktestSetup(limits, paper, leverage)
+    try:
+        parse_sessions(bot.sessions)
+    except SessionSpecError as e:
+        raise BacktestInputError(f"the sessions of the bot trading {symbol}: {e}") from None
+    return BacktestSetup(limits, paper, leverage, bot.sessions, bot.session_end)
 
 
 def run_backtest(
@@ -328,7 +343,18 @@ def _run_fast(
     )
     signals = signals_by_candle(strategy, data, first, first + count, progress)
     outcome = simulate(
-        data, first, first + count, signals, symbol, BOT, costs, setup.limits, market, progress
+        data,
+        first,
+        first + count,
+        signals,
+        symbol,
+        BOT,
+        costs,
+        setup.limits,
+        market,
+        progress,
+        parse_sessions(setup.sessions),
+        setup.session_end,
     )
     fills = sorted(outcome.fills, key=lambda f: (f.timestamp, f.client_order_id))
     return BacktestResult(
@@ -459,12 +485,23 @@ async def _drive(
     await exchange.start()
     store.set_desired_state(BOT, DesiredState.RUNNING, cause="backtest")  # as a start does
     feed.subscribe(exchange.on_candles)  # the exchange learns each price before the bot
-    spec = BotSpec(BOT, ACCOUNT, feed.symbol, strategy.name, feed.timeframes, setup.leverage)
+    spec = BotSpec(
+        BOT,
+        ACCOUNT,
+        feed.symbol,
+        strategy.name,
+        feed.timeframes,
+        setup.leverage,
+        sessions=setup.sessions,
+        session_end=setup.session_end,
+    )
     started = asyncio.Event()
     runner = BotRunner(spec, strategy, exchange, feed, store, setup.limits, clock, started.set)
     runner_task = asyncio.create_task(runner.run(), name="backtest-runner")
     finished = asyncio.Event()
     halt_seen = False
+    equity: list[tuple[datetime, float]] = []
+    result.equity = equity
 
     async def record(event: CandlesClosed) -> None:
         """After the bot: equity, progress, halts; holds the feed once the window is done."""
@@ -473,7 +510,7 @@ async def _drive(
             halt_seen = True
             await _on_runner_end(result, runner_task, exchange, store, clock, event)
         balance = await exchange.fetch_balance()
-        result.equity.append((event.closed_at, float(balance.equity)))
+        equity.append((event.closed_at, float(balance.equity)))
         result.candles += 1
         if progress is not None:
             progress(result.candles, total)
@@ -626,14 +663,20 @@ def _sharpe_basis(periods: int) -> str:
     return basis
 
 
-def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> tuple[float | None, int]:
+def daily_sharpe(
+    equity: list[tuple[datetime, float]] | EquityCurve, initial: float
+) -> tuple[float | None, int]:
     """Annualised Sharpe of daily equity returns (see the module docstring), and how many
     daily returns it rests on."""
-    closes: dict[date, float] = {}
-    for when, value in equity:
-        # a close at 00:00 ends the previous day's last candle
-        closes[(when.astimezone(UTC) - _MINUTE).date()] = value
-    levels = [initial, *closes.values()]
+    if isinstance(equity, EquityCurve):
+        days = equity.day_closes()
+    else:
+        closes: dict[date, float] = {}
+        for when, value in equity:
+            # a close at 00:00 ends the previous day's last candle
+            closes[(when.astimezone(UTC) - _MINUTE).date()] = value
+        days = list(closes.values())
+    levels = [initial, *days]
     returns = [b / a - 1 for a, b in itertools.pairwise(levels) if a > 0]
     if len(returns) < 2:
         return None, len(returns)

@@ -74,3 +74,29 @@ def _from_file(name: str, path: Path) -> ApiCredentials:
     if password is not None and not isinstance(password, str):
         raise ConfigError(f"{path}: password must be a string")
     return ApiCredentials(name, key, secret, password)
+
+
+def load_secret(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """A single secret (an alert URL's token), from `$CREDENTIALS_DIRECTORY/tradectl_<name>`
+    or `<name>` (the file's text, stripped), else `$TRADECTL_<NAME>`; never logged."""
+    folder = environ.get("CREDENTIALS_DIRECTORY")
+    looked: list[str] = []
+    if folder:
+        for candidate in (Path(folder) / f"tradectl_{name}", Path(folder) / name):
+            looked.append(str(candidate))
+            if candidate.is_file():
+                try:
+                    value = candidate.read_text().strip()
+                except (OSError, UnicodeDecodeError) as e:
+                    raise ConfigError(f"{candidate}: not readable ({type(e).__name__})") from None
+                if not value:
+                    raise ConfigError(f"{candidate}: empty")
+                register_secret(value)
+                return value
+    variable = _env_prefix(name).rstrip("_")
+    looked.append(f"${variable}")
+    value = environ.get(variable, "").strip()
+    if value:
+        register_secret(value)
+        return value
+    raise ConfigError(f"secret {name!r} not found (looked in {', '.join(looked)})")

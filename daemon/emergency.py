@@ -10,34 +10,39 @@ while the daemon holds the state lock, a paper account is refused, not raced.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import structlog
 
+from daemon import alerting
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.postgres_store import PostgresStore
 from daemon.adapters.postgres_url import store_target
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
-from daemon.adapters.store_identity import store_missing_warning
-from daemon.app import STATE_FILE, build_gateways, owner_of
+from daemon.adapters.store_identity import STORE_FILE, store_missing_warning
+from daemon.alerting import build_alerter, user_name
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import Refused, StateLocked
 from daemon.domain.fleet import LeaseBook
+from daemon.gateways import build_gateways, owner_of
+from daemon.ports import StateStore
 from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
 
 DIRECT_REASON = "flatten requested by the operator (direct: {why})"
+ALERT_TIMEOUT_S = 5.0
 
 
 def _open_store(loaded: LoadedConfig) -> SqliteStore | PostgresStore:
     """The daemon's store: the state folder's SQLite file, or the fleet's database (as a
     node of its own name: its flatten intents hold no lease, and wait for none)."""
     if loaded.store_url is None:
-        return SqliteStore(loaded.state_dir / STATE_FILE)
+        return SqliteStore(loaded.state_dir / STORE_FILE)
     return PostgresStore(store_target(loaded.store_url), LeaseBook(f"{loaded.node}-flatten"))
 
 
@@ -128,11 +133,30 @@ async def flatten_direct(
             "direct": True,
             "direct_reason": why,
             "store_warning": lost,
+            "alerts": await _tell(loaded, store, bots, rows, why),
         }
         return dict(scrub_value(result))
     finally:
         store.close()
         lock.release()
+
+
+async def _tell(
+    loaded: LoadedConfig, store: StateStore, bots: list[str], rows: list[dict[str, Any]], why: str
+) -> list[dict[str, Any]]:
+    """Send the flatten's alert now (no daemon queues it); the flatten is done whatever
+    becomes of it, and a receiver that hangs holds the command at most `ALERT_TIMEOUT_S`."""
+    try:
+        alerter = build_alerter(loaded, store, timeout_s=ALERT_TIMEOUT_S, retries=1)
+        if not len(alerter):
+            return []
+        asked_by = f"{user_name(os.getuid())} from the command line ({why})"
+        alert = alerting.flattened(bots, rows, asked_by=asked_by, direct=True)
+        deliveries = await asyncio.wait_for(alerter.deliver(alert), ALERT_TIMEOUT_S + 1)
+    except Exception as e:  # never a reason to report the flatten as failed
+        structlog.get_logger().error("flatten_alert_failed", error=f"{type(e).__name__}: {e}")
+        return [{"target": "*", "ok": False, "status": f"{type(e).__name__}", "attempts": 0}]
+    return [alerting.delivery_row(d) for d in deliveries]
 
 
 def _refused(account: str, why: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ starts on, and one it refuses the daemon refuses with the same words (exit 78):
 strategies and their parameters; the socket path's length; for each replay account the
 candle file of every symbol its bots trade, the timeframes the replay must build, and a
 `start` inside the data; owners and the admin group that exist on this host; exchange
-credentials that are present (not whether the exchange accepts them); and what the
+credentials that are present (not whether the exchange accepts them); trading sessions
+that parse; alert URLs Apprise can use, with their secrets present; and what the
 paper exchange's market rules make of the risk limits (a position cap below a market's
 minimum order value means a bot that can never trade); a PostgreSQL store's URL (never
 with a password in it) and what a fleet needs (one paper account per bot). Not checked
@@ -28,6 +29,7 @@ from daemon.adapters.replay_feed import check_timeframes, start_index
 from daemon.control.server import MAX_SOCKET_PATH_BYTES
 from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError
+from daemon.domain.sessions import SessionSpecError, parse_sessions
 from daemon.domain.timeframes import timeframe_seconds
 from tradectl.config import ExchangeAccount, LoadedConfig, PaperAccount, check_strategies
 
@@ -48,6 +50,8 @@ def check_config(loaded: LoadedConfig) -> Checked:
     _check_paper_markets(loaded)
     _check_credentials(loaded)
     _check_store(loaded)
+    _check_sessions(loaded)
+    _check_alerts(loaded)
     owners = {
         name: _uid(loaded, name, bot.owner)
         for name, bot in loaded.config.bots.items()
@@ -170,6 +174,25 @@ def _check_store(loaded: LoadedConfig) -> None:
                 f"bot, so each bot needs its own paper account; {', '.join(sorted(bots))} "
                 "share this one"
             )
+
+
+def _check_sessions(loaded: LoadedConfig) -> None:
+    for name, bot in loaded.config.bots.items():
+        try:
+            parse_sessions(bot.sessions)
+        except SessionSpecError as e:
+            raise ConfigError(f"{loaded.path}: bots.{name}.sessions: {e}") from None
+        if bot.session_end == "flatten" and not bot.sessions:
+            raise ConfigError(
+                f'{loaded.path}: bots.{name}.session_end: "flatten" needs sessions to end'
+            )
+
+
+def _check_alerts(loaded: LoadedConfig) -> None:
+    """Every secret present and every URL one Apprise can use (nothing is sent)."""
+    from daemon.alerting import build_alerter
+
+    build_alerter(loaded, None)
 
 
 def _uid(loaded: LoadedConfig, bot: str, owner: str | int) -> int:

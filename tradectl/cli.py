@@ -34,13 +34,16 @@ from tradectl.client import (
 from tradectl.errors import ConfigError
 from tradectl.protocol import Command, ErrorCode
 from tradectl.render import (
+    alerts_test_text,
     as_json,
     flatten_text,
     orders_text,
     plural,
     positions_text,
+    schedule_text,
     status_text,
 )
+from tradectl.typer_params import LightGroup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,6 +67,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: wrapped to the terminal, no <bool> placeholders
+    cls=LightGroup,
 )
 GLOBAL_HELP = (
     "Global options, before or after the command: --config PATH, --json, --wait SECONDS "
@@ -73,12 +77,19 @@ config_app = typer.Typer(
     help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(config_app, name="config", epilog=GLOBAL_HELP)
+alerts_app = typer.Typer(
+    help="Alerts sent through Apprise.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(alerts_app, name="alerts", epilog=GLOBAL_HELP)
 
 
 class Context:
     config: Path | None = None
     json: bool = False
     wait: float = 0.0
+    # Set once a direct flatten has closed its store and exchanges: the process then ends
+    # without the interpreter's teardown (a quarter of a second of a cron job's budget).
+    exit_fast: bool = False
 
 
 state = Context()
@@ -294,6 +305,8 @@ def health(
         typer.echo(result["summary"])
         for reason in result["reasons"]:
             typer.echo(f"  {reason}")
+        for drift in result.get("drift", []):
+            typer.echo(f"  drift (not a health failure): {drift}")
     raise typer.Exit(EXIT_OK if result["healthy"] else EXIT_FAILED)
 
 
@@ -313,6 +326,61 @@ def resume(bot: Annotated[str, typer.Argument(help="The halted bot.", metavar="B
         else:
             what = result["note"]
         typer.echo(f"{result['bot']}: {what}, now {result['state']}")
+
+
+@app.command(epilog=GLOBAL_HELP)
+def schedule() -> None:
+    """The daemon's duties and their next runs; the bots' sessions.
+
+    The daily rollover and the drift checks with their next and last runs in UTC and the
+    host's zone; per bot its sessions, whether it is in one and when that changes.
+    Exit 0; 3 when the daemon does not answer.
+    """
+    _print(_call(Command.SCHEDULE), schedule_text)
+
+
+@alerts_app.command("test", epilog=GLOBAL_HELP)
+def alerts_test(
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct", help="Send from this process with the config, not through the daemon."
+        ),
+    ] = False,
+) -> None:
+    """Send a test alert to every alert URL; report each delivery.
+
+    Through the daemon (its secrets, its network) when it answers, else directly from the
+    config. Exit 0 when every URL took it; 1 when one failed or none is configured; 78 on a
+    bad [alerts] section (direct).
+    """
+    result = None
+    if not direct:
+        try:
+            result = _client(90.0).call(Command.ALERTS_TEST)
+            result["via"] = "daemon"
+        except DaemonUnreachable as e:
+            typer.echo(f"tradectl: {e}; sending directly", err=True)
+        except UntrustedServer as e:
+            _fail(str(e), EXIT_UNTRUSTED)
+        except DaemonError as e:
+            _fail(f"{e.message} [{e.code}]", EXIT_FAILED, e.code)
+    if result is None:
+        result = {"deliveries": _alerts_test_direct(), "via": "direct"}
+    _print(result, alerts_test_text)
+    deliveries = result["deliveries"]
+    raise typer.Exit(EXIT_OK if deliveries and all(d["ok"] for d in deliveries) else EXIT_FAILED)
+
+
+def _alerts_test_direct() -> Any:
+    import asyncio
+
+    from daemon.alerting import build_alerter, delivery_row, test_alert
+
+    loaded = _load()
+    with _daemon_faults(loaded):
+        alerter = build_alerter(loaded, None)
+        return [delivery_row(d) for d in asyncio.run(alerter.deliver(test_alert()))]
 
 
 DAEMON_PROBE_TIMEOUT_S = 3.0
@@ -394,11 +462,13 @@ def _flatten_direct(args: dict[str, Any], timeout: float, why: str) -> Any:
     if unknown:
         _fail(f"no bot named {unknown[0]!r} in {loaded.path}", EXIT_FAILED)
     with _daemon_faults(loaded):
-        return asyncio.run(
+        result = asyncio.run(
             flatten_direct(
                 loaded, bots, whole_account=bool(args.get("all")), timeout_s=timeout, why=why
             )
         )
+    state.exit_fast = True
+    return result
 
 
 def _health_within(grace: float, fleet: bool = False) -> Any:
@@ -819,7 +889,12 @@ def main(argv: list[str] | None = None) -> None:
         code = _report("aborted", EXIT_FAILED)
     except KeyboardInterrupt:
         code = 130
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    code = code if isinstance(code, int) else EXIT_OK
+    if state.exit_fast:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _click() -> Any:

@@ -34,6 +34,18 @@ BOT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+:[A-Z0-9]+$")
 TIMEFRAME = re.compile(r"^[1-9][0-9]*[mhd]$")
 MAX_ID = 2**32 - 2  # uid_t/gid_t; 2**32 - 1 means "no id" to the kernel
+DURATION = re.compile(r"^([1-9][0-9]*)([smh])$")
+MIN_RECONCILE_S = 10
+MAX_RECONCILE_S = 86_400
+SECRET_PLACEHOLDER = "{secret}"
+
+
+def duration_seconds(value: str) -> int:
+    """ "30s", "5m", "1h" as seconds; ValueError naming the expected form."""
+    match = DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f'{value!r} is not a duration like "30s", "5m" or "1h" (text)')
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def _kind(value: Any) -> str:
@@ -85,6 +97,20 @@ class DaemonSettings(Strict):
     # and the daemon's own user; everyone else who can reach it reads status and acts only
     # on the bots they own.
     admin_group: NameOrId = None
+    # How often the store is checked against each exchange account (drift): "30s", "5m", "1h".
+    reconcile_every: str = "5m"
+
+    @field_validator("reconcile_every", mode="before")
+    @classmethod
+    def _every(cls, value: Any) -> Any:
+        seconds = duration_seconds(value)
+        if not MIN_RECONCILE_S <= seconds <= MAX_RECONCILE_S:
+            raise ValueError(f"must be from {MIN_RECONCILE_S}s to 24h, not {value!r}")
+        return value
+
+    @property
+    def reconcile_every_s(self) -> int:
+        return duration_seconds(self.reconcile_every)
 
 
 class ReplaySettings(Strict):
@@ -194,6 +220,36 @@ class FleetSettings(Strict):
     lease_ttl_s: Real = Field(default=15.0, ge=1, le=600)
 
 
+class AlertUrl(Strict):
+    """One alert target. `{secret}` in `url` is replaced by the named secret (from the
+    credentials folder or the environment, like exchange keys), so tokens stay out of here."""
+
+    url: str = Field(min_length=3)
+    secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    severity: Literal["info", "warning", "critical"] = "info"  # the least it is sent
+
+    @model_validator(mode="after")
+    def _placeholder(self) -> AlertUrl:
+        count = self.url.count(SECRET_PLACEHOLDER)
+        if self.secret is not None and count != 1:
+            raise ValueError(f"url must hold {SECRET_PLACEHOLDER} once where the secret goes")
+        if self.secret is None and count:
+            raise ValueError(f"url holds {SECRET_PLACEHOLDER} but no secret names it")
+        return self
+
+
+def _alert_url(value: Any) -> Any:
+    """A plain URL string is a target that wants every severity."""
+    return {"url": value} if isinstance(value, str) else value
+
+
+class AlertSettings(Strict):
+    """Where alerts go (Apprise URLs) and how long identical ones are held back."""
+
+    urls: tuple[Annotated[AlertUrl, BeforeValidator(_alert_url)], ...] = ()
+    repeat_after_s: Real = Field(default=300.0, ge=0, le=86_400)
+
+
 class BotSettings(Strict):
     account: str
     symbol: str
@@ -209,6 +265,17 @@ class BotSettings(Strict):
     max_candle_age_s: Real | None = Field(default=None, gt=0)
     # A fleet: the nodes that may hold this bot (default: any node).
     nodes: tuple[str, ...] | None = Field(default=None, min_length=1)
+    # Trading sessions: "[days] HH:MM-HH:MM Zone" (several allowed; none = always). Outside
+    # them the bot opens nothing new; `session_end` says what happens to a position then.
+    sessions: tuple[str, ...] = ()
+    session_end: Literal["keep", "flatten"] = "keep"
+
+    @field_validator("sessions", mode="before")
+    @classmethod
+    def _session_texts(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError('must be a list of texts like ["Mon-Fri 07:00-10:00 Europe/London"]')
+        return value
 
     @field_validator("symbol")
     @classmethod
@@ -235,6 +302,7 @@ class Config(Strict):
     strategies: StrategySettings = StrategySettings()
     store: StoreSettings = StoreSettings()
     fleet: FleetSettings = FleetSettings()
+    alerts: AlertSettings = AlertSettings()
     accounts: dict[str, Account] = Field(min_length=1)
     bots: dict[str, BotSettings] = Field(default_factory=dict)
 

@@ -29,8 +29,24 @@ class Command:
     HEALTH = "health"
     FLATTEN = "flatten"
     RESUME = "resume"
+    SCHEDULE = "schedule"  # the scheduled duties with their next runs, the bots' sessions
+    ALERTS_TEST = "alerts_test"  # send a test alert to every configured target
 
-    ALL = frozenset({PING, STATUS, START, STOP, POSITIONS, ORDERS, HEALTH, FLATTEN, RESUME})
+    ALL = frozenset(
+        {
+            PING,
+            STATUS,
+            START,
+            STOP,
+            POSITIONS,
+            ORDERS,
+            HEALTH,
+            FLATTEN,
+            RESUME,
+            SCHEDULE,
+            ALERTS_TEST,
+        }
+    )
 
 
 class ErrorCode:

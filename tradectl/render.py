@@ -77,6 +77,7 @@ def status_text(status: dict[str, Any]) -> str:
             _position(b),
             _protection(b),
             b["open_orders"],
+            _session(b),
             money(b["realized_pnl"]),
         ]
         for b in bots
@@ -94,6 +95,7 @@ def status_text(status: dict[str, Any]) -> str:
                 "position",
                 "protected",
                 "orders",
+                "session",
                 "realized pnl",
             ],
             rows,
@@ -104,6 +106,57 @@ def status_text(status: dict[str, Any]) -> str:
     if errors:
         text += "\n\nerrors:\n" + "\n".join(errors)
     return text
+
+
+def schedule_text(result: dict[str, Any]) -> str:
+    jobs = table(
+        ["job", "next run (utc)", f"next run ({result['host_zone']})", "last run (utc)", "what"],
+        [
+            [
+                j["name"],
+                _minute(j["next_run_utc"]),
+                _minute(j["next_run_local"]),
+                _minute(j["last_run_utc"]),
+                j["description"],
+            ]
+            for j in result["jobs"]
+        ],
+    )
+    sessions = table(
+        ["bot", "in session", "next change (utc)", "at session end", "sessions"],
+        [
+            [
+                s["bot"],
+                s["in_session"],
+                _minute(s["next_session_change"]),
+                s["session_end"],
+                "; ".join(s["sessions"]) or "always",
+            ]
+            for s in result["sessions"]
+        ],
+    )
+    return jobs + "\n\n" + sessions
+
+
+def _minute(iso: str | None) -> str | None:
+    return None if iso is None else iso[:16].replace("T", " ")
+
+
+def alerts_test_text(result: dict[str, Any]) -> str:
+    deliveries = result["deliveries"]
+    if not deliveries:
+        return "no alert URLs configured ([alerts] urls in the config)"
+    rows = [[d["target"], d["status"], d["attempts"]] for d in deliveries]
+    return f"sent {result['via']}:\n" + table(["target", "result", "attempts"], rows)
+
+
+def _session(bot: dict[str, Any]) -> str:
+    """ "in until 09:00Z", "out, opens Mon 06:00Z", or "-" for a bot without sessions."""
+    change = bot.get("next_session_change")
+    if not bot.get("sessions") or change is None:
+        return "-"
+    when = change[:16].replace("T", " ")
+    return f"in, closes {when}Z" if bot.get("in_session") else f"out, opens {when}Z"
 
 
 def _position(bot: dict[str, Any]) -> str:

@@ -218,6 +218,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (account, symbol, stream)
     );
     """,
+    # 3 (SQLite's 5): the scheduler's duties (rollover, drift check) remember their last run
+    """
+    CREATE TABLE duty_runs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL);
+    """,
 )
 
 LIVE_STATUSES = (
@@ -807,6 +811,21 @@ class PostgresStore:
                 "INSERT INTO feed_cursors (feed_key, closed_at) VALUES (%s, %s) "
                 "ON CONFLICT (feed_key) DO UPDATE SET closed_at = excluded.closed_at",
                 (feed_key, closed_at.isoformat()),
+            )
+
+    def notice_other_writers(self) -> None:
+        """Nothing to forget: every read asks the database, which other nodes write too."""
+
+    def duty_last_run(self, name: str) -> datetime | None:
+        row = self._row("SELECT last_run FROM duty_runs WHERE name = %s", (name,))
+        return None if row is None else datetime.fromisoformat(row["last_run"])
+
+    def set_duty_last_run(self, name: str, at: datetime) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO duty_runs (name, last_run) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET last_run = excluded.last_run",
+                (name, at.astimezone(UTC).isoformat()),
             )
 
     def meta(self, key: str) -> str | None:

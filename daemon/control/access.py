@@ -13,8 +13,16 @@ from daemon.domain.errors import TradectlError
 from tradectl.protocol import Command
 
 READ_ONLY_COMMANDS = frozenset(
-    {Command.PING, Command.STATUS, Command.POSITIONS, Command.ORDERS, Command.HEALTH}
+    {
+        Command.PING,
+        Command.STATUS,
+        Command.POSITIONS,
+        Command.ORDERS,
+        Command.HEALTH,
+        Command.SCHEDULE,
+    }
 )
+ADMIN_COMMANDS = frozenset({Command.ALERTS_TEST})  # sends messages to people: not for anyone
 
 
 class Forbidden(TradectlError):
@@ -47,6 +55,8 @@ def authorize(
         return
     if command in READ_ONLY_COMMANDS:
         return
+    if command in ADMIN_COMMANDS:
+        raise Forbidden(f"{command} is for administrators (uid {uid} is not)")
     if every:
         raise Forbidden(f"{command} --all is for administrators (uid {uid} is not)")
     if bot is None:

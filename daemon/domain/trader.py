@@ -14,9 +14,13 @@ on a closed candle (fresh: closed no longer than `max_candle_age` before `now`):
      closed at market when the candle crossed the stop (the safety net behind the exchange);
   3. protection (`daemon.domain.protection`): the reduce-only stop and take-profit that should
      rest for the position, amended by cancel-then-place when it grew or shrank;
-  4. the strategy's signal: ignored in the position's direction; against it the position is
+  4. the trading sessions (`daemon.domain.sessions`, decided by the candle's close time): with
+     `session_end = "flatten"`, a position held outside the bot's sessions is closed;
+  5. the strategy's signal: ignored in the position's direction; against it the position is
      closed ("reversal") and, once flat, protection cleared and a new entry sized on the
      equity after that close, risk-checked and sent with its plan; then 2 and 3 again.
+     Outside the bot's sessions nothing new is opened: a reversal still closes, an entry is
+     skipped.
 A stale candle (replayed after downtime) only keeps the plan and the protection in order:
 the resting orders covered the gap, nothing is opened or closed on old prices.
 
@@ -62,9 +66,13 @@ from daemon.domain.risk import (
     loss_breach,
     size_entry,
 )
+from daemon.domain.sessions import SessionWindow, session_state
 
 REVERSAL = "reversal"
 ENTRY = "entry"
+SESSION_END = "session_end"
+KEEP = "keep"
+FLATTEN = "flatten"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,8 @@ class TraderConfig:
     limits: RiskLimits
     max_candle_age: timedelta
     tag: str = ""
+    sessions: tuple[SessionWindow, ...] = ()  # none: always in session
+    session_end: str = KEEP  # KEEP or FLATTEN: a position at the end of a session
 
     def __post_init__(self) -> None:
         if not self.tag:
@@ -218,6 +228,9 @@ class TraderState:
     now: datetime | None = None  # of the event being decided
     wants_for: tuple[Decimal, TradePlan | None] | None = None  # what `wants` was made for
     wants: tuple[protection.Wanted, ...] = ()
+    in_session: bool = True  # at the last candle's close
+    session_since: datetime | None = None  # `in_session` holds from here ...
+    session_until: datetime | None = None  # ... until here (the next open or close)
 
     @property
     def busy(self) -> bool:
@@ -251,6 +264,8 @@ def needs_attention(state: TraderState, config: TraderConfig) -> bool:
     cleared. A backtest skips `step` on candles where this is False and nothing fired."""
     facts = state.facts
     if state.pending is not None or (state.plan is not None and facts.position_qty == 0):
+        return True
+    if config.session_end == FLATTEN and not state.in_session and facts.position_qty:
         return True
     return protection.next_change(_wants(state, config), facts.orders) is not None
 
@@ -294,6 +309,7 @@ def _on_candle(s: TraderState, e: CandleClosed, config: TraderConfig, now: datet
     s.facts, s.account = e.facts, e.account
     s.closed_at, s.high, s.low, s.close = e.closed_at, e.high, e.low, e.close
     s.blocked = frozenset()
+    _update_session(s, config, e.closed_at)
     if s.halted:
         s.todo = ()
         return
@@ -302,7 +318,28 @@ def _on_candle(s: TraderState, e: CandleClosed, config: TraderConfig, now: datet
         s.todo = ("guard", "protect")  # keep the books and the protection; decide nothing
     else:
         s.signal = e.signal
-        s.todo = ("loss", "guard", "exit_net", "protect", "signal")
+        s.todo = ("loss", "guard", "exit_net", "protect", "session_end", "signal")
+
+
+def session_due(state: TraderState, config: TraderConfig, closed_at: datetime) -> bool:
+    """A candle closing at `closed_at` moves the bot in or out of its sessions: a backtest
+    must step it even without a signal."""
+    if not config.sessions:
+        return False
+    since, until = state.session_since, state.session_until
+    return since is None or closed_at < since or (until is not None and closed_at >= until)
+
+
+def _update_session(s: TraderState, config: TraderConfig, closed_at: datetime) -> None:
+    """Whether the candle closed inside a session; computed again only when it may change."""
+    if not session_due(s, config, closed_at):
+        return
+    session = session_state(config.sessions, closed_at)
+    s.in_session, s.session_since, s.session_until = (
+        session.in_session,
+        closed_at,
+        session.next_change,
+    )
 
 
 def _on_outcome(s: TraderState, e: Outcome, actions: list[Action]) -> None:
@@ -464,6 +501,20 @@ def _protective_request(
     actions.append(Submit(intent, s.sequence))
 
 
+def _session_end(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
+    """Outside the sessions with `session_end = "flatten"`: close what is held."""
+    if config.session_end != FLATTEN or s.in_session or s.facts.position_qty == 0:
+        return
+    s.todo = ("guard", "protect", *s.todo)
+    actions.append(
+        Journal(
+            "session_ended",
+            {"qty": str(s.facts.position_qty), "action": "closed at market (session_end)"},
+        )
+    )
+    _close(s, config, actions, SESSION_END)
+
+
 def _signal(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
     signal = s.signal
     if signal is None:
@@ -501,6 +552,18 @@ def _enter(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
     signal = s.signal
     s.signal = None
     if signal is None or s.facts.position_qty != 0:
+        return
+    if not s.in_session:
+        actions.append(
+            Journal(
+                "signal_skipped",
+                {
+                    "rule": "session",
+                    "reason": "outside the bot's trading sessions",
+                    "until": _iso(s.session_until),
+                },
+            )
+        )
         return
     equity = s.facts.equity
     if equity is None:
@@ -588,6 +651,10 @@ def _intent(
     )
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def _time(s: TraderState) -> datetime:
     """The candle being decided, else the event's `now` (start-up)."""
     when = s.closed_at or s.now
@@ -601,6 +668,7 @@ _STAGES: dict[str, _Stage] = {
     "guard": _guard,
     "exit_net": _exit_net,
     "protect": _protect,
+    "session_end": _session_end,
     "signal": _signal,
     "after_reversal": _after_reversal,
     "enter": _enter,

@@ -20,6 +20,7 @@ from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
 from daemon.domain.errors import HaltRequested, LeaseLost, NotFound, Refused, StorageError
 from daemon.domain.models import Position
 from daemon.domain.protection import is_protected
+from daemon.domain.sessions import SessionWindow, parse_sessions, session_state
 from daemon.ports import Clock, StateStore
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
@@ -28,11 +29,17 @@ BACKOFF_MAX_S = 60.0
 STOP_TIMEOUT_S = 5.0
 BOOTSTRAPPED = "bootstrapped"
 
+# A bot without sessions: always in session, nothing ever changes.
+_ALWAYS = {"sessions": [], "session_end": "keep", "in_session": True, "next_session_change": None}
+
 RunnerFactory = Callable[[BotSpec, Callable[[], None]], BotRunner]
 # Flattens the positions and orders of the named bots (on their accounts); returns reports.
 FlattenBots = Callable[[list[str], str], Awaitable[list[dict[str, Any]]]]
 # A fleet: whether this node holds the bot's lease (a bot runs only where it is held).
 Placement = Callable[[str], bool]
+
+# Hears what a person should be told: (event, bot, details); must not raise or wait.
+Tell = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass(slots=True)
@@ -67,13 +74,16 @@ class Supervisor:
         clock: Clock,
         flatten_bots: FlattenBots | None = None,
         placement: Placement | None = None,
+        tell: Tell | None = None,
     ) -> None:
         self._flatten_bots = flatten_bots
         self._placement = placement
+        self._tell = tell or (lambda event, bot, details: None)
         self._slots = {name: BotSlot(spec, autostart) for name, (spec, autostart) in specs.items()}
         self._factory = runner_factory
         self._store = store
         self._clock = clock
+        self._windows: dict[str, tuple[SessionWindow, ...]] = {}
         self._log = structlog.get_logger()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -142,6 +152,7 @@ class Supervisor:
         return sorted(self._slots)
 
     async def start_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is not None and record.desired_state is DesiredState.HALTED:
@@ -156,6 +167,7 @@ class Supervisor:
         return {"bot": name, "state": slot.state.value, "changed": True}
 
     async def stop_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is not None and record.desired_state is DesiredState.HALTED:
@@ -182,6 +194,7 @@ class Supervisor:
 
     async def resume_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
         """Clear a halt and start the bot again; say which halt was cleared."""
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is None or record.desired_state is not DesiredState.HALTED:
@@ -311,6 +324,7 @@ class Supervisor:
                     self._store.journal("bot_errored", name, error=slot.error)
                     self._log.error("bot_errored", bot=name, error=slot.error, exc_info=e)
                 delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (slot.failures_in_a_row - 1))
+                self._tell("bot_errored", name, {"error": slot.error, "retry_in_s": delay})
                 self._log.info("bot_restart_scheduled", bot=name, delay_s=delay)
                 await asyncio.sleep(delay)
                 slot.restarts += 1
@@ -371,6 +385,7 @@ class Supervisor:
 
     def slots(self) -> list[BotSlot]:
         """Read-only view for health checks; callers must not change what they get."""
+        self._store.notice_other_writers()
         return [self._slots[name] for name in sorted(self._slots)]
 
     def should_run_here(self, name: str) -> bool:
@@ -409,6 +424,8 @@ class Supervisor:
             self.bots_on_account(slot.spec.account) if halt.scope == "account" else [slot.spec.name]
         )
         await self.halt(names, halt.reason, cause="risk")
+        for name in names:
+            self._tell("bot_halted", name, {"reason": halt.reason, "cause": "loss limit"})
         if self._flatten_bots is not None:
             await self._flatten_bots(names, halt.reason)
 
@@ -458,6 +475,27 @@ class Supervisor:
             "held_by_preflight": slot.blocked,
             "last_problem": runner.snapshot.last_problem if runner is not None else None,
             "restarts": slot.restarts,
+            **self.session(name),
+        }
+
+    def session(self, name: str) -> dict[str, Any]:
+        """Whether the bot is in one of its sessions now (by its feed's clock, the one its
+        candles close by) and when that next changes; no sessions: always, never."""
+        slot = self._slot(name)
+        if not slot.spec.sessions:
+            return _ALWAYS
+        windows = self._windows.get(name)
+        if windows is None:
+            windows = self._windows[name] = parse_sessions(slot.spec.sessions)
+        runner = slot.runner
+        moment = runner.feed.now() if runner is not None else self._clock.now()
+        state = session_state(windows, moment)
+        change = state.next_change
+        return {
+            "sessions": list(slot.spec.sessions),
+            "session_end": slot.spec.session_end,
+            "in_session": state.in_session,
+            "next_session_change": None if change is None else change.isoformat(),
         }
 
     def protected(self, name: str) -> bool:
@@ -467,5 +505,8 @@ class Supervisor:
         return is_protected(qty, self._store.live_orders(name))
 
     def status(self, bot: str | None = None) -> list[dict[str, Any]]:
+        """Every bot's status from memory: the runners' snapshots and what the store keeps
+        of each bot (read from the file once, then kept current by its writes)."""
+        self._store.notice_other_writers()
         names = [bot] if bot is not None else sorted(self._slots)
         return [self.bot_status(n) for n in names]

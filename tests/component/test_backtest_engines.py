@@ -153,3 +153,33 @@ def test_an_end_between_two_minutes_keeps_the_candle_opening_before_it_alike() -
     fast, replay = both_engines("ema_cross", {}, "2025-05-10T00:00:00+00:00", 3 + 0.5 / 60)
     assert fast.candles == replay.candles == 181  # 00:00 .. 03:00 open before 03:00:30
     assert_same(fast, replay)
+
+
+LONDON_AND_NEW_YORK = ("Mon-Fri 07:00-10:00 Europe/London", "Mon-Fri 13:30-16:00 America/New_York")
+
+
+def test_sessions_that_flatten_at_their_end_trade_alike() -> None:
+    setup = dataclasses.replace(
+        shipped_setup(), sessions=LONDON_AND_NEW_YORK, session_end="flatten"
+    )
+    fast, replay = both_engines("ema_cross", {}, "2025-05-13T04:00:00+00:00", 18, setup=setup)
+    assert_same(fast, replay)
+    assert fast.trades, "the sessions must hold trades"
+    for trade in fast.trades:  # London opens 06:00 UTC in May, New York 13:30 local = 17:30 UTC
+        opened = trade.entry_time.strftime("%H:%M")
+        assert "06:00" <= opened < "09:00" or "17:30" <= opened < "20:00", trade
+    reasons = {t.exit_reason for t in fast.trades}
+    assert "session_end" in reasons, reasons
+    for trade in (t for t in fast.trades if t.exit_reason == "session_end"):
+        assert trade.exit_time.strftime("%H:%M") in ("09:00", "20:00"), trade
+
+
+def test_a_weekend_replay_with_a_monday_to_friday_session_opens_nothing() -> None:
+    setup = dataclasses.replace(shipped_setup(), sessions=("Mon-Fri 00:00-24:00 UTC",))
+    start = "2025-05-10T00:00:00+00:00"  # a Saturday
+    fast, replay = both_engines("ema_cross", {}, start, 47, setup=setup)
+    assert_same(fast, replay)
+    assert fast.signals >= 3, "the strategy signals over the weekend"
+    assert fast.trades == [] and fast.fills == [] and fast.open_position is None
+    free, _ = both_engines("ema_cross", {}, start, 47)
+    assert free.trades, "without the session the same weekend trades"

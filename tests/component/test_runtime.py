@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -14,6 +15,7 @@ import polars as pl
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import BotState, DesiredState
 from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side, Signal
@@ -77,7 +79,13 @@ class Runtime:
             )
             for name in strategies
         }
-        self.supervisor = Supervisor(specs, self._runner, self.store, SystemClock())
+        self.told: list[tuple[str, str, dict[str, Any]]] = []  # what a person would be alerted of
+        self.supervisor = Supervisor(
+            specs, self._runner, self.store, SystemClock(), tell=self._tell
+        )
+
+    def _tell(self, event: str, bot: str, details: dict[str, Any]) -> None:
+        self.told.append((event, bot, details))
 
     def _runner(self, spec: BotSpec, on_started: Callable[[], None]) -> BotRunner:
         return BotRunner(
@@ -138,6 +146,9 @@ def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(
     asyncio.run(runtime.run(story))
     kinds = [e["kind"] for e in runtime.store.events("eth-bad")]
     assert kinds.count("bot_errored") == 1 and kinds.count("bot_started") == 2
+    [(event, bot, details)] = runtime.told
+    assert (event, bot, details["retry_in_s"]) == ("bot_errored", "eth-bad", 1.0)
+    assert "strategy bug" in details["error"]
 
 
 def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(
@@ -241,6 +252,46 @@ def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(
         "bot_resumed",
         "bot_started",
     ]
+
+
+RUNNER_FIELDS = {
+    "state",
+    "last_candle_age_s",
+    "last_candle_close",
+    "candles_processed",
+    "error",
+    "last_problem",
+    "restarts",
+}
+
+
+def test_status_from_memory_equals_status_from_the_store_after_a_restart(tmp_path: Path) -> None:
+    """What status shows from memory is what a restarted daemon reads from the file; quiet
+    candles write no position (only a change of size or entry, and the mark once a minute)."""
+
+    def open_sqlite() -> SqliteStore:  # the SQLite file: its trace counts the writes
+        return SqliteStore(tmp_path / "state.db")
+
+    runtime = Runtime(open_sqlite, {"eth-ema": ema()})
+    position_writes: list[str] = []
+    runtime.store._db.set_trace_callback(
+        lambda sql: position_writes.append(sql) if "INTO positions" in sql else None
+    )
+    seen: dict[str, Any] = {}
+
+    async def story(rt: Runtime) -> None:
+        await until(lambda: len(rt.store.fills("eth-ema")) >= 6)
+        seen.update(rt.supervisor.bot_status("eth-ema"))
+
+    asyncio.run(runtime.run(story))
+    from_memory = runtime.supervisor.status()
+    restarted = Runtime(open_sqlite, {"eth-ema": ema()}).supervisor.status()
+    assert [{k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in from_memory] == [
+        {k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in restarted
+    ]
+    assert from_memory[0]["realized_pnl"] != "0"
+    assert seen["candles_processed"] > 100
+    assert len(position_writes) < seen["candles_processed"] / 4, len(position_writes)
 
 
 def test_a_first_start_logs_bot_started_and_a_restart_bot_resumed(

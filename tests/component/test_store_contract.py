@@ -221,6 +221,19 @@ def test_history_cursors_are_kept_per_account_symbol_and_history(open_store: Sto
     assert again.history_cursor("paper", "BTC/USDT:USDT", "fills") is None
 
 
+def test_a_duty_remembers_its_last_run_across_a_restart(open_store: StoreOpener) -> None:
+    store = open_store()
+    assert store.duty_last_run("rollover") is None
+    store.set_duty_last_run("rollover", T0)
+    store.set_duty_last_run("rollover", T0 + timedelta(days=1))
+    store.set_duty_last_run("drift", T0 + timedelta(minutes=5))
+    store.close()
+    again = open_store()
+    again.notice_other_writers()
+    assert again.duty_last_run("rollover") == T0 + timedelta(days=1)
+    assert again.duty_last_run("drift") == T0 + timedelta(minutes=5)
+
+
 def test_order_sequence_never_repeats_across_a_restart(open_store: StoreOpener) -> None:
     store = open_store()
     store.set_desired_state("b1", DesiredState.RUNNING)

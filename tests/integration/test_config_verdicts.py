@@ -171,6 +171,31 @@ CASES = [
     Case("daily_reset_impossible", risk('daily_reset_utc = "25:00"')),
     Case("paper_replay_unknown_field", replay("rewind = true")),
     Case("socket_path_too_long", lambda t, _: t, env={"TRADECTL_SOCKET": "/tmp/" + "s" * 120}),
+    # Sessions, scheduled duties and alerts (issue 17).
+    Case("session_unknown_zone", bot('sessions = ["Mon-Fri 07:00-10:00 Mars/Olympus"]')),
+    Case("session_unreadable", bot('sessions = ["whenever the market is nice"]')),
+    Case("session_not_text", bot("sessions = [7]")),
+    Case("session_flatten_without_sessions", bot('session_end = "flatten"')),
+    Case("session_end_unknown", bot('session_end = "close"')),
+    Case(
+        "reconcile_every_number",
+        sub('log_level = "info"', 'log_level = "info"\nreconcile_every = 300'),
+    ),
+    Case(
+        "reconcile_every_too_short",
+        sub('log_level = "info"', 'log_level = "info"\nreconcile_every = "1s"'),
+    ),
+    Case("alert_url_unknown_scheme", add('[alerts]\nurls = ["nosuchscheme://somewhere"]')),
+    Case(
+        "alert_secret_missing",
+        add('[alerts]\nurls = [{url = "tgram://{secret}/12345", secret = "nope-tc17"}]'),
+    ),
+    Case(
+        "alert_secret_without_place", add('[alerts]\nurls = [{url = "json://h/x", secret = "s"}]')
+    ),
+    Case(
+        "alert_severity_unknown", add('[alerts]\nurls = [{url = "json://h/x", severity = "loud"}]')
+    ),
     # The file itself.
     Case("not_toml", lambda t, _: t + "\n[daemon\n"),
     Case("deeply_nested", lambda t, _: t + "\nx = " + "[" * 5000 + "]" * 5000 + "\n"),

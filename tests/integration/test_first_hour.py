@@ -180,7 +180,12 @@ def test_btc_trades_on_the_shipped_paper_account_within_the_first_hours(
 
 def every_command() -> set[str]:
     names = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
-    return names | {f"{g.name} check" for g in app.registered_groups}
+    return names | {
+        f"{g.name} {c.name}"
+        for g in app.registered_groups
+        if g.typer_instance is not None
+        for c in g.typer_instance.registered_commands
+    }
 
 
 UNREACHABLE = "unreachable"  # a socket nobody serves
@@ -205,6 +210,8 @@ JSON_FAILURES = {
     "daemon": (["daemon", "--json"], NO_CONFIG, 78, "config"),
     "backtest": (["backtest", "ema_cross", "--json"], UNREACHABLE, 2, "usage"),
     "config check": (["config", "check", "--json"], NO_CONFIG, 78, "config"),
+    "schedule": (["schedule", "--json"], UNREACHABLE, 3, "daemon_unreachable"),
+    "alerts test": (["alerts", "test", "--json"], NO_CONFIG, 78, "config"),
 }
 BEFORE_ANY_COMMAND = {
     "no command": (["--json"], UNREACHABLE, 2, "usage"),

@@ -26,6 +26,9 @@ ALLOWED, FORBIDDEN = True, False
         (OTHER, (), "start", False, None, ALLOWED),  # the first start makes an owner
         (OTHER, (), "stop", False, None, FORBIDDEN),  # nobody owns it yet
         (OTHER, (ADMIN_GID + 1,), "resume", False, OWNER, FORBIDDEN),  # another group
+        (OTHER, (), "schedule", False, OWNER, ALLOWED),  # reading the schedule
+        (OWNER, (), "alerts_test", False, OWNER, FORBIDDEN),  # messages people: admins only
+        (OTHER, (ADMIN_GID,), "alerts_test", False, OWNER, ALLOWED),
     ],
 )
 def test_who_may_do_what(

@@ -20,6 +20,7 @@ from daemon.domain.models import (
     TradePlan,
 )
 from daemon.domain.risk import AccountExposure, RiskLimits
+from daemon.domain.sessions import parse_sessions
 
 D = Decimal
 T0 = datetime(2025, 5, 10, 12, 0, tzinfo=UTC)
@@ -335,3 +336,86 @@ def test_a_cap_that_rounds_below_the_minimum_says_what_it_buys() -> None:
         "max_position_usdt 150 buys 0.001 at 96000 (96.00 USDT) < BTC/USDT:USDT minimum "
         "order 100 USDT (steps of 0.001)"
     )
+
+
+# -- trading sessions --------------------------------------------------------------------
+
+LONDON = parse_sessions(["Mon-Fri 07:00-10:00 Europe/London"])
+IN_SESSION = trader.TraderConfig(
+    "b1",
+    "paper",
+    "ETH/USDT:USDT",
+    ETH,
+    3,
+    LIMITS,
+    timedelta(minutes=2),
+    sessions=LONDON,
+    session_end=trader.FLATTEN,
+)
+# Around the March change: London is UTC+0 on Friday 2025-03-28, UTC+1 from Sunday 03-30.
+FRIDAY_BEFORE = datetime(2025, 3, 28, 7, 0, tzinfo=UTC)  # 07:00 London = 07:00 UTC
+MONDAY_AFTER = datetime(2025, 3, 31, 6, 0, tzinfo=UTC)  # 07:00 London = 06:00 UTC
+
+
+def session_step(
+    state: trader.TraderState, event: trader.Event, at: datetime
+) -> tuple[trader.TraderState, list[trader.Action]]:
+    return trader.step(state, event, IN_SESSION, at)
+
+
+@pytest.mark.parametrize(
+    ("at", "opens"),
+    [
+        (FRIDAY_BEFORE - timedelta(minutes=1), False),  # 06:59 London, winter time
+        (FRIDAY_BEFORE, True),
+        (FRIDAY_BEFORE + timedelta(hours=3), False),  # 10:00 London: the end is not inside
+        (datetime(2025, 3, 29, 8, 0, tzinfo=UTC), False),  # Saturday
+        (MONDAY_AFTER - timedelta(minutes=1), False),  # 05:59 UTC = 06:59 London, summer time
+        (MONDAY_AFTER, True),  # 07:00 London, summer time
+        (MONDAY_AFTER + timedelta(hours=3), False),  # 10:00 London = 09:00 UTC
+    ],
+)
+def test_a_signal_opens_only_inside_the_session_across_the_march_change(
+    at: datetime, opens: bool
+) -> None:
+    state, actions = session_step(trader.TraderState(), candle(facts(), LONG, at=at), at)
+    assert ("submit entry market 0.02" in kinds(actions)) is opens, kinds(actions)
+    if not opens:
+        assert "journal signal_skipped" in kinds(actions)
+        assert state.in_session is False and state.session_until is not None
+
+
+def test_at_the_session_s_end_a_flatten_bot_closes_and_clears_its_protection() -> None:
+    state, f = protected_long()
+    end = datetime(2025, 10, 27, 10, 0, tzinfo=UTC)  # Monday after the October change: 10:00 GMT
+    state, actions = session_step(state, candle(f, at=end - timedelta(minutes=1)), end)
+    assert actions == [], "inside the session: nothing to do"
+    state, actions = session_step(state, candle(f, at=end), end)
+    assert kinds(actions) == ["journal session_ended", "submit session_end market 0.02"]
+    state, actions = session_step(state, done(state, facts("0", *f.orders)), end)
+    assert kinds(actions)[:3] == ["clear plan", "journal plan_cleared", "cancel stop"]
+
+
+def test_a_keep_bot_holds_its_position_past_the_session_s_end_and_keeps_it_protected() -> None:
+    state, f = protected_long()
+    keep = replace(IN_SESSION, session_end=trader.KEEP)
+    after = datetime(2025, 10, 27, 12, 0, tzinfo=UTC)
+    _, actions = trader.step(state, candle(f, at=after), keep, after)
+    assert actions == [], "held, its stop and take-profit left resting"
+    state, actions = trader.step(state, candle(f, SHORT, at=after), keep, after)
+    assert kinds(actions) == ["submit reversal market 0.02"], "a reversal still closes"
+    flat = facts("0", *f.orders)
+    seen: list[str] = []
+    while state.awaiting:  # the close fills; the stop and take-profit are cancelled
+        state, actions = trader.step(state, done(state, flat), keep, after)
+        flat = facts("0")
+        seen += kinds(actions)
+    assert "journal signal_skipped" in seen, "but opens nothing new out of session"
+    assert not any(k.startswith("submit entry") for k in seen), seen
+
+
+def test_a_stale_candle_after_the_session_s_end_closes_nothing() -> None:
+    state, f = protected_long()
+    end = datetime(2025, 10, 27, 10, 0, tzinfo=UTC)
+    _, actions = session_step(state, candle(f, at=end), end + timedelta(minutes=10))
+    assert actions == []
