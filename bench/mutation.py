@@ -1,0 +1,354 @@
+"""Mutation testing of the modules that guard money and safety: do fast tests see a wrong line?
+
+For each module, mutmut (3.x) makes single-point mutants (a flipped comparison, a changed
+constant, a dropped argument, a string replaced) and runs the fast tests that cover the
+module against each one. A mutant the tests do not fail on "survived": either a gap in the
+tests, or a change that cannot alter behaviour (an equivalent mutant), which must then be
+listed in EQUIVALENT below with the reason, and in docs/benchmarks.md.
+
+Each group of modules runs in its own throw-away copy of the checkout (mutmut works in a
+`mutants/` folder beside the code it copies), so the worktree is never touched and every
+module gets exactly the test files mapped to it. Logging statements are not mutated: a
+structlog event is observability, not a decision; what the store journals is mutated.
+
+Prints, per module: mutants, killed, the score, and every survivor as `file:line` with the
+line before and after. Exits 1 when a module is under the target or a survivor is unexplained.
+
+Usage: python bench/mutation.py [module ...] [--jobs N] [--suite mapped|fast|full] [--keep]
+  module   keys of MODULES (default: all); `--list` prints them
+  --suite  mapped: the module's own fast test files (default); fast: every test not marked
+           slow; full: the whole suite (to check that the fast tests kill as much)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 0.90
+PACKAGES = ["daemon/", "tradectl/", "strategies/"]
+ALSO_COPY = ["data/", "config.toml", "systemd/", "README.md"]
+# A structlog call is a report of a decision, not the decision: mutating its event name or
+# fields would only measure whether tests read logs.
+NOT_MUTATED = [
+    r"^\s*(self\.)?_?log\w*\.(debug|info|warning|error|exception|critical)\(",
+    r"^\s*log\s*=\s*(self\._log|structlog)",
+]
+PYTEST_ARGS = ["-p", "no:cacheprovider", "--hypothesis-profile=mutation", "-o", "addopts="]
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str
+    tests: tuple[str, ...]  # files or globs under the repository
+    note: str = ""
+
+
+MODULES: dict[str, Module] = {
+    "risk": Module("daemon/domain/risk.py", ("tests/unit/test_risk.py",)),
+    "health": Module("daemon/domain/health.py", ("tests/unit/test_health.py",)),
+    "health-monitor": Module(
+        "daemon/runtime/health.py", ("tests/component/test_health_monitor.py",)
+    ),
+    "paper-model": Module(
+        "daemon/domain/paper_model.py",
+        ("tests/unit/test_paper_model.py", "tests/unit/test_paper_exchange.py"),
+    ),
+    "flatten": Module("daemon/runtime/flatten.py", ("tests/component/test_flatten.py",)),
+    "reconcile": Module("daemon/runtime/reconcile.py", ("tests/component/test_reconcile.py",)),
+    "protocol": Module("tradectl/protocol.py", ("tests/unit/test_protocol.py",)),
+    "control-server": Module(
+        "daemon/control/server.py",
+        ("tests/component/test_control_server.py",),
+        note="issue 11 reworks it; re-measure after merging",
+    ),
+    "access": Module(
+        "daemon/control/access.py",
+        ("tests/unit/test_access*.py",),
+        note="the authorisation policy as a pure function (issue 11)",
+    ),
+    **{
+        name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
+        for name in ("fvg", "swings", "blocks", "liquidity", "structure")
+    },
+}
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    path: str
+    before: str  # the source line, stripped
+    after: str  # the mutated line, stripped
+    reason: str
+
+
+# Survivors that cannot change behaviour, each with the reason; matched on the line's text.
+EQUIVALENT: list[Equivalent] = []
+
+
+@dataclass
+class Survivor:
+    name: str
+    status: str
+    line: int
+    before: str
+    after: str
+    equivalent: Equivalent | None = None
+
+
+@dataclass
+class Outcome:
+    module: str
+    path: str
+    total: int = 0
+    killed: int = 0
+    survivors: list[Survivor] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.total if self.total else 0.0
+
+    @property
+    def unexplained(self) -> list[Survivor]:
+        return [s for s in self.survivors if s.equivalent is None]
+
+
+def checkout_files() -> list[Path]:
+    """Tracked and new files of the checkout (not ignored ones), as the tests would see them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    return [Path(p.decode()) for p in listed if p and (REPO / p.decode()).is_file()]
+
+
+def copy_checkout(into: Path) -> None:
+    for relative in checkout_files():
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / relative, target)
+
+
+def test_files(module: Module) -> list[str]:
+    found = sorted({str(p.relative_to(REPO)) for t in module.tests for p in REPO.glob(t)})
+    return found
+
+
+def mutmut_config(paths: list[str], tests: list[str], extra_args: list[str]) -> str:
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {toml_list(PACKAGES)}\n"
+        f"only_mutate = {toml_list(paths)}\n"
+        f"also_copy = {toml_list(ALSO_COPY)}\n"
+        f"pytest_add_cli_args = {toml_list(PYTEST_ARGS + extra_args)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        f"do_not_mutate_patterns = {toml_list(NOT_MUTATED)}\n"
+    )
+
+
+def without_mutmut_section(pyproject: str) -> str:
+    return re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", pyproject, flags=re.S)
+
+
+def run_group(
+    keys: list[str], tests: list[str], extra_args: list[str], jobs: int, keep: bool
+) -> list[Outcome]:
+    """One mutmut run over the modules that share a test selection."""
+    modules = [MODULES[k] for k in keys]
+    outcomes = [Outcome(k, MODULES[k].path) for k in keys]
+    work = Path(tempfile.mkdtemp(prefix="tc-mutation-"))
+    try:
+        copy_checkout(work)
+        pyproject = work / "pyproject.toml"
+        config = mutmut_config([m.path for m in modules], tests, extra_args)
+        pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
+        mutmut = str(Path(sys.executable).parent / "mutmut")
+        run = subprocess.run(
+            [mutmut, "run", "--max-children", str(jobs)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            tail = (run.stdout + run.stderr)[-3000:]
+            for outcome in outcomes:
+                outcome.error = f"mutmut exited {run.returncode}:\n{tail}"
+            return outcomes
+        for outcome in outcomes:
+            collect(work, outcome, mutmut)
+        return outcomes
+    finally:
+        if keep:
+            print(f"  (kept {work})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
+    from mutmut.stats import status_by_exit_code
+
+    meta = json.loads((work / "mutants" / (outcome.path + ".meta")).read_text())
+    source = (work / outcome.path).read_text()
+    for name, exit_code in sorted(meta["exit_code_by_key"].items(), key=mutant_order):
+        status = status_by_exit_code[exit_code]
+        outcome.total += 1
+        if status in ("killed", "timeout", "caught by type check"):
+            outcome.killed += 1
+            continue
+        shown = subprocess.run(
+            [mutmut, "show", name], cwd=work, capture_output=True, text=True
+        ).stdout
+        line, before, after = locate(source, name, shown)
+        survivor = Survivor(name, status, line, before, after)
+        survivor.equivalent = next(
+            (
+                e
+                for e in EQUIVALENT
+                if e.path == outcome.path and e.before == before and e.after == after
+            ),
+            None,
+        )
+        outcome.survivors.append(survivor)
+
+
+def mutant_order(item: tuple[str, object]) -> tuple[str, int]:
+    name = item[0]
+    stem, _, number = name.rpartition("__mutmut_")
+    return stem, int(number) if number.isdigit() else 0
+
+
+def function_line(source: str, mangled: str) -> int:
+    """The `def` line of a function named as mutmut names it (`x_f` or `xǁClassǁmethod`)."""
+    parts = mangled[1:].split("ǁ")[1:] if mangled.startswith("xǁ") else [mangled[2:]]
+    body: list[ast.stmt] = ast.parse(source).body
+    line = 1
+    for part in parts:
+        node = next(
+            n
+            for n in body
+            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.name == part
+        )
+        line, body = node.lineno, node.body
+    return line
+
+
+def locate(source: str, name: str, diff: str) -> tuple[int, str, str]:
+    """The file line a mutant changes, with the source line and its mutated version."""
+    mangled = name.rpartition(".")[2].rpartition("__mutmut_")[0]
+    start = function_line(source, mangled)
+    lines = source.splitlines()
+    offset, before, after = 0, "", ""
+    at = None
+    for row in diff.splitlines():
+        if row.startswith("@@"):
+            at = int(row.split()[1].split(",")[0][1:]) - 1
+            continue
+        if at is None or row.startswith(("---", "+++")):
+            continue
+        if row.startswith("-"):
+            if not before:
+                before, offset = row[1:].strip(), at
+            at += 1
+        elif row.startswith("+"):
+            after = after or row[1:].strip()
+        else:
+            at += 1
+    line = start + offset
+    for candidate in range(max(line - 3, 1), min(line + 4, len(lines) + 1)):  # decorators
+        if lines[candidate - 1].strip() == before:
+            line = candidate
+            break
+    return line, before, after
+
+
+def report(outcomes: list[Outcome], suite: str, seconds: float) -> bool:
+    print(f"\nmutation score per module ({suite} tests), target {TARGET:.0%}:")
+    print(f"  {'module':<16} {'mutants':>7} {'killed':>7} {'score':>7}  survivors")
+    good = True
+    for o in outcomes:
+        if o.error:
+            print(f"  {o.module:<16} {'-':>7} {'-':>7} {'-':>7}  NOT MEASURED: {o.error}")
+            good = False
+            continue
+        explained = len(o.survivors) - len(o.unexplained)
+        short = o.score < TARGET or o.unexplained
+        flag = "  <-- BELOW TARGET OR UNEXPLAINED" if short else ""
+        print(
+            f"  {o.module:<16} {o.total:>7} {o.killed:>7} {o.score:>7.1%}"
+            f"  {len(o.survivors)} ({explained} equivalent){flag}"
+        )
+        good = good and not flag
+    for o in outcomes:
+        if not o.survivors:
+            continue
+        print(f"\n{o.path}:")
+        for s in o.survivors:
+            why = f"equivalent: {s.equivalent.reason}" if s.equivalent else s.status.upper()
+            print(f"  {o.path}:{s.line}  [{why}]")
+            print(f"      - {s.before}")
+            print(f"      + {s.after}")
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s")
+    return good
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="keys of MODULES (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--suite", choices=("mapped", "fast", "full"), default="mapped")
+    parser.add_argument("--keep", action="store_true", help="keep the working copies")
+    parser.add_argument("--list", action="store_true", help="print the modules and tests")
+    args = parser.parse_args()
+    keys = args.modules or list(MODULES)
+    unknown = [k for k in keys if k not in MODULES]
+    if unknown:
+        parser.error(f"unknown modules {unknown}; known: {', '.join(MODULES)}")
+    if args.list:
+        for key in keys:
+            module = MODULES[key]
+            print(f"{key:<16} {module.path:<36} {' '.join(test_files(module)) or '(no tests)'}")
+        return 0
+
+    began = time.monotonic()
+    outcomes: list[Outcome] = []
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key in keys:
+        module = MODULES[key]
+        if not (REPO / module.path).exists():
+            missing = f"not in this checkout ({module.note})"
+            outcomes.append(Outcome(key, module.path, error=missing))
+            continue
+        tests = {"mapped": tuple(test_files(module)), "fast": ("tests",), "full": ("tests",)}
+        selection = tests[args.suite]
+        if not selection:
+            outcomes.append(Outcome(key, module.path, error=f"no test files ({module.tests})"))
+            continue
+        groups.setdefault(selection, []).append(key)
+    extra = ["-m", "not slow"] if args.suite == "fast" else []
+    for selection, group in groups.items():
+        print(f"mutating {', '.join(group)} against {' '.join(selection)} ...", flush=True)
+        outcomes += run_group(group, list(selection), extra, args.jobs, args.keep)
+    outcomes.sort(key=lambda o: keys.index(o.module))
+    return 0 if report(outcomes, args.suite, time.monotonic() - began) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
