@@ -86,3 +86,20 @@ def test_the_first_to_start_an_unowned_bot_owns_it(make_daemon: MakeDaemon) -> N
     assert as_user(daemon, OWNER, "start", bot="eth-ema")["ok"]
     assert as_user(daemon, STRANGER, "stop", bot="eth-ema")["code"] == "forbidden"
     assert as_user(daemon, OWNER, "stop", bot="eth-ema")["ok"]
+
+
+def test_a_stranger_may_not_stop_flatten_or_resume_a_bot_nobody_owns_yet(
+    make_daemon: MakeDaemon,
+) -> None:
+    daemon = make_daemon()
+    daemon.config.write_text(
+        daemon.config.read_text().replace("autostart = true", "autostart = false")
+    )
+    os.chmod(daemon.socket.parent, 0o755)
+    daemon.start()
+    for cmd in ("stop", "flatten", "resume"):
+        refused = as_user(daemon, STRANGER, cmd, bot="eth-ema")
+        assert refused["code"] == "forbidden", (cmd, refused)
+    assert as_user(daemon, STRANGER, "flatten", all=True)["code"] == "forbidden"
+    assert daemon.bot("eth-ema")["state"] == "stopped", "a refusal changes nothing"
+    assert as_user(daemon, STRANGER, "status")["ok"], "reading stays open to everyone"
