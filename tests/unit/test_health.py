@@ -122,3 +122,14 @@ def test_every_reason_is_listed_in_order() -> None:
         "stale bot b1: last candle never, bound 190s (running)",
         "bot b2 stuck starting for 100s",
     )
+
+
+def test_a_bot_that_is_not_judged_never_hides_the_bots_after_it() -> None:
+    bots = [
+        BotProgress("off", False, "stopped", None, 60),
+        BotProgress("boot", True, "starting", 5, 60),
+        BotProgress("late", True, "running", 500, 60),
+    ]
+    assert assess(0, bots, [], LIMITS).reasons == (
+        "stale bot late: last candle 500s ago, bound 190s (running)",
+    )

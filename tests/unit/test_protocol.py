@@ -118,7 +118,7 @@ def test_an_id_may_have_128_characters_and_not_one_more() -> None:
     with pytest.raises(ProtocolError) as caught:
         decode_request(frame_of(id="i" * 129))
     assert caught.value.code == ErrorCode.BAD_REQUEST and caught.value.request_id is None
-    assert "128" in caught.value.message and "'id'" in caught.value.message
+    assert caught.value.message == "field 'id' must be a string of at most 128 chars"
 
 
 def frame_of(**fields: object) -> bytes:
@@ -134,11 +134,15 @@ def frame_of(**fields: object) -> bytes:
         ({"cmd": None}, ErrorCode.BAD_REQUEST, "field 'cmd' must be a string"),
         ({"cmd": ...}, ErrorCode.BAD_REQUEST, "field 'cmd' must be a string"),
         ({"cmd": "Status"}, ErrorCode.UNKNOWN_COMMAND, "unknown command 'Status'"),
-        ({"v": ...}, ErrorCode.UNSUPPORTED_VERSION, "protocol version None is not supported"),
+        (
+            {"v": ...},
+            ErrorCode.UNSUPPORTED_VERSION,
+            "protocol version None is not supported; this daemon speaks 1",
+        ),
         (
             {"v": "1"},
             ErrorCode.UNSUPPORTED_VERSION,
-            "version '1' is not supported; this daemon speaks 1",
+            "protocol version '1' is not supported; this daemon speaks 1",
         ),
         ({"args": "bot"}, ErrorCode.BAD_REQUEST, "field 'args' must be an object"),
         ({"args": None}, ErrorCode.BAD_REQUEST, "field 'args' must be an object"),
@@ -150,7 +154,19 @@ def test_each_bad_field_is_named_and_keeps_the_request_id(
     with pytest.raises(ProtocolError) as caught:
         decode_request(frame_of(**fields))
     assert (caught.value.code, caught.value.request_id) == (code, "r")
-    assert words in caught.value.message and str(caught.value) == caught.value.message
+    assert caught.value.message == words and str(caught.value) == words
+
+
+def test_what_is_not_a_json_object_is_refused_with_the_reason() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(b'{"v": 1,')
+    assert caught.value.message.startswith("frame is not valid JSON: Expecting")
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(b'"status"')
+    assert caught.value.message == "frame must be a JSON object"
+    with pytest.raises(ProtocolError) as caught:
+        decode_reply(b'{"ok": "yes"}')
+    assert caught.value.message == "reply is neither a result nor an error"
 
 
 def test_a_request_without_args_has_empty_ones() -> None:
@@ -205,6 +221,10 @@ def test_a_reply_that_is_neither_a_result_nor_an_error_is_a_protocol_error(reply
     with pytest.raises(ProtocolError) as caught:
         decode_reply(reply)
     assert caught.value.code == ErrorCode.BAD_REQUEST
+    assert caught.value.message in (
+        "reply is neither a result nor an error",
+        "frame must be a JSON object",
+    ) or caught.value.message.startswith("frame is not valid JSON: ")
 
 
 def test_a_reply_is_read_field_by_field() -> None:

@@ -21,6 +21,7 @@ from daemon.domain.risk import (
     day_start,
     entry_quantity,
     loss_breach,
+    shrinks_position,
 )
 
 MARKET = Market(
@@ -345,7 +346,7 @@ def test_the_leverage_cap_is_the_smaller_of_the_configs_and_the_markets() -> Non
     assert rule(leverage=125) is None  # the market's 125 under a config cap of 200
     assert rule(leverage=126) == "leverage"
     message = reason(leverage=150)
-    assert message == "leverage 150 exceeds the limit 125"
+    assert message.startswith("leverage 150 exceeds") and "125" in message
     tight = RiskLimits(3, Decimal(100), Decimal(1), Decimal(20))
     assert rule(leverage=3, limits=tight) is None
     assert rule(leverage=4, limits=tight) == "leverage"
@@ -436,6 +437,28 @@ def test_the_markets_minimums_are_inclusive() -> None:
     assert caught.value.rule == "market_minimum"
 
 
+@pytest.mark.parametrize(
+    ("position", "signed", "only_shrinks"),
+    [
+        ("0.05", "-0.02", True),
+        ("0.05", "-0.05", True),  # closes it
+        ("-0.05", "0.05", True),
+        ("0.05", "0", True),  # no change is no growth
+        ("0", "0", True),
+        ("0.05", "-0.1", False),  # a flip to the same size on the other side
+        ("0.05", "-0.06", False),
+        ("0.05", "0.01", False),
+        ("-0.05", "-0.01", False),
+        ("0", "0.01", False),
+        ("0", "-0.01", False),
+    ],
+)
+def test_what_counts_as_only_shrinking_a_position(
+    position: str, signed: str, only_shrinks: bool
+) -> None:
+    assert shrinks_position(Decimal(position), Decimal(signed)) is only_shrinks
+
+
 def test_without_an_account_figure_the_account_limits_see_nothing_else() -> None:
     check_intent(
         intent(Side.BUY, Decimal("0.04")),
@@ -466,6 +489,7 @@ def signal(entry: str, stop: str) -> Signal:
         ("2500", "2450", "39", "0", "0.0078 rounds to 0.007: below the minimum notional"),
         ("20000", "19000", "1", "0", "0.00001: below the minimum amount"),
         ("20000", "10000", "2000", "0.002", "2 x the minimum amount"),
+        ("20000", "10000", "1000", "0.001", "exactly the minimum amount (and 20 USDT)"),
         ("2500", "2450", "0", "0", "no equity, no trade"),
         ("2500", "2450", "-5", "0", "a negative equity, no trade"),
         ("0", "-1", "1000", "0", "no usable entry price"),
@@ -492,11 +516,13 @@ def test_the_risk_day_follows_the_reset_time_in_utc() -> None:
 def test_the_risk_day_does_not_depend_on_the_machines_timezone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    monkeypatch.setenv("TZ", "XST+08")  # a machine 8 hours west of UTC (POSIX spelling)
     clock.tzset()
     try:
-        now = datetime(2025, 5, 10, 20, 0, tzinfo=UTC)  # already the 11th in Tokyo
+        now = datetime(2025, 5, 10, 2, 0, tzinfo=UTC)  # still the 9th on that machine
         assert day_start(now, time(0, 0)) == datetime(2025, 5, 10, tzinfo=UTC)
+        east = timezone(timedelta(hours=9))
+        assert day_start(now.astimezone(east), time(0, 0)) == datetime(2025, 5, 10, tzinfo=UTC)
     finally:
         monkeypatch.undo()
         clock.tzset()
