@@ -212,6 +212,7 @@ class Scripted:
         self.extra_positions: list[Position] = []
         self.cancels: list[str] = []
         self.submitted: list[OrderIntent] = []
+        self.asked: list[tuple[str, str | None]] = []  # (what, symbol) of every read
 
     def _fail(self, method: str) -> None:
         if self.failures.get(method, 0) > 0:
@@ -219,10 +220,12 @@ class Scripted:
             raise RetryableExchangeError(f"{method}: timed out")
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        self.asked.append(("orders", symbol))
         self._fail("fetch_open_orders")
         return await self.inner.fetch_open_orders(symbol)
 
     async def fetch_positions(self, symbol: str | None = None) -> list[Position]:
+        self.asked.append(("positions", symbol))
         self._fail("fetch_positions")
         return [*await self.inner.fetch_positions(symbol), *self.extra_positions]
 
@@ -275,6 +278,7 @@ def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
         assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 1.0])
         assert clock.t == pytest.approx(began + 10), "gave up at the deadline, not later"
         assert not eth.flat and eth.attempts == 9 and len(eth.errors) == 9
+        assert (eth.account, eth.symbol, eth.owner) == ("paper", ETH, "eth-bot")
         assert eth.errors[0] == "RetryableExchangeError: fetch_open_orders: timed out"
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
 
@@ -478,14 +482,18 @@ def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
                 T0,
             )
         )
-        await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 5)
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 5)
+        assert btc.cancelled == ["web-1"], "only the symbol's own orders"
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH}
+        assert set(gw.asked) == {("orders", BTC), ("positions", BTC)}, "never the whole account"
         gw.extra_positions = [Position("paper", "SOL/USDT:USDT", D(0), D(0), D(0), 3)]
         gw.failures.update(fetch_open_orders=1, fetch_positions=1)
         reports = await Flattener(store, clock, clock.sleep).flatten(
-            gw, [], no_owner, 5, whole_account=True
+            gw, [BTC], no_owner, 5, whole_account=True
         )
-        assert [r.symbol for r in reports] == [ETH], "a zero position is no reason to flatten"
+        assert [r.symbol for r in reports] == [BTC, ETH], "a zero position is no reason to flatten"
+        assert reports[0].flat and reports[0].closed_qty == 0, "a named symbol is reported flat"
+        reports = reports[1:]
         assert clock.sleeps[:2] == pytest.approx([0.2, 0.4]), "discovery retried with back-off"
         assert reports[0].flat and reports[0].cancelled == ["tcx-rest"]
 

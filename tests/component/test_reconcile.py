@@ -115,6 +115,57 @@ def test_an_order_the_store_knows_as_pending_is_learnt_open(tmp_path: Path) -> N
     story(body, tmp_path)
 
 
+class WithoutBots:
+    """The paper account as a real exchange answers: it knows orders, not the bots behind them."""
+
+    def __init__(self, inner: PaperExchange) -> None:
+        self.inner = inner
+        self.account = inner.account
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        return [replace(o, bot=None) for o in await self.inner.fetch_open_orders(symbol)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_known_orders_change_is_journalled_for_its_bot_though_the_exchange_knows_none(
+    tmp_path: Path,
+) -> None:
+    async def body(acc: Account) -> None:
+        resting = order("tcaaaa-00000008", price="2000")
+        acc.store.record_intent(resting)
+        await acc.paper.submit_order(resting)
+        await acc.reconcile(WithoutBots(acc.paper))
+        [change] = [
+            e for e in acc.journal("order_status_changed") if e["cid"] == resting.client_order_id
+        ]
+        assert (change["bot"], change["from"], change["to"]) == (
+            "eth-bot",
+            "pending_submit",
+            "open",
+        )
+
+    story(body, tmp_path)
+
+
+def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(tmp_path: Path) -> None:
+    async def body(acc: Account) -> None:
+        known = order("tcaaaa-00000009", price="2000")
+        acc.store.record_intent(known)
+        await acc.paper.submit_order(known)
+        await acc.paper.submit_order(order("tcdead-00000013", price="2001"))
+        differences = await acc.reconcile()
+        assert [(d["kind"], d["cid"]) for d in differences] == [
+            ("unknown_order_cancelled", "tcdead-00000013")
+        ]
+        assert [o.client_order_id for o in await acc.paper.fetch_open_orders()] == [
+            known.client_order_id
+        ]
+
+    story(body, tmp_path)
+
+
 def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(tmp_path: Path) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000002", price="2000")
@@ -317,7 +368,18 @@ def test_a_position_closed_while_the_daemon_was_down_is_zeroed_in_the_store(
             "eth-bot",
             Position("paper", ETH, Decimal("0.05"), Decimal(2400), Decimal(2450), 3),
         )
-        differences = await acc.reconcile()  # the paper account holds nothing
+        acc.store.save_position(  # a second bot of this account, on BTC: a whole 1 BTC
+            "btc-bot", Position("paper", BTC, Decimal(1), Decimal(90_000), Decimal(90_000), 3)
+        )
+        differences = await reconcile_account(
+            acc.paper,
+            acc.store,
+            {ETH: "eth-bot", BTC: "btc-bot"}.get,
+            {ETH: "eth-bot", BTC: "btc-bot"},
+        )  # the paper account holds nothing
+        btc = acc.store.position("btc-bot")
+        assert btc is not None and btc.qty == 0, "a position of exactly 1 is zeroed too"
+        differences = [d for d in differences if d["bot"] == "eth-bot"]
         assert differences == [
             {
                 "kind": "position_adopted",
