@@ -88,13 +88,106 @@ MODULES: dict[str, Module] = {
 @dataclass(frozen=True)
 class Equivalent:
     path: str
-    before: str  # the source line, stripped
-    after: str  # the mutated line, stripped
+    before: str  # the changed part of the source line
+    after: str  # what the mutant has there instead
     reason: str
 
 
-# Survivors that cannot change behaviour, each with the reason; matched on the line's text.
-EQUIVALENT: list[Equivalent] = []
+SIGN = "Side.sign is +1 or -1: multiplying by it and dividing by it give the same Decimal"
+RISK, PAPER, PROTOCOL = (
+    "daemon/domain/risk.py",
+    "daemon/domain/paper_model.py",
+    "tradectl/protocol.py",
+)
+
+# Survivors that cannot change behaviour, each with the reason. `before` and `after` are the
+# changed part of the line: a survivor matches when its line has `before` and its mutated
+# line is that line with `before` replaced by `after`.
+EQUIVALENT: list[Equivalent] = [
+    Equivalent(RISK, "intent.qty * intent.side.sign", "intent.qty / intent.side.sign", SIGN),
+    Equivalent(
+        RISK,
+        "stop_distance <= 0 or equity <= 0",
+        "stop_distance <= 0 and equity <= 0",
+        "a Signal never has its stop at its entry, so stop_distance > 0 and the guard reduces to "
+        "equity <= 0, whose size (0 or negative) the minimum-amount check refuses anyway",
+    ),
+    Equivalent(
+        RISK,
+        "stop_distance <= 0",
+        "stop_distance < 0",
+        "a Signal never has its stop at its entry (it checks stop < entry < take_profit)",
+    ),
+    Equivalent(
+        RISK,
+        "equity <= 0",
+        "equity < 0",
+        "with equity 0 the budget is 0, the size rounds to 0 and the minimum-amount check says 0",
+    ),
+    Equivalent(
+        RISK,
+        "(after > 0) == (position_qty > 0)",
+        "(after >= 0) == (position_qty > 0)",
+        "after == 0 is answered by the left side of the `or`; elsewhere >= 0 and > 0 agree",
+    ),
+    Equivalent(
+        RISK,
+        "(after > 0) == (position_qty > 0)",
+        "(after > 0) == (position_qty >= 0)",
+        "a position of 0 gets here only with after != 0, which the size test already refused",
+    ),
+    Equivalent(PAPER, "qty * side.sign", "qty / side.sign", SIGN),
+    Equivalent(PAPER, "holding.qty * side.sign", "holding.qty / side.sign", SIGN),
+    Equivalent(
+        PAPER,
+        "closed * direction",
+        "closed / direction",
+        "direction is +1 or -1: multiplying and dividing by it give the same Decimal",
+    ),
+    Equivalent(
+        PAPER,
+        "(old > 0) == (signed > 0)",
+        "(old >= 0) == (signed > 0)",
+        "old == 0 is answered by the left side of the `or`",
+    ),
+    Equivalent(
+        PAPER,
+        "(old > 0) == (signed > 0)",
+        "(old > 0) == (signed >= 0)",
+        "signed is 0 only for a zero quantity, which both branches turn into the same "
+        "unchanged holding with nothing realised, closed or opened",
+    ),
+    Equivalent(
+        PAPER,
+        "direction = 1 if old > 0 else -1",
+        "direction = 1 if old >= 0 else -1",
+        "old == 0 never gets here: a fill from flat takes the first branch",
+    ),
+    Equivalent(
+        PAPER,
+        "elif (new > 0) == (old > 0):",
+        "elif (new >= 0) == (old > 0):",
+        "new == 0 is answered by the `if` above",
+    ),
+    Equivalent(
+        PAPER,
+        "elif (new > 0) == (old > 0):",
+        "elif (new > 0) == (old >= 0):",
+        "old == 0 never gets here: a fill from flat takes the first branch",
+    ),
+    Equivalent(
+        PROTOCOL,
+        "ensure_ascii=False",
+        "ensure_ascii=None",
+        "json.dumps only tests ensure_ascii for truth: None and False are the same",
+    ),
+    Equivalent(
+        PROTOCOL,
+        "args=args, v=version)",
+        "args=args, )",
+        "version is PROTOCOL_VERSION here (any other was refused above), which is the default",
+    ),
+]
 
 
 @dataclass
@@ -221,7 +314,9 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
             (
                 e
                 for e in EQUIVALENT
-                if e.path == outcome.path and e.before == before and e.after == after
+                if e.path == outcome.path
+                and e.before in before
+                and before.replace(e.before, e.after, 1) == after
             ),
             None,
         )
