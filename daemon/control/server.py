@@ -240,8 +240,9 @@ def arg(request: Request, name: str, kind: type | tuple[type, ...], default: Any
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     sock = writer.get_extra_info("socket")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    # struct ucred: a signed pid_t, then uid_t and gid_t, which are unsigned.
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+    pid, uid, gid = struct.unpack("iII", raw)
     return Peer(pid, uid, gid)
 
 
