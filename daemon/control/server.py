@@ -149,8 +149,8 @@ class ControlServer:
                 if not line.strip():
                     continue
                 await self._reply(writer, await self._handle(line))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            pass  # gone, or not reading its replies (see _reply): dropped, nothing to report
         finally:
             self._connections.discard(task)
             writer.close()
