@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from daemon.control import server as control_server
 from daemon.control.server import (
     ArgumentError,
     ControlServer,
@@ -64,11 +67,17 @@ async def serving(
     path: Path, handlers: dict[str, Any] | None = None, **kw: Any
 ) -> AsyncIterator[ControlServer]:
     server = ControlServer(path, handlers if handlers is not None else HANDLERS, **kw)
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: unhandled.append(context)
+    )
     await server.start()
     try:
         yield server
     finally:
         await server.close()
+        await asyncio.sleep(0)  # let a connection task that just failed report it
+        assert unhandled == [], "a connection task died of an error nobody handled"
 
 
 async def exchange(path: Path, data: bytes, replies: int | None = None) -> list[Reply]:
@@ -147,6 +156,15 @@ def test_many_requests_on_one_connection_are_answered_in_order(sock_path: Path) 
     run(body)
 
 
+def test_a_one_character_request_is_answered_before_the_next_line(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, b"5\n", replies=1)
+            assert code(reply) == ErrorCode.BAD_REQUEST
+
+    run(body)
+
+
 def test_a_last_frame_without_its_newline_is_still_answered(sock_path: Path) -> None:
     async def body() -> None:
         async with serving(sock_path):
@@ -185,7 +203,9 @@ def test_a_frame_without_end_past_the_limit_is_refused_and_the_connection_closed
             writer.write(b'{"v":1,"id":"big","pad":"' + b"x" * MAX_REQUEST_BYTES)  # no newline
             await writer.drain()
             line = await asyncio.wait_for(reader.readline(), 10)
-            assert code(json.loads(line)) == ErrorCode.FRAME_TOO_LARGE
+            refused = json.loads(line)
+            assert code(refused) == ErrorCode.FRAME_TOO_LARGE
+            assert str(MAX_REQUEST_BYTES) in refused["error"]["message"]
             assert await asyncio.wait_for(reader.read(), 10) == b"", "then the server hangs up"
             await closed(writer)
 
@@ -209,6 +229,9 @@ def test_a_bad_request_gets_its_error_code(sock_path: Path, data: bytes, expecte
         async with serving(sock_path):
             [reply] = await exchange(sock_path, data)
             assert code(reply) == expected and reply["error"]["message"]
+            readable = json.loads(data) if data.startswith(b"{") else {}
+            id_kept = isinstance(readable.get("id"), str) and len(readable["id"]) <= 128
+            assert reply["id"] == ("r1" if id_kept else None), "the id, whenever it was readable"
 
     run(body)
 
@@ -283,6 +306,7 @@ def test_too_many_clients_get_busy_and_a_freed_slot_serves_again(sock_path: Path
                 assert json.loads(await asyncio.wait_for(reader.readline(), 10))["ok"]
             [busy] = await exchange(sock_path, frame(id="third"))
             assert code(busy) == ErrorCode.BUSY
+            assert busy["error"]["message"].startswith("too many clients")
             await closed(held[0][1])
 
             async def served() -> bool:
@@ -370,7 +394,7 @@ def test_a_stale_socket_left_by_a_crash_is_replaced(sock_path: Path) -> None:
 
 def test_a_missing_folder_is_made_and_closing_twice_is_harmless(sock_path: Path) -> None:
     async def body() -> None:
-        nested = sock_path.parent / "run" / "c.sock"
+        nested = sock_path.parent / "run" / "tradectl" / "c.sock"
         server = ControlServer(nested, HANDLERS)
         await server.start()
         [reply] = await exchange(nested, frame())
@@ -378,6 +402,7 @@ def test_a_missing_folder_is_made_and_closing_twice_is_harmless(sock_path: Path)
         await server.close()
         await server.close()
         assert mode(nested) == 0
+        await ControlServer(nested, HANDLERS).close()  # never started: nothing to do
 
     run(body)
 
@@ -409,3 +434,157 @@ def test_a_peers_groups_come_from_the_kernel_and_a_gone_peer_keeps_its_primary_g
     me = Peer(os.getpid(), os.getuid(), os.getgid())
     assert me.groups() == {os.getgid(), *os.getgroups()}
     assert Peer(2**22 + 7, 1, 4242).groups() == {4242}
+
+
+# --- clients that stall -------------------------------------------------------------------
+# The waits are module constants (10 s, 300 s); these tests shorten them to keep the suite fast.
+
+
+@pytest.fixture
+def quick_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control_server, "FRAME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(control_server, "IDLE_TIMEOUT_S", 0.6)
+
+
+def test_half_a_frame_and_then_silence_is_dropped_after_the_frame_timeout(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(b'{"v":1,"id":"half","cmd":"sta')
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b"", "dropped, not waited on"
+            await closed(writer)
+
+    run(body)
+
+
+def test_an_idle_client_may_wait_between_requests_until_the_idle_timeout(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(b"\n")  # a blank line is not the start of a request
+            await writer.drain()
+            await asyncio.sleep(0.4)  # longer than a frame may take, shorter than idling may
+            writer.write(frame(id="late"))
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            assert reply["id"] == "late" and reply["ok"]
+            assert await asyncio.wait_for(reader.read(), 5) == b"", "idle too long: dropped"
+            await closed(writer)
+
+    run(body)
+
+
+def test_a_client_that_does_not_read_its_replies_is_dropped_and_others_are_served(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def big(request: Request) -> Any:
+        return "x" * 1_000_000
+
+    async def body() -> None:
+        async with serving(sock_path, {"ping": big, "status": echo}):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(frame(id="1") + frame(id="2") + frame(id="3"))  # 3 MB of replies
+            await writer.drain()
+            [other] = await exchange(sock_path, frame("status", id="other"))
+            assert other["ok"], "a stuck reader does not hold up anyone else"
+            await asyncio.sleep(1.0)  # the stuck reader's time runs out meanwhile
+            received = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+                    received += chunk
+            assert len(received) < 3_000_000, "the server gave up on it"
+            await closed(writer)
+
+    run(body)
+
+
+def test_a_probe_of_a_socket_that_never_accepts_gives_up(sock_path: Path) -> None:
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(str(sock_path))
+    hung.listen(0)  # a daemon frozen with its backlog full
+    waiting = []
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(64):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            waiting.append(client)
+            client.setblocking(False)
+            client.connect(str(sock_path))
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            asyncio.run(ControlServer(sock_path, HANDLERS).start())
+        except BaseException as e:  # what start() raised, for the assertion below
+            outcome.append(e)
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    starter.join(20)
+    try:
+        assert not starter.is_alive(), "start() hung on a socket that never answers"
+        [error] = outcome
+        assert isinstance(error, SocketInUse) and "cannot tell whether it is in use" in str(error)
+        assert mode(sock_path) > 0, "and left it in place"
+    finally:
+        for client in waiting:
+            client.close()
+        hung.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to be another uid and to set groups")
+def test_the_peer_is_who_the_kernel_says_even_with_a_uid_above_two_to_the_31(
+    sock_path: Path,
+) -> None:
+    high = 3_000_000_000
+
+    async def body() -> None:
+        async with serving(sock_path):
+            os.chmod(sock_path, 0o666)  # let the other uid in
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: another user asks who it is
+                try:
+                    os.setgroups([])
+                    os.setgid(4100)
+                    os.setuid(high)
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(sock_path))
+                        s.sendall(frame("status", id="who"))
+                        os.write(write_end, s.makefile("rb").readline())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(None, os.read, read_end, 65536)
+            await loop.run_in_executor(None, os.waitpid, pid, 0)
+            os.close(read_end)
+            reply = json.loads(data)
+            assert reply["result"] == {"pid": pid, "uid": high, "gid": 4100}
+
+    os.chmod(sock_path.parent, 0o777)
+    run(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to set groups")
+def test_a_peers_supplementary_groups_are_read_from_the_kernel() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([4242, 4343, 4444])
+            os.write(write_end, b"ready")
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 5) == b"ready"
+        assert Peer(pid, 1, 4100).groups() == {4100, 4242, 4343, 4444}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
