@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState
@@ -260,3 +261,46 @@ def test_without_a_watchdog_the_status_is_still_reported(tmp_path: Path) -> None
 
     notifier = world.notifier
     reporting(world, body)
+
+
+def test_a_change_of_verdict_is_logged_once_each_way_and_a_steady_one_never(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, watchdog_interval_s=0.06)  # a report every 20 ms
+    world.running("eth", since=world.clock.t)
+    notifier = world.notifier
+
+    async def reports(count: int) -> None:
+        seen = len(notifier.statuses())
+        await until(lambda: len(notifier.statuses()) >= seen + count)
+
+    async def body() -> None:
+        await reports(3)  # healthy from the start: nothing to say
+        world.clock.t += 100  # stale
+        await reports(3)
+        world.slot["eth"].launched_monotonic = world.clock.t  # it moves again
+        world.feeds["fast"].last_event_monotonic = world.clock.t
+        await reports(3)
+
+    with capture_logs() as logs:
+        reporting(world, body)
+    said = [(e["event"], e.get("reasons")) for e in logs if e["event"].startswith("health_")]
+    assert said == [
+        (
+            "health_failed",
+            [
+                "feed fast silent for 101s",
+                "stale bot eth: last candle 100s ago, bound 13s (running)",
+            ],
+        ),
+        ("health_recovered", None),
+    ]
+
+
+def test_an_errored_bot_is_reported_with_its_error(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.running("btc", since=world.clock.t - 200, state=BotState.ERRORED)
+    world.slot["btc"].error = "RuntimeError: plugin bug"
+    assert world.monitor.verdict().reasons == (
+        "stale bot btc: last candle 200s ago, bound 190s (errored: RuntimeError: plugin bug)",
+    )
