@@ -291,6 +291,7 @@ class Outcome:
     path: str
     total: int = 0
     killed: int = 0
+    timeouts: int = 0  # counted as killed; shown so that a hang in the harness stands out
     survivors: list[Survivor] = field(default_factory=list)
     error: str = ""
 
@@ -338,6 +339,11 @@ def mutmut_config(paths: list[str], tests: list[str], extra_args: list[str]) -> 
         f"pytest_add_cli_args = {toml_list(PYTEST_ARGS + extra_args)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"do_not_mutate_patterns = {toml_list(NOT_MUTATED)}\n"
+        # Fork each mutant from a server that has imported nothing of ours: polars starts threads
+        # when imported (jemalloc, its pool), and a child forked from a process that has them
+        # can hang on a lock one of them held; a hung mutant would count as a timeout (killed).
+        'process_isolation = "forkserver"\n'
+        'forkserver_warmup = "none"\n'
     )
 
 
@@ -389,6 +395,7 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
         outcome.total += 1
         if status in ("killed", "timeout", "caught by type check"):
             outcome.killed += 1
+            outcome.timeouts += status == "timeout"
             continue
         shown = subprocess.run(
             [mutmut, "show", name], cwd=work, capture_output=True, text=True
@@ -461,18 +468,18 @@ def locate(source: str, name: str, diff: str) -> tuple[int, str, str]:
 
 def report(outcomes: list[Outcome], suite: str, seconds: float) -> bool:
     print(f"\nmutation score per module ({suite} tests), target {TARGET:.0%}:")
-    print(f"  {'module':<16} {'mutants':>7} {'killed':>7} {'score':>7}  survivors")
+    print(f"  {'module':<16} {'mutants':>7} {'killed':>7} {'timeout':>7} {'score':>7}  survivors")
     good = True
     for o in outcomes:
         if o.error:
-            print(f"  {o.module:<16} {'-':>7} {'-':>7} {'-':>7}  NOT MEASURED: {o.error}")
+            print(f"  {o.module:<16} {'-':>7} {'-':>7} {'-':>7} {'-':>7}  NOT MEASURED: {o.error}")
             good = False
             continue
         explained = len(o.survivors) - len(o.unexplained)
         short = o.score < TARGET or o.unexplained
         flag = "  <-- BELOW TARGET OR UNEXPLAINED" if short else ""
         print(
-            f"  {o.module:<16} {o.total:>7} {o.killed:>7} {o.score:>7.1%}"
+            f"  {o.module:<16} {o.total:>7} {o.killed:>7} {o.timeouts:>7} {o.score:>7.1%}"
             f"  {len(o.survivors)} ({explained} equivalent){flag}"
         )
         good = good and not flag
