@@ -82,6 +82,11 @@ MODULES: dict[str, Module] = {
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
         for name in ("fvg", "swings", "blocks", "liquidity", "structure")
     },
+    "indicators-common": Module(
+        "strategies/indicators/_common.py",
+        ("tests/unit/test_indicators.py",),
+        note="first_hit and the input checks every indicator shares",
+    ),
 }
 
 
@@ -468,18 +473,18 @@ def locate(source: str, name: str, diff: str) -> tuple[int, str, str]:
 
 def report(outcomes: list[Outcome], suite: str, seconds: float) -> bool:
     print(f"\nmutation score per module ({suite} tests), target {TARGET:.0%}:")
-    print(f"  {'module':<16} {'mutants':>7} {'killed':>7} {'timeout':>7} {'score':>7}  survivors")
+    print(f"  {'module':<18} {'mutants':>7} {'killed':>7} {'timeout':>7} {'score':>7}  survivors")
     good = True
     for o in outcomes:
         if o.error:
-            print(f"  {o.module:<16} {'-':>7} {'-':>7} {'-':>7} {'-':>7}  NOT MEASURED: {o.error}")
+            print(f"  {o.module:<18} {'-':>7} {'-':>7} {'-':>7} {'-':>7}  NOT MEASURED: {o.error}")
             good = False
             continue
         explained = len(o.survivors) - len(o.unexplained)
         short = o.score < TARGET or o.unexplained
         flag = "  <-- BELOW TARGET OR UNEXPLAINED" if short else ""
         print(
-            f"  {o.module:<16} {o.total:>7} {o.killed:>7} {o.timeouts:>7} {o.score:>7.1%}"
+            f"  {o.module:<18} {o.total:>7} {o.killed:>7} {o.timeouts:>7} {o.score:>7.1%}"
             f"  {len(o.survivors)} ({explained} equivalent){flag}"
         )
         good = good and not flag
@@ -503,6 +508,7 @@ def main() -> int:
     parser.add_argument("--suite", choices=("mapped", "fast", "full"), default="mapped")
     parser.add_argument("--keep", action="store_true", help="keep the working copies")
     parser.add_argument("--list", action="store_true", help="print the modules and tests")
+    parser.add_argument("--json", type=Path, help="also write the outcomes to this file")
     args = parser.parse_args()
     keys = args.modules or list(MODULES)
     unknown = [k for k in keys if k not in MODULES]
@@ -511,7 +517,7 @@ def main() -> int:
     if args.list:
         for key in keys:
             module = MODULES[key]
-            print(f"{key:<16} {module.path:<36} {' '.join(test_files(module)) or '(no tests)'}")
+            print(f"{key:<18} {module.path:<36} {' '.join(test_files(module)) or '(no tests)'}")
         return 0
 
     began = time.monotonic()
@@ -534,7 +540,31 @@ def main() -> int:
         print(f"mutating {', '.join(group)} against {' '.join(selection)} ...", flush=True)
         outcomes += run_group(group, list(selection), extra, args.jobs, args.keep)
     outcomes.sort(key=lambda o: keys.index(o.module))
+    if args.json:
+        args.json.write_text(json.dumps([as_json(o) for o in outcomes], indent=1) + "\n")
     return 0 if report(outcomes, args.suite, time.monotonic() - began) else 1
+
+
+def as_json(outcome: Outcome) -> dict[str, object]:
+    return {
+        "module": outcome.module,
+        "path": outcome.path,
+        "mutants": outcome.total,
+        "killed": outcome.killed,
+        "timeouts": outcome.timeouts,
+        "score": round(outcome.score, 4),
+        "error": outcome.error,
+        "survivors": [
+            {
+                "line": s.line,
+                "before": s.before,
+                "after": s.after,
+                "status": s.status,
+                "equivalent": None if s.equivalent is None else s.equivalent.reason,
+            }
+            for s in outcome.survivors
+        ],
+    }
 
 
 if __name__ == "__main__":
