@@ -105,6 +105,12 @@ RISK, PAPER, PROTOCOL = (
     "tradectl/protocol.py",
 )
 SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
+LIQUIDITY = "strategies/indicators/liquidity.py"
+JOIN_ORDER = (
+    "polars' left join keeps the left order today, but documents its default as 'no order "
+    "promised, may differ between runs'; maintain_order='left' turns what happens into a "
+    "promise, which no test can tell apart from luck"
+)
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
 CLOSE = (
     "close(): connection tasks end at once when cancelled and, on Python 3.11, a closed "
@@ -276,6 +282,29 @@ EQUIVALENT: list[Equivalent] = [
         "last_error = None",
         'last_error = ""',
         "it is only tested for truth (`if problem`), where None and an empty string agree",
+    ),
+    Equivalent(
+        LIQUIDITY,
+        "*swing_exprs(left, right)[:2]",
+        "*swing_exprs(left, right)[:3]",
+        "the extra swing_high_known_at column is never read: the pools use their own known-at",
+    ),
+    Equivalent(
+        LIQUIDITY,
+        "highs=False)",
+        "highs=None)",
+        "the flag is only tested for truth, where None and False agree",
+    ),
+    Equivalent(LIQUIDITY, 'maintain_order="left", ', "maintain_order=None, ", JOIN_ORDER),
+    Equivalent(LIQUIDITY, 'maintain_order="left", ', "", JOIN_ORDER),
+    Equivalent(LIQUIDITY, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
+    Equivalent(LIQUIDITY, ', maintain_order="left")', ", )", JOIN_ORDER),
+    Equivalent(
+        LIQUIDITY,
+        ".fill_null(True).cum_sum()",
+        ".fill_null(False).cum_sum()",
+        "only the first swing has no previous one: its run is numbered 0 instead of 1, and "
+        "every later run one lower; runs are only ever grouped by, never read as numbers",
     ),
 ]
 
