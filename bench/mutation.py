@@ -105,7 +105,11 @@ RISK, PAPER, PROTOCOL = (
     "tradectl/protocol.py",
 )
 SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
-LIQUIDITY = "strategies/indicators/liquidity.py"
+LIQUIDITY, BLOCKS = "strategies/indicators/liquidity.py", "strategies/indicators/blocks.py"
+SAME_COLUMN = (
+    "the column left undropped is the input's own high, low or close, so attaching it replaces "
+    "that column with itself, in place"
+)
 JOIN_ORDER = (
     "polars' left join keeps the left order today, but documents its default as 'no order "
     "promised, may differ between runs'; maintain_order='left' turns what happens into a "
@@ -283,6 +287,9 @@ EQUIVALENT: list[Equivalent] = [
         'last_error = ""',
         "it is only tested for truth (`if problem`), where None and an empty string agree",
     ),
+    Equivalent(BLOCKS, '.drop("high", "low", "close")', '.drop("low", "close")', SAME_COLUMN),
+    Equivalent(BLOCKS, '.drop("high", "low", "close")', '.drop("high", "close")', SAME_COLUMN),
+    Equivalent(BLOCKS, '.drop("high", "low", "close")', '.drop("high", "low", )', SAME_COLUMN),
     Equivalent(
         LIQUIDITY,
         "*swing_exprs(left, right)[:2]",
@@ -299,6 +306,14 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(LIQUIDITY, 'maintain_order="left", ', "", JOIN_ORDER),
     Equivalent(LIQUIDITY, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
     Equivalent(LIQUIDITY, ', maintain_order="left")', ", )", JOIN_ORDER),
+    Equivalent(
+        LIQUIDITY,
+        'pools["liquidity_known_at"] + 1',
+        'pools["liquidity_known_at"] - 1',
+        "the rows from the touch to its known-at row are the swing's right-hand window, whose "
+        "highs (lows) cannot pass the swing's own, let alone the pool's level: starting the "
+        "sweep search two rows earlier finds the same first sweep",
+    ),
     Equivalent(
         LIQUIDITY,
         ".fill_null(True).cum_sum()",

@@ -585,6 +585,30 @@ def test_breaker_blocks_by_hand() -> None:
     assert got == {3: (-1, 10, 7, 11), 8: (-1, 12, 9, 10)}
 
 
+def test_a_close_below_the_block_before_the_break_does_not_fail_the_block() -> None:
+    # left = right = 1. Row 1 is a swing high (12); row 3 the last down candle (low 10.8)
+    # before row 5 closes above 12. Row 4 closes at 9.5, under the block-to-be, but before
+    # the block exists: only closes after row 5 can fail it, and none comes.
+    df = frame(
+        [
+            (10, 10.5, 9.5, 10),
+            (10, 12, 10, 11),
+            (11, 11.5, 10.5, 11.2),
+            (11.2, 11.4, 10.8, 10.9),
+            (9, 9.6, 8.9, 9.5),
+            (9.5, 12.5, 9.5, 12.2),
+            (12.2, 12.6, 12, 12.4),
+            (12.4, 12.9, 12.1, 12.8),
+        ]
+    )
+    blocks = order_blocks(df, left=1, right=1)
+    assert blocks["ob"].to_list() == [None, None, None, 1, None, None, None, None]
+    assert blocks["ob_known_at"].to_list()[3] == 5
+    assert breaker_blocks(df, left=1, right=1)["breaker"].null_count() == df.height
+    spec = specs(left=1, right=1)["breaker_blocks"]
+    assert_columns(spec.run(df), spec.reference(df))
+
+
 def test_fair_value_gaps_by_hand() -> None:
     highs = [10, 12, 14, 13, 12.5, 11, 11.8, 12.2]
     lows = [9, 10, 11, 12, 11.5, 10.5, 10.8, 9.8]
