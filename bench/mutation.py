@@ -92,7 +92,7 @@ MODULES: dict[str, Module] = {
 
 @dataclass(frozen=True)
 class Equivalent:
-    path: str
+    path: str  # a file, or a folder for every file in it
     before: str  # the changed part of the source line
     after: str  # what the mutant has there instead
     reason: str
@@ -106,6 +106,7 @@ RISK, PAPER, PROTOCOL = (
 )
 SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
 LIQUIDITY, BLOCKS = "strategies/indicators/liquidity.py", "strategies/indicators/blocks.py"
+INDICATORS = "strategies/indicators/"
 SAME_COLUMN = (
     "the column left undropped is the input's own high, low or close, so attaching it replaces "
     "that column with itself, in place"
@@ -302,10 +303,16 @@ EQUIVALENT: list[Equivalent] = [
         "highs=None)",
         "the flag is only tested for truth, where None and False agree",
     ),
-    Equivalent(LIQUIDITY, 'maintain_order="left", ', "maintain_order=None, ", JOIN_ORDER),
-    Equivalent(LIQUIDITY, 'maintain_order="left", ', "", JOIN_ORDER),
-    Equivalent(LIQUIDITY, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
-    Equivalent(LIQUIDITY, ', maintain_order="left")', ", )", JOIN_ORDER),
+    Equivalent(INDICATORS, 'maintain_order="left", ', "maintain_order=None, ", JOIN_ORDER),
+    Equivalent(INDICATORS, 'maintain_order="left", ', "", JOIN_ORDER),
+    Equivalent(INDICATORS, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
+    Equivalent(INDICATORS, ', maintain_order="left")', ", )", JOIN_ORDER),
+    Equivalent(
+        INDICATORS,
+        "strict=False,",
+        "strict=None,",
+        "first_hit only tests strict for truth, where None and False agree",
+    ),
     Equivalent(
         LIQUIDITY,
         'pools["liquidity_known_at"] + 1',
@@ -455,7 +462,7 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
             (
                 e
                 for e in EQUIVALENT
-                if e.path == outcome.path
+                if outcome.path.startswith(e.path)
                 and e.before in before
                 and before.replace(e.before, e.after, 1) == after
             ),
