@@ -314,6 +314,12 @@ EQUIVALENT: list[Equivalent] = [
         "first_hit only tests strict for truth, where None and False agree",
     ),
     Equivalent(
+        INDICATORS,
+        "strict=False)",
+        "strict=None)",
+        "first_hit only tests strict for truth, where None and False agree",
+    ),
+    Equivalent(
         LIQUIDITY,
         'pools["liquidity_known_at"] + 1',
         'pools["liquidity_known_at"] - 1',
