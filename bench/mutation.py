@@ -106,7 +106,11 @@ RISK, PAPER, PROTOCOL = (
 )
 SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
 LIQUIDITY, BLOCKS = "strategies/indicators/liquidity.py", "strategies/indicators/blocks.py"
-INDICATORS = "strategies/indicators/"
+INDICATORS, STRUCTURE = "strategies/indicators/", "strategies/indicators/structure.py"
+FIRST_ROW = (
+    "shift's n is 1 by default; the fill only sets the trend before row 0, and row 0 can never "
+    "break (a swing is known at row left + right >= 2 at the earliest)"
+)
 SAME_COLUMN = (
     "the column left undropped is the input's own high, low or close, so attaching it replaces "
     "that column with itself, in place"
@@ -292,10 +296,10 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(BLOCKS, '.drop("high", "low", "close")', '.drop("high", "close")', SAME_COLUMN),
     Equivalent(BLOCKS, '.drop("high", "low", "close")', '.drop("high", "low", )', SAME_COLUMN),
     Equivalent(
-        LIQUIDITY,
+        INDICATORS,
         "*swing_exprs(left, right)[:2]",
         "*swing_exprs(left, right)[:3]",
-        "the extra swing_high_known_at column is never read: the pools use their own known-at",
+        "the extra swing_high_known_at column is never read: what follows derives its own",
     ),
     Equivalent(
         LIQUIDITY,
@@ -307,6 +311,10 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(INDICATORS, 'maintain_order="left", ', "", JOIN_ORDER),
     Equivalent(INDICATORS, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
     Equivalent(INDICATORS, ', maintain_order="left")', ", )", JOIN_ORDER),
+    Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, fill_value=None)", FIRST_ROW),
+    Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(fill_value=0)", FIRST_ROW),
+    Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, )", FIRST_ROW),
+    Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, fill_value=1)", FIRST_ROW),
     Equivalent(
         INDICATORS,
         "strict=False,",
