@@ -5,8 +5,9 @@ Over the 60k ETH 1m candles in data/candles:
 1. each indicator of `strategies.indicators` on the whole frame (best of 3): candles/s;
 2. `tradectl backtest ema_cross -p trend_timeframe=null` over the whole file:
    - the fast engine in-process (`daemon.backtest.run_backtest`, best of 3, loading and
-     checking the file included): the strategy's vectorised signals, then the runner's
-     decisions, risk rules and paper fills candle by candle;
+     checking the file included): the strategy's vectorised signals, then the daemon's
+     trading core, risk rules and paper fills (resting stops and take-profits) candle by
+     candle;
    - the same through the CLI as a new user runs it (a subprocess: interpreter, imports and
      JSON report included);
    - with `--replay`, the replay engine too (the daemon's own asyncio runner, feed and SQLite

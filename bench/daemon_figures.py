@@ -86,7 +86,8 @@ def wait_running(daemon: DaemonProcess, bots: int) -> None:
 
 
 def candle_to_order_latency(log: Path) -> list[float]:
-    """For each order: the time since its bot began processing the candle that caused it."""
+    """For each candle that led to orders: the time from when its bot began processing it to
+    its first order (later ones, such as the stop and take-profit after an entry, follow)."""
     last_candle: dict[str, datetime] = {}
     latencies = []
     for line in log.read_text().splitlines():
@@ -97,7 +98,7 @@ def candle_to_order_latency(log: Path) -> list[float]:
         if event["event"] == "candle_closed":
             last_candle[event["bot"]] = at
         elif event["event"] == "order_submitted" and event.get("bot") in last_candle:
-            latencies.append((at - last_candle[event["bot"]]).total_seconds())
+            latencies.append((at - last_candle.pop(event["bot"])).total_seconds())
     return latencies
 
 

@@ -8,32 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import grp
 import os
-import pwd
 import signal
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
 import tradectl
+from daemon.adapters.candle_files import replay_file
 from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
+from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
+from daemon.adapters.store_identity import STORE_FILE, open_state_store
 from daemon.clock import SystemClock
+from daemon.control.access import authorize, is_admin
 from daemon.control.server import (
     ArgumentError,
     ControlServer,
-    Forbidden,
     Handler,
     Peer,
     arg,
+    claim_socket_path,
     current_peer,
 )
 from daemon.credentials import load_credentials
@@ -41,6 +43,7 @@ from daemon.domain.errors import ConfigError, NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
+from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
@@ -54,11 +57,8 @@ from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
-READ_ONLY_COMMANDS = frozenset(
-    {Command.PING, Command.STATUS, Command.POSITIONS, Command.ORDERS, Command.HEALTH}
-)
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
-STATE_FILE = "state.db"
+STATE_FILE = STORE_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +68,6 @@ class FeedKey:
 
     def __str__(self) -> str:
         return f"{self.account}:{self.symbol}"
-
-
-def candle_file(data_dir: Path, symbol: str) -> Path:
-    """freqtrade's naming: ETH/USDT:USDT -> ETH_USDT_USDT-1m-futures.feather (or .json)."""
-    stem = symbol.replace("/", "_").replace(":", "_") + "-1m-futures"
-    feather = data_dir / f"{stem}.feather"
-    json_file = data_dir / f"{stem}.json"
-    if feather.exists() or not json_file.exists():
-        return feather
-    return json_file
 
 
 def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
@@ -98,29 +88,12 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
                 testnet=account.testnet,
                 api_base_url=account.api_base_url,
                 requests_per_s=account.requests_per_s,
+                trigger_price_type=account.trigger_price_type,
             )
             continue
         markets = markets or load_paper_markets()
         gateways[name] = PaperExchange(name, paper_settings(account, config.risk), store, markets)
     return gateways
-
-
-def _uid(loaded: LoadedConfig, bot: str, owner: str | int) -> int:
-    if isinstance(owner, int):
-        return owner
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise ConfigError(f"{loaded.path}: bots.{bot}.owner: no user named {owner!r}") from None
-
-
-def _gid(loaded: LoadedConfig, group: str | int) -> int:
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"{loaded.path}: daemon.admin_group: no group named {group!r}") from None
 
 
 def owner_of(config: Config, account: str, symbol: str) -> str | None:
@@ -137,8 +110,11 @@ class Daemon:
         loaded: LoadedConfig,
         clock: Clock | None = None,
         notifier: SystemdNotifier | None = None,
+        *,
+        new_store: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.new_store = new_store  # accept a missing or replaced store on purpose
         self.config = loaded.config
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
@@ -193,6 +169,9 @@ class Daemon:
                     strategy=bot.strategy,
                     timeframes=tuple(bot.timeframes),
                     leverage=bot.leverage,
+                    max_candle_age=None
+                    if bot.max_candle_age_s is None
+                    else timedelta(seconds=bot.max_candle_age_s),
                 ),
                 bot.autostart,
             )
@@ -210,9 +189,11 @@ class Daemon:
                 stale_floor_s=health.stale_floor_s,
                 stale_candles=health.stale_candles,
                 start_timeout_s=health.start_timeout_s,
+                unprotected_grace_s=health.unprotected_grace_s,
             ),
             self.clock,
             self.notifier,
+            store_file=store.path,
         )
 
     def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
@@ -220,13 +201,8 @@ class Daemon:
         account = self.config.accounts[key.account]
         if isinstance(account, PaperAccount) and account.market_data == "replay":
             replay = account.replay
-            data_file = candle_file(self.loaded.resolve(replay.data_dir), key.symbol)
-            if not data_file.exists():
-                raise ConfigError(
-                    f"{self.loaded.path}: accounts.{key.account}.replay.data_dir: no candles for "
-                    f"{key.symbol} (looked for {data_file})"
-                )
-            return ReplayFeed(
+            data_file = replay_file(self.loaded.resolve(replay.data_dir), key.symbol)
+            return ReplayFeed(  # the file, its start and timeframes passed check_config
                 symbol=key.symbol,
                 data_file=data_file,
                 timeframes=timeframes,
@@ -285,18 +261,23 @@ class Daemon:
         )
 
     async def run(self) -> None:
+        self.checked = check_config(self.loaded)  # all of it, before any file or exchange
         state_dir = self.loaded.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        socket_path = self.loaded.socket_path
+        prepare_folder(socket_path.parent, "socket folder")
+        claim_socket_path(socket_path)  # before store and exchanges: a refusal touches nothing
+        prepare_folder(state_dir, "state folder")
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
-            store = SqliteStore(state_dir / STATE_FILE)
+            store = open_state_store(state_dir, new_store=self.new_store)
         except BaseException:
             lock.release()
             raise
         self.store = store
         server: ControlServer | None = None
         started_gateways: list[ExchangeGateway] = []
+        failed = False
         try:
             self._build(store)
             self._resolve_access()
@@ -315,7 +296,9 @@ class Daemon:
                 self.reconciliation += await reconcile_account(
                     gateway, store, functools.partial(self._owner, account), bot_symbols
                 )
-            server = ControlServer(self.loaded.socket_path, self._handlers(), self._authorize)
+            server = ControlServer(
+                socket_path, self._handlers(), self._authorize, privileged=self._is_admin
+            )
             await server.start()
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")
@@ -338,20 +321,48 @@ class Daemon:
             await self._stop.wait()
             self.notifier.stopping("stopping: bots keep their desired state")
             self.log.info("daemon_stopping")
+        except BaseException:
+            failed = True
+            raise
         finally:
-            if self._supervisor is not None:
-                await self._supervisor.shutdown()
-            for task in self._tasks:
-                task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=2.0)
-            if server is not None:
-                await server.close()
-            for gateway in started_gateways:
-                await gateway.close()
-            store.close()
-            lock.release()
-            self.log.info("daemon_stopped")
+            problem = await self._shutdown(server, started_gateways, store, lock)
+            if problem is not None and not failed:
+                raise problem  # the first fault of the shutdown, when nothing else failed
+
+    async def _shutdown(
+        self,
+        server: ControlServer | None,
+        gateways: list[ExchangeGateway],
+        store: SqliteStore,
+        lock: StateDirLock,
+    ) -> BaseException | None:
+        """Every step runs even when one fails (a full disk, a broken store): the socket
+        goes, the lock is released, and the first fault is returned to be reported."""
+        problems: list[BaseException] = []
+
+        async def step(what: str, action: Any) -> None:
+            try:
+                result = action()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as e:
+                problems.append(e)
+                self.log.error("shutdown_step_failed", step=what, error=f"{type(e).__name__}: {e}")
+
+        if self._supervisor is not None:
+            await step("stop bots", self._supervisor.shutdown)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+        if server is not None:
+            await step("close the control socket", server.close)
+        for gateway in gateways:
+            await step(f"close {gateway.account}", gateway.close)
+        await step("close the store", store.close)
+        lock.release()
+        self.log.info("daemon_stopped")
+        return problems[0] if problems else None
 
     def _still_starting(self, bots: list[str]) -> None:
         """Start-up is making progress: ask systemd for more time, say who we wait for."""
@@ -374,45 +385,38 @@ class Daemon:
     # -- the control commands ------------------------------------------------------
 
     def _resolve_access(self) -> None:
-        """Names in the config become ids once, at start-up; an unknown one is a config error."""
-        daemon = self.config.daemon
-        self.admin_gid = (
-            None if daemon.admin_group is None else _gid(self.loaded, daemon.admin_group)
-        )
-        self.config_owners = {
-            name: _uid(self.loaded, name, bot.owner)
-            for name, bot in self.config.bots.items()
-            if bot.owner is not None
-        }
+        """Names in the config became ids in check_config; an unknown one was refused there."""
+        self.admin_gid = self.checked.admin_gid
+        self.config_owners = self.checked.owners
 
-    def bot_owner(self, name: str) -> int:
-        """The config's owner, else whoever first started it, else the daemon's own user."""
+    def bot_owner(self, name: str) -> int | None:
+        """The config's owner, else whoever first started it, else the daemon's own user;
+        None while nobody owns it (its first start makes the caller the owner)."""
         if name in self.config_owners:
             return self.config_owners[name]
         record = self.store.bot(name)
         if record is not None and record.owner_uid is not None:
             return record.owner_uid
-        return os.getuid() if record is not None else -1  # -1: nobody yet; first start owns it
+        return os.getuid() if record is not None else None
+
+    def _is_admin(self, peer: Peer) -> bool:
+        return is_admin(peer.uid, peer.groups(), daemon_uid=os.getuid(), admin_gid=self.admin_gid)
 
     def _authorize(self, peer: Peer, request: Request) -> None:
         """Root, the daemon's user and the admin group: anything. Others: read, and act on
-        the bots they own."""
-        if peer.uid in (0, os.getuid()):
-            return
-        if self.admin_gid is not None and self.admin_gid in peer.groups():
-            return
-        if request.cmd in READ_ONLY_COMMANDS:
-            return
-        if request.args.get("all"):
-            raise Forbidden(f"{request.cmd} --all is for administrators (uid {peer.uid} is not)")
+        the bots they own (see daemon/control/access.py)."""
         bot = request.args.get("bot")
-        if not isinstance(bot, str) or bot not in self.config.bots:
-            return  # the handler answers with the precise error
-        owner = self.bot_owner(bot)
-        if owner == -1 and request.cmd == Command.START:
-            return  # the first start makes the caller the owner
-        if owner != peer.uid:
-            raise Forbidden(f"bot {bot!r} belongs to uid {owner}; uid {peer.uid} may only read it")
+        known = bot if isinstance(bot, str) and bot in self.config.bots else None
+        authorize(
+            peer.uid,
+            peer.groups(),
+            request.cmd,
+            daemon_uid=os.getuid(),
+            admin_gid=self.admin_gid,
+            every=bool(request.args.get("all")),
+            bot=known,
+            owner=None if known is None else self.bot_owner(known),
+        )
 
     def _handlers(self) -> dict[str, Handler]:
         return {
@@ -563,15 +567,20 @@ class Daemon:
                 if bot is not None and owner != bot:
                     continue
                 seen.add(o.client_order_id)
-                rows.append(_order_row(o, owner, account, known is not None))
+                purpose = known.purpose if known is not None else None
+                rows.append(_order_row(o, owner, account, known is not None, purpose))
         local = self.store.recent_orders(bot, 50) if history else self.store.live_orders(bot)
         for o in local:
             if o.client_order_id not in seen:
-                rows.append(_order_row(o, o.bot, o.account, True))
+                rows.append(_order_row(o, o.bot, o.account, True, o.purpose))
         return rows
 
 
-def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, Any]:
+def _order_row(
+    o: Any, bot: str | None, account: str, known: bool, purpose: str | None
+) -> dict[str, Any]:
+    """One order for `tradectl orders`: resting stops and take-profits show their trigger
+    price and purpose (stop, take_profit), entries and exits theirs."""
     return {
         "bot": bot,
         "account": account,
@@ -584,15 +593,17 @@ def _order_row(o: Any, bot: str | None, account: str, known: bool) -> dict[str, 
         "filled_qty": str(o.filled_qty),
         "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
         "reduce_only": o.reduce_only,
+        "trigger_price": None if o.trigger_price is None else str(o.trigger_price),
+        "purpose": purpose,
         "status": o.status.value,
         "known_to_store": known,
         "created_at": None if o.created_at is None else o.created_at.isoformat(),
     }
 
 
-def run_daemon(loaded: LoadedConfig) -> int:
+def run_daemon(loaded: LoadedConfig, *, new_store: bool = False) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
-    daemon = Daemon(loaded)
+    daemon = Daemon(loaded, new_store=new_store)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

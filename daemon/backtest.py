@@ -5,13 +5,14 @@ Two engines, one report:
 - "replay", parity by construction: the daemon's own parts wired in one event loop, as
   `daemon.app` does for a paper account on replayed data. `ReplayFeed` at speed 0 (the same
   multi-timeframe aggregation, warm-up history and lock-step delivery), `PaperExchange` on an
-  in-memory `SqliteStore`, subscribed before the bot, and `BotRunner` (exits on the 1m
-  high/low, signals, sizing by `entry_quantity`, every order through `check_intent`). About
-  2 ms a candle.
-- "fast" (the default), parity by shared parts and by test: `daemon.backtest_simulator` makes
-  the runner's decisions in one loop with the same pure risk rules and paper fill model and
-  the strategy's signals computed at once. `tests/component/test_backtest_engines.py` holds
-  it to the replay engine on every figure of the report.
+  in-memory `SqliteStore`, subscribed before the bot (so resting stops and take-profits fire
+  on a candle before the bot sees it), and `BotRunner` around the trading core. About 2 ms a
+  candle.
+- "fast" (the default), parity by the same core and by test: `daemon.backtest_simulator`
+  feeds the same `daemon.domain.trader.step` in one loop, carrying its actions out on a paper
+  account with the same fill model, and computes the strategy's signals at once.
+  `tests/component/test_backtest_engines.py` holds it to the replay engine on every figure
+  of the report.
 
 A daily loss limit halts the bot as in the daemon: its position is flattened with the daemon's
 `Flattener` and it stays halted to the end of the run (nobody is there to resume it); the

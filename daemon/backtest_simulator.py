@@ -1,30 +1,28 @@
-"""The backtest's fast engine: the bot runner's decisions over a whole history, in one plain loop.
+"""The backtest's fast engine: the daemon's trading core over a whole history, in one plain loop.
 
 Why a second engine: the replay engine runs the daemon's own asyncio runner, replay feed and
 SQLite store, so every candle pays for an event loop hop, a polars frame rebuild, a strategy
 evaluation and a dozen store queries (about 2.5 ms); a week of 1m candles takes half a minute.
-This engine makes the same decisions without that machinery:
+This engine feeds the same decisions without that machinery:
 
+- the decisions are `daemon.domain.trader.step`, the core `BotRunner` drives: this loop only
+  hands it each candle with the facts of a paper account and carries its actions out on that
+  account, feeding every outcome back, as the runner does through the gateway and the store;
 - signals come from the strategy's `signal_series` (every signal of the history at once, equal
   to `evaluate` on the live windows by the strategy's contract), or else from `evaluate` on
   zero-copy slices of whole-history frames that hold exactly the live windows' candles;
-- every rule is the daemon's own pure function: `check_intent`, `entry_quantity`,
-  `loss_breach` and `day_start` from `daemon.domain.risk`, `apply_fill`, `slipped_price` and
-  `isolated_margin` from the paper fill model, `round_trips` for the trades;
-- what it restates is the order in which `BotRunner` applies them on each 1m close:
+- the account fills as `PaperExchange` does, with the same pure functions of
+  `daemon.domain.paper_model`: market orders at the close moved by the slippage, resting
+  stops and take-profits by `fired_triggers` (the trigger or the gap's open, stop first)
+  before the bot sees the candle, the same refusals (`check_step`, `executed_quantity`,
+  `check_minimums`, `check_fill_margin`, `triggers_at`).
 
-  1. the paper account marks the position at the close;
-  2. loss limits: today's realised PnL net of fees plus the unrealised, for the bot and the
-     account (one bot here, so the same figure); a breach halts the bot and flattens it at the
-     close with a reduce-only market order, and the rest of the run only marks equity;
-  3. exits: with a position and its plan, the candle's low/high against the stop first, then
-     the take-profit; a hit closes at the close, reduce-only;
-  4. on a close of the strategy's base timeframe, once every window is warm: a signal in the
-     position's direction is ignored; against it the position is closed ("reversal"), then an
-     entry sized by `entry_quantity` on the equity after that close is risk-checked (with the
-     account figures taken at step 2, as the runner does) and filled like the paper account
-     fills a market order (minimums, margin and fee out of the free balance);
-  5. equity (wallet plus unrealised) is marked at the close.
+What is its own is speed: a candle without a signal, with nothing resting near its range,
+far from the loss limits and with the protection in order (`trader.needs_attention`) cannot
+lead to an action, so `step` is not called on it; floats pre-screen those tests and Decimals
+decide whenever the floats come near (or tie). A loss-limit halt flattens as the supervisor
+does (resting orders cancelled, the position closed at the close) and the rest of the run
+only marks equity.
 
 `tests/component/test_backtest_engines.py` holds this engine to the replay engine trade for trade,
 and `tests/integration/test_backtest_parity.py` holds the backtest to a real daemon.
@@ -32,9 +30,10 @@ and `tests/integration/test_backtest_parity.py` holds the backtest to a real dae
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -45,17 +44,18 @@ from daemon.adapters.candle_files import (
     aggregate,
     timeframe_minutes,
 )
-from daemon.domain.errors import OrderRejected, RiskRejected
+from daemon.domain import trader
+from daemon.domain.errors import OrderRejected, WouldTrigger
 from daemon.domain.models import (
     ZERO,
-    ClientOrderIds,
-    Direction,
     Fill,
     Market,
+    Order,
     OrderIntent,
-    OrderType,
+    OrderStatus,
     Side,
     Signal,
+    closing_side,
 )
 from daemon.domain.paper_model import (
     FLAT,
@@ -65,16 +65,13 @@ from daemon.domain.paper_model import (
     check_minimums,
     check_step,
     executed_quantity,
+    fired_triggers,
     isolated_margin,
     slipped_price,
+    trigger_rises,
+    triggers_at,
 )
-from daemon.domain.risk import (
-    AccountExposure,
-    RiskLimits,
-    check_intent,
-    entry_quantity,
-    loss_breach,
-)
+from daemon.domain.risk import AccountExposure, RiskLimits
 from daemon.runtime.bot_runner import window_lengths
 from daemon.runtime.flatten import flatten_order_id
 from strategies.base import Strategy
@@ -187,18 +184,16 @@ def signals_by_candle(
 
 
 class _Account:
-    """The paper account of one bot on one symbol: a net holding, a wallet and the fills.
+    """The paper account of one bot on one symbol: a net holding, a wallet, resting trigger
+    orders and the fills, as `PaperExchange` keeps them.
 
-    Float mirrors of the wallet, today's PnL and the holding are kept beside the Decimals
-    for the loop's pre-screens; they never decide anything on their own.
+    Float mirrors of the wallet, today's PnL, the holding and the triggers are kept beside the
+    Decimals for the loop's pre-screens; they never decide anything on their own.
     """
 
-    def __init__(
-        self, costs: Costs, market: Market, outcome: Outcome, symbol: str, limits: RiskLimits
-    ) -> None:
+    def __init__(self, costs: Costs, market: Market, outcome: Outcome, symbol: str) -> None:
         self.costs = costs
         self.market = market
-        self.market_limits = limits
         self.outcome = outcome
         self.symbol = symbol
         self.holding = FLAT
@@ -208,6 +203,8 @@ class _Account:
         self.day_net_f = 0.0
         self.qty_f = 0.0
         self.entry_f = 0.0
+        self.resting: list[Order] = []
+        self._triggers_f: list[tuple[float, bool]] = []  # (trigger, fires on a rise)
 
     @property
     def day_net(self) -> Decimal:
@@ -218,22 +215,113 @@ class _Account:
         self._day_net = value
         self.day_net_f = float(value)
 
-    def fill(
-        self, cid: str, side: Side, qty: Decimal, close: Decimal, at: datetime, reduce_only: bool
-    ) -> None:
-        """A market order as `PaperExchange` fills it; OrderRejected as it would refuse it."""
-        market, costs = self.market, self.costs
+    def facts(self, close: Decimal) -> trader.Facts:
+        """What the runner would read from the paper exchange and the store now."""
         holding = self.holding
-        check_step(qty, market)
-        qty = executed_quantity(holding, side, qty, reduce_only)
+        unrealized = (close - holding.entry_price) * holding.qty
+        return trader.Facts(
+            position_qty=holding.qty,
+            entry_price=holding.entry_price,
+            mark=close,
+            bot_realized=self._day_net,
+            orders=tuple(self.resting),
+            equity=self.wallet + unrealized,
+        )
+
+    def may_fire(self, high: float, low: float) -> bool:
+        """False only when no resting trigger can have been reached (floats never decide)."""
+        for trigger, rises in self._triggers_f:
+            if (high >= trigger) if rises else (low <= trigger):
+                return True
+        return False
+
+    def fire(self, open_: Decimal, high: Decimal, low: Decimal, at: datetime) -> bool:
+        """Fill the resting triggers this candle reached, as `PaperExchange` does."""
+        fired = fired_triggers(self.resting, open_, high, low)
+        for order, hit in fired:
+            self._unrest(order)
+            if self.holding.qty * order.side.sign >= 0:
+                continue  # reduce-only with nothing left to reduce: cancelled
+            price = slipped_price(order.side, hit, self.costs.slippage_bps, self.market)
+            qty = min(order.qty, abs(self.holding.qty))
+            self._book(order.client_order_id, order.side, qty, price, at)
+        return bool(fired)
+
+    def submit(self, intent: OrderIntent, close: Decimal, at: datetime) -> trader.Outcome:
+        """Fill or rest an order as `PaperExchange` would, or refuse it as it would."""
+        self.outcome.purposes[intent.client_order_id] = intent.purpose
+        try:
+            if intent.type.is_trigger:
+                order = self._rest(intent, close, at)
+            else:
+                order = self._fill_market(intent, close, at)
+        except WouldTrigger as e:
+            return self._outcome(intent.client_order_id, trader.Result.WOULD_TRIGGER, close, e)
+        except OrderRejected as e:
+            return self._outcome(intent.client_order_id, trader.Result.REJECTED, close, e)
+        return trader.Outcome(intent.client_order_id, trader.Result.DONE, self.facts(close), order)
+
+    def cancel(self, order: Order, close: Decimal) -> trader.Outcome:
+        """Cancelled at once (the core reads the outcome, not the order's new status)."""
+        self._unrest(order)
+        return trader.Outcome(order.client_order_id, trader.Result.DONE, self.facts(close))
+
+    def flatten(self, cid: str, close: Decimal, at: datetime) -> None:
+        """A flatten: every resting order cancelled, the position closed at market."""
+        self.resting.clear()
+        self._triggers_f.clear()
+        held = self.holding.qty
+        if held:
+            self.outcome.purposes[cid] = "flatten"
+            side = closing_side(held)
+            price = slipped_price(side, close, self.costs.slippage_bps, self.market)
+            self._book(cid, side, abs(held), price, at)
+
+    def _outcome(
+        self, cid: str, result: trader.Result, close: Decimal, error: Exception
+    ) -> trader.Outcome:
+        return trader.Outcome(cid, result, self.facts(close), None, str(error))
+
+    def _fill_market(self, intent: OrderIntent, close: Decimal, at: datetime) -> Order:
+        market, costs, holding = self.market, self.costs, self.holding
+        side, reduce_only = intent.side, intent.reduce_only
+        check_step(intent.qty, market)
+        qty = executed_quantity(holding, side, intent.qty, reduce_only)
         price = slipped_price(side, close, costs.slippage_bps, market)
-        fee = qty * price * costs.taker_fee_rate
         if not reduce_only:
+            fee = qty * price * costs.taker_fee_rate
             check_minimums(qty, price, market)
-            # free as the paper account has it: no resting orders here, one symbol
+            # free as the paper account has it: resting orders here are reduce-only
             free = self.wallet - isolated_margin(holding, costs.margin_leverage)
             check_fill_margin(holding, side, qty, price, fee, free, costs.margin_leverage)
-        change = apply_fill(holding, side, qty, price)
+        self._book(intent.client_order_id, side, qty, price, at)
+        return _order(intent, OrderStatus.FILLED, filled_qty=qty, avg_fill_price=price)
+
+    def _rest(self, intent: OrderIntent, close: Decimal, at: datetime) -> Order:
+        check_step(intent.qty, self.market)
+        executed_quantity(self.holding, intent.side, intent.qty, intent.reduce_only)
+        trigger = intent.trigger_price
+        assert trigger is not None and intent.reduce_only  # as the core makes them
+        if trigger % self.market.price_step != 0:
+            raise OrderRejected(f"trigger price {trigger} is not a multiple of the tick")
+        if triggers_at(intent.type, intent.side, trigger, close):
+            raise WouldTrigger(f"order would immediately trigger at {trigger}, last {close}")
+        order = _order(intent, OrderStatus.OPEN)
+        self.resting.append(order)
+        self._triggers_f.append((float(trigger), trigger_rises(intent.type, intent.side)))
+        return order
+
+    def _unrest(self, order: Order) -> None:
+        for i, resting in enumerate(self.resting):
+            if resting.client_order_id == order.client_order_id:
+                del self.resting[i]
+                del self._triggers_f[i]
+                return
+
+    def _book(self, cid: str, side: Side, qty: Decimal, price: Decimal, at: datetime) -> None:
+        """One taker fill: holding, wallet, today's PnL, the fill record."""
+        fee = qty * price * self.costs.taker_fee_rate
+        change = apply_fill(self.holding, side, qty, price)
         self.holding = change.holding if change.holding.qty != 0 else FLAT
         self.qty_f, self.entry_f = float(self.holding.qty), float(self.holding.entry_price)
         self.wallet = self.wallet + change.realized_pnl - fee
@@ -255,13 +343,28 @@ class _Account:
         )
 
 
-@dataclass(slots=True)
-class _Plan:
-    long: bool
-    stop: Decimal
-    take_profit: Decimal
-    stop_f: float
-    take_profit_f: float
+def _order(
+    intent: OrderIntent,
+    status: OrderStatus,
+    filled_qty: Decimal = ZERO,
+    avg_fill_price: Decimal | None = None,
+) -> Order:
+    return Order(
+        account=intent.account,
+        symbol=intent.symbol,
+        client_order_id=intent.client_order_id,
+        side=intent.side,
+        type=intent.type,
+        qty=intent.qty,
+        price=None,
+        reduce_only=intent.reduce_only,
+        status=status,
+        filled_qty=filled_qty,
+        avg_fill_price=avg_fill_price,
+        bot=intent.bot,
+        trigger_price=intent.trigger_price,
+        purpose=intent.purpose,
+    )
 
 
 def simulate(
@@ -279,22 +382,23 @@ def simulate(
     """Run the 1m candles `first <= i < end` of `data` (see the module docstring).
 
     `progress` hears only the end: the loop takes well under a second for a month of candles.
-
-    The loop is the hot path: floats pre-screen the loss limits and the exits on every
-    candle, and Decimals decide whenever the floats come near (or tie).
     """
     frame = data.frame.slice(first, end - first)
-    closes = frame["close"].to_list()
+    closes = _Decimals(frame["close"])
     close_f = frame["close"].cast(pl.Float64).to_list()
     high_f = frame["high"].cast(pl.Float64).to_list()
     low_f = frame["low"].cast(pl.Float64).to_list()
+    opens, highs, lows = _Decimals(frame["open"]), _Decimals(frame["high"]), _Decimals(frame["low"])
     total = end - first
     times = _close_times(data.first_minute + first + 1, total)
     outcome = Outcome(candles=total)
     equity = outcome.equity
-    account = _Account(costs, market, outcome, symbol, limits)
-    orders = _OrderDesk(account, bot, symbol, costs, limits, market)
-    plan: _Plan | None = None
+    account = _Account(costs, market, outcome, symbol)
+    config = trader.TraderConfig(
+        bot, "paper", symbol, market, costs.leverage, limits, timedelta(minutes=2)
+    )
+    state = trader.TraderState()
+    attention = False
     reset = limits.daily_reset.hour * 60 + limits.daily_reset.minute
     min_limit = float(min(limits.daily_loss_limit_usdt, limits.account_daily_loss_limit_usdt))
     first_close = data.first_minute + first + 1
@@ -303,49 +407,49 @@ def simulate(
         today = (first_close + k - reset) // DAY_MINUTES
         if today != day:
             day, account.day_net = today, ZERO
-        holding = account.holding
-        close = closes[k]
-        # 2. loss limits, on the figures the runner reads at this close
-        orders.checked = (holding, account.day_net, close)  # what the runner's check saw
-        if holding.qty:
+        at = times[k]
+        fired = bool(account.resting) and account.may_fire(high_f[k], low_f[k])
+        if fired:
+            fired = account.fire(opens[k], highs[k], lows[k], at)
+        signal = signals.get(first + k)
+        if signal is not None:
+            outcome.signals += 1
+        if account.qty_f:
             pnl_f = account.day_net_f + (close_f[k] - account.entry_f) * account.qty_f
         else:
             pnl_f = account.day_net_f
-        if -pnl_f >= min_limit - _LOSS_CHECK_SLACK:
-            pnl = account.day_net + _unrealized(holding, close)
-            breach = loss_breach(pnl, pnl, limits)
-            if breach is not None:
-                _halt(outcome, account, bot, breach.scope, breach.reason, close, times[k])
+        near_limit = -pnl_f >= min_limit - _LOSS_CHECK_SLACK
+        close = closes[k]
+        if fired or signal is not None or near_limit or attention:
+            facts = account.facts(close)
+            event = trader.CandleClosed(
+                at,
+                highs[k],
+                lows[k],
+                close,
+                signal,
+                facts,
+                AccountExposure(daily_pnl=facts.bot_realized + facts.unrealized),
+            )
+            state, halt = _decide(state, event, config, account, close)
+            if halt is not None:
+                outcome.halted = {"at": at.isoformat(), "scope": halt.scope, "reason": halt.reason}
+                account.flatten(flatten_order_id(bot), close, at)
                 equity.extend((t, float(account.wallet)) for t in times[k:])
                 if progress is not None:
                     progress(total, total)
                 return outcome
-        # 3. exits
-        if plan is not None:
-            if not holding.qty:
-                plan = None
-            else:
-                hit = _exit_hit(plan, high_f[k], low_f[k], frame, k)
-                if hit is not None:
-                    side = Side.SELL if holding.qty > 0 else Side.BUY
-                    if orders.submit(side, abs(holding.qty), close, times[k], hit, True):
-                        plan = None
-        # 4. signals
-        signal = signals.get(first + k)
-        if signal is not None:
-            outcome.signals += 1
-            plan = _on_signal(signal, plan, orders, account, close, times[k])
-        # 5. equity
+            attention = trader.needs_attention(state, config)
         if account.holding.qty:
             marked = account.wallet + _unrealized(account.holding, close)
-            equity.append((times[k], float(marked)))
+            equity.append((at, float(marked)))
         else:
-            equity.append((times[k], account.wallet_f))
+            equity.append((at, account.wallet_f))
     if progress is not None:
         progress(total, total)
     holding = account.holding
     if holding.qty:
-        last = closes[-1]
+        last = closes[total - 1]
         outcome.open_position = {
             "side": "long" if holding.qty > 0 else "short",
             "qty": str(abs(holding.qty)),
@@ -356,133 +460,49 @@ def simulate(
     return outcome
 
 
-def _on_signal(
-    signal: Signal,
-    plan: _Plan | None,
-    orders: _OrderDesk,
+def _decide(
+    state: trader.TraderState,
+    event: trader.CandleClosed,
+    config: trader.TraderConfig,
     account: _Account,
     close: Decimal,
-    at: datetime,
-) -> _Plan | None:
-    """The runner's `_evaluate` after a signal; returns the plan in force afterwards."""
-    held = account.holding.qty
-    if held:
-        if (held > 0) == (signal.direction is Direction.LONG):
-            return plan
-        side = Side.SELL if held > 0 else Side.BUY
-        if orders.submit(side, abs(held), close, at, "reversal", True):
-            plan = None
-        if account.holding.qty:
-            return plan
-    qty = entry_quantity(signal, account.wallet, account.market_limits, account.market)
-    if qty > 0 and orders.submit(signal.direction.entry_side, qty, close, at, "entry", False):
-        stop, target = signal.stop, signal.take_profit
-        return _Plan(signal.direction is Direction.LONG, stop, target, float(stop), float(target))
-    return plan
+) -> tuple[trader.TraderState, trader.Halt | None]:
+    """Step the core with a candle and carry its actions out on the account, as the runner
+    does through the gateway: each outcome goes back to the core before anything else."""
+    now = event.closed_at
+    state, actions = trader.step(state, event, config, now)
+    pending = deque(actions)
+    while pending:
+        action = pending.popleft()
+        if isinstance(action, trader.Submit):
+            result = account.submit(action.intent, close, now)
+        elif isinstance(action, trader.Cancel):
+            result = account.cancel(action.order, close)
+        elif isinstance(action, trader.Halt):
+            return state, action
+        else:
+            continue  # the journal and the stored plan have no place in a backtest
+        state, more = trader.step(state, result, config, now)
+        pending.extend(more)
+    return state, None
 
 
-def _halt(
-    outcome: Outcome,
-    account: _Account,
-    bot: str,
-    scope: str,
-    reason: str,
-    close: Decimal,
-    at: datetime,
-) -> None:
-    """A loss limit reached: halted for the rest of the run, flattened as the supervisor does."""
-    outcome.halted = {"at": at.isoformat(), "scope": scope, "reason": reason}
-    held = account.holding.qty
-    if held:
-        cid = flatten_order_id(bot)
-        outcome.purposes[cid] = "flatten"
-        account.fill(cid, Side.SELL if held > 0 else Side.BUY, abs(held), close, at, True)
+class _Decimals:
+    """A Decimal column's values, made one at a time when asked: most candles never need
+    theirs, and polars' own Decimal conversion costs more than the whole loop."""
 
+    def __init__(self, column: pl.Series) -> None:
+        dtype = column.dtype
+        assert isinstance(dtype, pl.Decimal) and dtype.scale is not None
+        self._units = column.to_physical().to_list()
+        self._exponent = -dtype.scale
 
-class _OrderDesk:
-    """The runner's `_submit`: a sequential client order id, the risk rules, then the fill."""
-
-    def __init__(
-        self,
-        account: _Account,
-        bot: str,
-        symbol: str,
-        costs: Costs,
-        limits: RiskLimits,
-        market: Market,
-    ) -> None:
-        self.account = account
-        self.bot = bot
-        self.symbol = symbol
-        self.costs = costs
-        self.limits = limits
-        self.market = market
-        self.ids = ClientOrderIds(bot)
-        self.sequence = 0
-        self.checked: tuple[Holding, Decimal, Decimal] = (FLAT, ZERO, ZERO)  # at the loss check
-
-    def submit(
-        self, side: Side, qty: Decimal, close: Decimal, at: datetime, purpose: str, reduce: bool
-    ) -> bool:
-        """Whether the order filled; refusals by the rules or the account are not errors."""
-        self.sequence += 1
-        cid = self.ids.make(self.sequence)
-        account = self.account
-        holding, day_net, checked_close = self.checked
-        try:
-            check_intent(
-                OrderIntent(
-                    bot=self.bot,
-                    account="paper",
-                    symbol=self.symbol,
-                    client_order_id=cid,
-                    side=side,
-                    type=OrderType.MARKET,
-                    qty=qty,
-                    price=None,
-                    reduce_only=reduce,
-                    created_at=at,
-                    purpose=purpose,
-                ),
-                position_qty=account.holding.qty,
-                price=close,
-                leverage=self.costs.leverage,
-                limits=self.limits,
-                market=self.market,
-                daily_pnl=account.day_net + _unrealized(account.holding, close),
-                account=AccountExposure(daily_pnl=day_net + _unrealized(holding, checked_close)),
-            )
-        except RiskRejected:
-            return False
-        account.outcome.purposes[cid] = purpose
-        try:
-            account.fill(cid, side, qty, close, at, reduce)
-        except OrderRejected:
-            return False
-        return True
+    def __getitem__(self, k: int) -> Decimal:
+        return Decimal(self._units[k]).scaleb(self._exponent)
 
 
 def _unrealized(holding: Holding, mark: Decimal) -> Decimal:
     return (mark - holding.entry_price) * holding.qty
-
-
-def _exit_hit(plan: _Plan, high: float, low: float, frame: pl.DataFrame, k: int) -> str | None:
-    """The runner's exit test; floats decide unless they tie, then the exact Decimals do."""
-    if plan.long:
-        if low < plan.stop_f or (low == plan.stop_f and frame["low"][k] <= plan.stop):
-            return "stop"
-        if high > plan.take_profit_f or (
-            high == plan.take_profit_f and frame["high"][k] >= plan.take_profit
-        ):
-            return "take_profit"
-        return None
-    if high > plan.stop_f or (high == plan.stop_f and frame["high"][k] >= plan.stop):
-        return "stop"
-    if low < plan.take_profit_f or (
-        low == plan.take_profit_f and frame["low"][k] <= plan.take_profit
-    ):
-        return "take_profit"
-    return None
 
 
 def _close_times(first_close_minute: int, count: int) -> list[datetime]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.domain.errors import ConfigError
+from daemon.redaction import register_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,10 @@ class ApiCredentials:
     api_key: str = field(repr=False)
     secret: str = field(repr=False)
     password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for value in (self.api_key, self.secret, self.password):
+            register_secret(value)  # masked wherever it might show up from now on
 
 
 def _env_prefix(name: str) -> str:

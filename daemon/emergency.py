@@ -12,35 +12,50 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
+
 from daemon.adapters.paper_exchange import PaperExchange
+from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
+from daemon.adapters.store_identity import store_missing_warning
 from daemon.app import STATE_FILE, build_gateways, owner_of
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import StateLocked
+from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
 
-DIRECT_REASON = "flatten requested by the operator (direct: daemon unreachable)"
+DIRECT_REASON = "flatten requested by the operator (direct: {why})"
 
 
 async def flatten_direct(
-    loaded: LoadedConfig, bots: list[str], *, whole_account: bool, timeout_s: float
+    loaded: LoadedConfig,
+    bots: list[str],
+    *,
+    whole_account: bool,
+    timeout_s: float,
+    why: str = "daemon unreachable",
 ) -> dict[str, Any]:
+    """Halt exactly `bots` (never others: with --all the caller names them all), then
+    flatten their symbols, or with `whole_account` every symbol of their accounts."""
     config = loaded.config
-    loaded.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    prepare_folder(loaded.state_dir, "state folder")
     lock = StateDirLock(loaded.state_dir)
     holder: str | None = None
     try:
         lock.acquire()
     except StateLocked as e:
         holder = str(e)
+    lost = store_missing_warning(loaded.state_dir)
+    if lost is not None:
+        structlog.get_logger().critical("state_store_missing", problem=lost)
     store = SqliteStore(loaded.state_dir / STATE_FILE)
     try:
         for name in bots:
             store.set_desired_state(
-                name, DesiredState.HALTED, reason=DIRECT_REASON, cause="flatten"
+                name, DesiredState.HALTED, reason=DIRECT_REASON.format(why=why), cause="flatten"
             )
         gateways = build_gateways(loaded, store)
         accounts = (
@@ -72,14 +87,22 @@ async def flatten_direct(
         for per_account in await asyncio.gather(*(one(a) for a in accounts)):
             rows.extend(per_account)
         store.journal(
-            "flatten_finished", None, bots=bots, direct=True, flat=all(r["flat"] for r in rows)
+            "flatten_finished",
+            None,
+            bots=bots,
+            direct=True,
+            why=why,
+            flat=all(r["flat"] for r in rows),
         )
-        return {
+        result = {
             "halted": bots,
             "symbols": rows,
             "flat": all(r["flat"] for r in rows),
             "direct": True,
+            "direct_reason": why,
+            "store_warning": lost,
         }
+        return dict(scrub_value(result))
     finally:
         store.close()
         lock.release()

@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+from daemon.redaction import scrub_value
 
 SECRET_KEYS = ("secret", "api_key", "apikey", "password", "passphrase", "token")
 
@@ -19,6 +22,12 @@ def _redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         if any(word in key.lower() for word in SECRET_KEYS):
             event[key] = "***"
     return event
+
+
+def _scrub(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Every value of every line, the rendered traceback included: ccxt's errors quote
+    signed URLs and carry request headers."""
+    return {key: scrub_value(value) for key, value in event.items()}
 
 
 def wants_json(log_format: str, environ: Mapping[str, str] = os.environ) -> bool:
@@ -37,10 +46,22 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_secrets,
     ]
+    # Tracebacks without frame locals (a ccxt frame holds the request headers, API key
+    # included), rendered to text or dicts before the scrub, so the scrub sees them.
     if json_lines:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        processors += [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            _scrub,
+            structlog.processors.JSONRenderer(),
+        ]
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        processors += [
+            structlog.processors.ExceptionRenderer(),
+            _scrub,
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import sdnotify
 
+from daemon.redaction import scrub
+
 
 class SystemdNotifier:
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
@@ -19,7 +21,7 @@ class SystemdNotifier:
 
     def _send(self, message: str) -> None:
         if self._notifier is not None:
-            self._notifier.notify(message)
+            self._notifier.notify(scrub(message))  # STATUS= shows in systemctl status
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")

@@ -1,34 +1,49 @@
 """The `tradectl` command line. Commands are thin: parse, call the daemon, render, exit.
 
 Exit codes: 0 done; 1 refused or failed; 2 usage error; 3 daemon not reachable
-(the message names the socket path); 78 bad configuration (EX_CONFIG).
+(the message names the socket path); 66 the state store an earlier run left is gone
+(EX_NOINPUT); 74 the state folder or store cannot be used (EX_IOERR); 77 the server on
+the socket is not the daemon (EX_NOPERM); 78 bad configuration or an untrusted folder
+(EX_CONFIG).
 This module imports neither ccxt, polars nor the daemon unless a command needs them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from tradectl import paths
-from tradectl.client import ControlClient, DaemonError, DaemonUnreachable
+from tradectl.client import (
+    ControlClient,
+    DaemonError,
+    DaemonUnreachable,
+    UntrustedServer,
+    trusted_server_uids,
+)
 from tradectl.errors import ConfigError
-from tradectl.protocol import Command
+from tradectl.protocol import Command, ErrorCode
 from tradectl.render import as_json, flatten_text, orders_text, positions_text, status_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_STORE_MISSING = 66
+EXIT_STORAGE = 74
+EXIT_UNTRUSTED = 77
 EXIT_CONFIG = 78
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done, 1 refused or failed, 2 usage error, "
-    "3 daemon not reachable, 78 bad configuration."
+    "3 daemon not reachable, 66 state store gone, 74 state folder or store unusable, "
+    "77 the socket's server is not the daemon, 78 bad configuration."
 )
 
 app = typer.Typer(
@@ -55,6 +70,7 @@ ConfigOption = Annotated[
         "-c",
         help="Config file (else $TRADECTL_CONFIG, ./config.toml, /etc/tradectl/config.toml).",
         show_default=False,
+        readable=False,  # an unreadable file is a config error (78) with the reason, not usage
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
@@ -70,11 +86,15 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _client(timeout: float = 10.0) -> ControlClient:
+def _client(timeout: float = 10.0, busy_wait: float | None = None) -> ControlClient:
+    """A client for the daemon's socket that talks only to the real daemon (see client.py)."""
     try:
-        return ControlClient(paths.client_socket_path(state.config), timeout)
+        socket_path, state_dir = paths.client_paths(state.config)
     except ConfigError as e:
         _fail(str(e), EXIT_CONFIG)
+    return ControlClient(
+        socket_path, timeout, trusted_uids=trusted_server_uids(state_dir), busy_wait=busy_wait
+    )
 
 
 def _call(cmd: str, args: dict[str, Any] | None = None, *, read_timeout: float = 10.0) -> Any:
@@ -83,6 +103,8 @@ def _call(cmd: str, args: dict[str, Any] | None = None, *, read_timeout: float =
         return _client(read_timeout).call(cmd, **(args or {}))
     except DaemonUnreachable as e:
         _fail(str(e), EXIT_UNREACHABLE)
+    except UntrustedServer as e:
+        _fail(str(e), EXIT_UNTRUSTED)
     except DaemonError as e:
         _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
 
@@ -239,26 +261,29 @@ def flatten(
         if not typer.confirm(f"Flatten {what}: halt, cancel all orders, close positions?"):
             _fail("not flattened", EXIT_FAILED)
     result = None
+    why_direct = "--direct given"
     if direct is not True:
-        client = _client(DAEMON_PROBE_TIMEOUT_S)
         try:
-            client.call(Command.PING)
-        except DaemonUnreachable as e:
+            _client(DAEMON_PROBE_TIMEOUT_S, busy_wait=timeout).call(Command.PING)
+            result = _client(timeout + 30).call(Command.FLATTEN, **args, timeout=timeout)
+        except (DaemonUnreachable, UntrustedServer) as e:
             if direct is False:
-                _fail(str(e), EXIT_UNREACHABLE)
-            typer.echo(f"tradectl: {e}; flattening directly", err=True)
-        else:
-            result = _call(Command.FLATTEN, {**args, "timeout": timeout}, read_timeout=timeout + 30)
+                _fail(
+                    str(e), EXIT_UNTRUSTED if isinstance(e, UntrustedServer) else EXIT_UNREACHABLE
+                )
+            why_direct = str(e)
+            typer.echo(f"tradectl: {why_direct}; flattening directly", err=True)
+        except DaemonError as e:  # busy all along, or a refusal: the daemon answers
+            _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
     if result is None:
-        result = _flatten_direct(args, timeout)
+        result = _flatten_direct(args, timeout, why_direct)
     _print(result, json_output, flatten_text)
     raise typer.Exit(EXIT_OK if result["flat"] else EXIT_FAILED)
 
 
-def _flatten_direct(args: dict[str, Any], timeout: float) -> Any:
+def _flatten_direct(args: dict[str, Any], timeout: float, why: str) -> Any:
     import asyncio
 
-    from daemon.domain.errors import TradectlError
     from daemon.emergency import flatten_direct
     from daemon.logging_setup import configure_logging
 
@@ -268,12 +293,12 @@ def _flatten_direct(args: dict[str, Any], timeout: float) -> Any:
     unknown = [b for b in bots if b not in loaded.config.bots]
     if unknown:
         _fail(f"no bot named {unknown[0]!r} in {loaded.path}", EXIT_FAILED)
-    try:
+    with _daemon_faults(loaded):
         return asyncio.run(
-            flatten_direct(loaded, bots, whole_account=bool(args.get("all")), timeout_s=timeout)
+            flatten_direct(
+                loaded, bots, whole_account=bool(args.get("all")), timeout_s=timeout, why=why
+            )
         )
-    except TradectlError as e:
-        _fail(str(e), EXIT_FAILED)
 
 
 def _health_within(grace: float) -> Any:
@@ -287,8 +312,11 @@ def _health_within(grace: float) -> Any:
         except DaemonUnreachable as e:
             if time.monotonic() >= deadline:
                 _fail(str(e), EXIT_UNREACHABLE)
-        except DaemonError as e:
-            _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+        except UntrustedServer as e:
+            _fail(str(e), EXIT_UNTRUSTED)
+        except DaemonError as e:  # busy is not a verdict: ask again within the grace
+            if e.code != ErrorCode.BUSY or time.monotonic() >= deadline:
+                _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
         else:
             if result["healthy"] or time.monotonic() >= deadline:
                 return result
@@ -309,8 +337,16 @@ def _load(config: Path | None) -> Any:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None, json_output: JsonOption = False) -> None:
-    """Validate the config completely (schema, accounts, bots, strategy parameters)."""
+    """Validate the config completely: every check the daemon makes before it starts
+    (schema, strategies and parameters, candle data, replay start, owners, admin group,
+    credentials present, market minimums against the risk limits)."""
     loaded = _load(config)
+    from daemon.preflight import check_config
+
+    try:
+        check_config(loaded)
+    except ConfigError as e:
+        _fail(str(e), EXIT_CONFIG)
     summary = {
         "config": str(loaded.path),
         "state_dir": str(loaded.state_dir),
@@ -329,21 +365,61 @@ def config_check(config: ConfigOption = None, json_output: JsonOption = False) -
 
 
 @app.command()
-def daemon(config: ConfigOption = None) -> None:
+def daemon(
+    config: ConfigOption = None,
+    new_store: Annotated[
+        bool,
+        typer.Option(
+            "--new-store",
+            help="Start on purpose without the state store an earlier run left here (it was "
+            "lost or replaced): accept the store found, or a new empty one, as a first start. "
+            "Without it such a start is refused (exit 66).",
+        ),
+    ] = False,
+) -> None:
     """Run the daemon in the foreground (systemd runs exactly this)."""
     loaded = _load(config)
     from daemon.app import run_daemon
-    from daemon.domain.errors import TradectlError
     from daemon.logging_setup import configure_logging
 
     configure_logging(loaded.config.daemon.log_format, loaded.config.daemon.log_level)
+    with _daemon_faults(loaded):
+        code = run_daemon(loaded, new_store=new_store)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _daemon_faults(loaded: Any) -> Iterator[None]:
+    """Faults of the daemon's own machinery become one line and a documented exit code."""
+    import sqlite3
+
+    from daemon.domain.errors import StorageError, StoreMissing, TradectlError
+
     try:
-        code = run_daemon(loaded)
+        yield
     except ConfigError as e:
         _fail(str(e), EXIT_CONFIG)
+    except StoreMissing as e:
+        _fail(str(e), EXIT_STORE_MISSING)
+    except StorageError as e:
+        _fail(str(e), EXIT_STORAGE)
     except TradectlError as e:
         _fail(str(e), EXIT_FAILED)
-    raise typer.Exit(code)
+    except sqlite3.DatabaseError as e:
+        hint = ""
+        if not isinstance(e, sqlite3.OperationalError):  # damaged, not merely full or locked
+            hint = " (restore it from a backup, or move it aside and start with --new-store)"
+        _fail(f"state store {loaded.state_dir / 'state.db'}: {e}{hint}", EXIT_STORAGE)
+    except OSError as e:
+        where = e.filename or loaded.state_dir
+        _fail(f"{where}: {e.strerror or e}", EXIT_STORAGE)
+    except Exception as e:  # a bug: logged with its traceback (scrubbed, no locals), exit 1
+        import structlog
+
+        from daemon.redaction import scrub
+
+        structlog.get_logger().critical("daemon_crashed", error=type(e).__name__, exc_info=e)
+        _fail(f"internal error: {type(e).__name__}: {scrub(str(e))}", EXIT_FAILED)
 
 
 PROGRESS_EVERY_S = 2.0  # on a terminal

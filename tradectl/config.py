@@ -6,6 +6,7 @@ from the environment or systemd's CREDENTIALS_DIRECTORY.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -14,7 +15,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tradectl import paths
 from tradectl.errors import ConfigError
@@ -22,6 +32,43 @@ from tradectl.errors import ConfigError
 BOT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+:[A-Z0-9]+$")
 TIMEFRAME = re.compile(r"^[1-9][0-9]*[mhd]$")
+MAX_ID = 2**32 - 2  # uid_t/gid_t; 2**32 - 1 means "no id" to the kernel
+
+
+def _kind(value: Any) -> str:
+    return {str: "text", bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def _real(value: Any) -> Any:
+    """A number as TOML writes it: no text, no boolean, nothing infinite or NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"must be a number, not {_kind(value)} ({value!r})")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value!r}")
+    return value
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {_kind(value)} ({value!r})")
+    return value
+
+
+def _name_or_id(value: Any) -> Any:
+    """A user or group: its name, or its numeric id (0 and up)."""
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a name or a numeric id, not {_kind(value)} ({value!r})")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"must be a numeric id from 0 to {MAX_ID}, not {value}")
+    return value
+
+
+Real = Annotated[float, BeforeValidator(_real)]
+Money = Annotated[Decimal, BeforeValidator(_real)]
+Whole = Annotated[int, BeforeValidator(_whole)]
+NameOrId = Annotated[str | int | None, BeforeValidator(_name_or_id)]
 
 
 class Strict(BaseModel):
@@ -36,14 +83,14 @@ class DaemonSettings(Strict):
     # Members of this group (name or gid) may do anything on the control socket, like root
     # and the daemon's own user; everyone else who can reach it reads status and acts only
     # on the bots they own.
-    admin_group: str | int | None = None
+    admin_group: NameOrId = None
 
 
 class ReplaySettings(Strict):
     """Real candles played as a live feed; `speed` is a multiple of real time, 0 = flat out."""
 
     data_dir: str = "data/candles"
-    speed: float = Field(default=120.0, ge=0)
+    speed: Real = Field(default=120.0, ge=0)
     start: datetime | None = None
 
     @field_validator("start")
@@ -58,14 +105,14 @@ class PaperAccount(Strict):
     """A simulated account; its balance and positions persist in the state store."""
 
     kind: Literal["paper"]
-    initial_balance: Decimal = Field(default=Decimal(1000), gt=0)
-    taker_fee_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"))
-    maker_fee_rate: Decimal = Field(default=Decimal("0.0002"), ge=0, lt=Decimal("0.01"))
-    slippage_bps: Decimal = Field(default=Decimal(2), ge=0, le=500)
+    initial_balance: Money = Field(default=Decimal(1000), gt=0)
+    taker_fee_rate: Money = Field(default=Decimal("0.0005"), ge=0, lt=Decimal("0.01"))
+    maker_fee_rate: Money = Field(default=Decimal("0.0002"), ge=0, lt=Decimal("0.01"))
+    slippage_bps: Money = Field(default=Decimal(2), ge=0, le=500)
     # "replay": recorded candles; an exchange name: live public prices, simulated fills.
     market_data: Literal["replay", "binanceusdm", "bitget"] = "replay"
     replay: ReplaySettings = ReplaySettings()
-    poll_interval_s: float = Field(default=5.0, gt=0, le=60)
+    poll_interval_s: Real = Field(default=5.0, gt=0, le=60)
     api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
     # Live candles: ccxt.pro websocket (REST polling as fallback), or REST polling only.
     market_data_transport: Literal["websocket", "rest"] = "websocket"
@@ -76,13 +123,16 @@ class ExchangeAccount(Strict):
 
     kind: Literal["binanceusdm", "bitget"]
     credentials: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    testnet: bool = False
-    poll_interval_s: float = Field(default=5.0, gt=0, le=60)
+    testnet: StrictBool = False
+    poll_interval_s: Real = Field(default=5.0, gt=0, le=60)
     api_base_url: str | None = None  # a proxy (or a test exchange) in front of the real API
     # The account's request budget, shared by all its bots; default: ccxt's for the exchange.
-    requests_per_s: float | None = Field(default=None, gt=0, le=1000)
+    requests_per_s: Real | None = Field(default=None, gt=0, le=1000)
     # Live candles: ccxt.pro websocket (REST polling as fallback), or REST polling only.
     market_data_transport: Literal["websocket", "rest"] = "websocket"
+    # The price resting stops and take-profits trigger on: the mark price (no wick of one
+    # thin trade fires them) or the last traded price.
+    trigger_price_type: Literal["mark", "last"] = "mark"
 
 
 Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
@@ -91,12 +141,12 @@ Account = Annotated[PaperAccount | ExchangeAccount, Field(discriminator="kind")]
 class RiskSettings(Strict):
     """Per-bot limits, then account-wide ones; the risk day starts at `daily_reset_utc`."""
 
-    max_leverage: int = Field(default=3, ge=1, le=125)
-    max_position_usdt: Decimal = Field(default=Decimal(50), gt=0)
-    risk_per_trade_pct: Decimal = Field(default=Decimal("0.5"), gt=0, le=100)
-    daily_loss_limit_usdt: Decimal = Field(default=Decimal(20), gt=0)
-    max_account_position_usdt: Decimal = Field(default=Decimal(200), gt=0)
-    account_daily_loss_limit_usdt: Decimal = Field(default=Decimal(50), gt=0)
+    max_leverage: Whole = Field(default=3, ge=1, le=125)
+    max_position_usdt: Money = Field(default=Decimal(50), gt=0)
+    risk_per_trade_pct: Money = Field(default=Decimal("0.5"), gt=0, le=100)
+    daily_loss_limit_usdt: Money = Field(default=Decimal(20), gt=0)
+    max_account_position_usdt: Money = Field(default=Decimal(200), gt=0)
+    account_daily_loss_limit_usdt: Money = Field(default=Decimal(50), gt=0)
     daily_reset_utc: time = time(0, 0)
 
 
@@ -107,10 +157,12 @@ class StrategySettings(Strict):
 class HealthSettings(Strict):
     """Bounds of the health verdict that drives the systemd watchdog and `tradectl health`."""
 
-    loop_lag_max_s: float = Field(default=5.0, gt=0)
-    stale_floor_s: float = Field(default=30.0, gt=0)
-    stale_candles: float = Field(default=3.0, ge=1)
-    start_timeout_s: float = Field(default=120.0, gt=0)
+    loop_lag_max_s: Real = Field(default=5.0, gt=0)
+    stale_floor_s: Real = Field(default=30.0, gt=0)
+    stale_candles: Real = Field(default=3.0, ge=1)
+    start_timeout_s: Real = Field(default=120.0, gt=0)
+    # A position without a resting stop covering it for longer than this is a problem.
+    unprotected_grace_s: Real = Field(default=5.0, gt=0)
 
 
 class BotSettings(Strict):
@@ -119,9 +171,13 @@ class BotSettings(Strict):
     strategy: str
     params: dict[str, Any] = Field(default_factory=dict)
     timeframes: tuple[str, ...] = ("1m",)
-    autostart: bool = False
-    leverage: int = Field(default=3, ge=1, le=125)
-    owner: str | int | None = None  # user name or uid; else whoever first starts the bot
+    autostart: StrictBool = False
+    leverage: Whole = Field(default=3, ge=1, le=125)
+    owner: NameOrId = None  # user name or uid; else whoever first starts the bot
+    # Exits and entries are decided only on candles that closed within this many seconds (by
+    # the feed's clock); older ones, replayed after downtime, only warm the indicators.
+    # Default: two candles of the strategy's base timeframe.
+    max_candle_age_s: Real | None = Field(default=None, gt=0)
 
     @field_validator("symbol")
     @classmethod
@@ -198,10 +254,16 @@ class LoadedConfig:
         return None if user_dir is None else self.resolve(user_dir)
 
 
+ACCOUNT_KINDS = ("paper", "binanceusdm", "bitget")
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = list(item["loc"])
+        if len(loc) > 2 and loc[0] == "accounts" and loc[2] in ACCOUNT_KINDS:
+            del loc[2]  # the union's tag: accounts.paper.replay, not accounts.paper.paper.replay
+        where = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; secrets never belong in this file)"
@@ -219,12 +281,17 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> LoadedCo
     return LoadedConfig(path, config, environ)
 
 
-def check_strategies(loaded: LoadedConfig) -> None:
-    """Validate each bot's strategy and parameters (imports polars: not for the fast path)."""
+def check_strategies(loaded: LoadedConfig) -> dict[str, Any]:
+    """Validate each bot's strategy and parameters (imports polars: not for the fast path);
+    the strategies built, by bot."""
     from strategies.registry import build_strategy
 
+    built: dict[str, Any] = {}
     for name, bot in loaded.config.bots.items():
         try:
-            build_strategy(bot.strategy, bot.params, bot.timeframes, loaded.strategy_dir)
+            built[name] = build_strategy(
+                bot.strategy, bot.params, bot.timeframes, loaded.strategy_dir
+            )
         except ConfigError as e:
             raise ConfigError(f"{loaded.path}: bots.{name}: {e}") from None
+    return built

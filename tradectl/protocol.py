@@ -113,7 +113,9 @@ def _parse_object(line: bytes, limit: int) -> dict[str, Any]:
         )
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "frame is nested too deeply") from None
+    except ValueError as e:  # not UTF-8, not JSON, or a number too long to convert
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"frame is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")

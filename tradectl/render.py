@@ -59,6 +59,7 @@ def status_text(status: dict[str, Any]) -> str:
             b["strategy"],
             duration(b["last_candle_age_s"]),
             _position(b),
+            _protection(b),
             b["open_orders"],
             b["realized_pnl"],
         ]
@@ -75,6 +76,7 @@ def status_text(status: dict[str, Any]) -> str:
                 "strategy",
                 "candle age",
                 "position",
+                "protected",
                 "orders",
                 "realized pnl",
             ],
@@ -93,6 +95,13 @@ def _position(bot: dict[str, Any]) -> str:
         return "flat"
     qty = bot["position_qty"].lstrip("-")
     return f"{bot['position_side']} {qty} @ {bot['entry_price']}"
+
+
+def _protection(bot: dict[str, Any]) -> str:
+    """Whether a resting stop covers the position: "-" when flat, "NO" stands out."""
+    if bot.get("position_side", "flat") == "flat" or "protected" not in bot:
+        return "-"
+    return "yes" if bot["protected"] else "NO"
 
 
 def positions_text(rows: list[dict[str, Any]]) -> str:
@@ -121,7 +130,18 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no open orders"
     return table(
-        ["bot", "symbol", "client order id", "side", "type", "qty", "price", "filled", "status"],
+        [
+            "bot",
+            "symbol",
+            "client order id",
+            "side",
+            "type",
+            "qty",
+            "price",
+            "trigger",
+            "filled",
+            "status",
+        ],
         [
             [
                 r["bot"] or "(not ours)",
@@ -131,6 +151,7 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
                 r["type"],
                 r["qty"],
                 r["price"],
+                r.get("trigger_price"),
                 r["filled_qty"],
                 r["status"],
             ]
@@ -142,7 +163,10 @@ def orders_text(rows: list[dict[str, Any]]) -> str:
 def flatten_text(result: dict[str, Any]) -> str:
     lines = []
     if result.get("direct"):
-        lines.append("daemon unreachable: flattened directly against the exchanges")
+        why = result.get("direct_reason") or "daemon unreachable"
+        lines.append(f"flattened directly against the exchanges ({why})")
+    if result.get("store_warning"):
+        lines.append(f"WARNING: {result['store_warning']}")
     if result.get("halted"):
         lines.append(f"halted: {', '.join(result['halted'])}")
     for r in result["symbols"]:

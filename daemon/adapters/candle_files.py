@@ -72,6 +72,16 @@ def timeframe_minutes(timeframe: str) -> int:
     return seconds // 60
 
 
+def replay_file(data_dir: Path, symbol: str) -> Path:
+    """freqtrade's naming: ETH/USDT:USDT -> ETH_USDT_USDT-1m-futures.feather (or .json)."""
+    stem = symbol.replace("/", "_").replace(":", "_") + "-1m-futures"
+    feather = data_dir / f"{stem}.feather"
+    json_file = data_dir / f"{stem}.json"
+    if feather.exists() or not json_file.exists():
+        return feather
+    return json_file
+
+
 def load_candles(path: Path, timeframe: str = "1m") -> CandleFile:
     """Read a `.feather` (Arrow IPC) or freqtrade `.json` candle file and validate it.
 

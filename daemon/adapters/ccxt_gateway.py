@@ -31,6 +31,7 @@ from daemon.domain.errors import (
     NotFound,
     OrderRejected,
     RetryableExchangeError,
+    WouldTrigger,
 )
 from daemon.domain.models import (
     ZERO,
@@ -44,10 +45,19 @@ from daemon.domain.models import (
     Position,
     Side,
 )
+from daemon.redaction import scrub
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
-DUPLICATE_CLIENT_ID = ("-4116", "duplicate", "duplicated")  # Binance answers a reused id so
+# Binance answers a reused id so (-20132: a reused clientAlgoId of a conditional order)
+DUPLICATE_CLIENT_ID = ("-4116", "-20132", "duplicate", "duplicated")
+# Bitget keeps position stop-loss / take-profit orders ("tpsl") apart from plain plan orders;
+# loss_plan / profit_plan carry a size (ccxt's default pos_loss / pos_profit close it all).
+BITGET_PLAN_TYPES = {
+    OrderType.STOP_MARKET: "loss_plan",
+    OrderType.TAKE_PROFIT_MARKET: "profit_plan",
+}
+BITGET_TPSL = "profit_loss"  # the planType that lists and cancels them
 MAX_ATTEMPTS = 5
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 20.0
@@ -146,6 +156,7 @@ class CcxtGateway:
         timeout_s: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        trigger_price_type: str = "mark",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unsupported exchange kind {kind!r}; supported: {', '.join(KINDS)}")
@@ -158,6 +169,9 @@ class CcxtGateway:
         self._timeout_s = timeout_s
         self._sleep = sleep
         self._rng = rng or random.Random()
+        if trigger_price_type not in ("mark", "last"):
+            raise ValueError(f"trigger_price_type must be mark or last, got {trigger_price_type!r}")
+        self._trigger_price_type = trigger_price_type
         self._not_before = 0.0  # monotonic time before which the account must not call
         self._cid_by_order_id: dict[str, str] = {}
         self._ex: Any = None
@@ -231,16 +245,20 @@ class CcxtGateway:
             except ccxt_errors.NetworkError as e:  # timeouts, 5xx, dropped connections
                 error = e
             except ccxt_errors.AuthenticationError as e:
-                raise AuthenticationFailed(f"{what}: {e}") from e
+                raise AuthenticationFailed(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.OrderNotFound as e:
-                raise NotFound(f"{what}: {e}") from e
+                raise NotFound(f"{what}: {scrub(str(e))}") from e
+            except ccxt_errors.OrderImmediatelyFillable as e:  # Binance -2021
+                raise WouldTrigger(f"{what}: {scrub(str(e))}") from e
             except (ccxt_errors.InsufficientFunds, ccxt_errors.InvalidOrder) as e:
-                raise OrderRejected(f"{what}: {e}") from e
+                raise OrderRejected(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.BaseError as e:
-                raise ExchangeError(f"{what}: {type(e).__name__}: {e}") from e
+                raise ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}") from e
             attempt += 1
             if not retry or attempt >= MAX_ATTEMPTS:
-                raise RetryableExchangeError(f"{what}: {type(error).__name__}: {error}") from error
+                raise RetryableExchangeError(
+                    f"{what}: {type(error).__name__}: {scrub(str(error))}"
+                ) from error
             delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (attempt - 1))
             delay *= 0.5 + self._rng.random()  # jitter: bots on one account spread out
             self.log.warning(
@@ -262,7 +280,7 @@ class CcxtGateway:
             seconds = DEFAULT_BAN_S
         self._not_before = max(self._not_before, time.monotonic() + seconds)
         self.log.warning(
-            "exchange_rate_limited", what=what, pause_s=seconds, error=str(error)[:200]
+            "exchange_rate_limited", what=what, pause_s=seconds, error=scrub(str(error))[:200]
         )
 
     # -- markets and account -------------------------------------------------------------
@@ -337,9 +355,10 @@ class CcxtGateway:
             # ccxt keeps its candle cache across reconnects; rows from before the drop
             # must not come back as fresh updates of the next connection.
             self._ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
+            message = f"watch ohlcv: {type(e).__name__}: {scrub(str(e))}"
             if isinstance(e, ccxt_errors.NetworkError):
-                raise RetryableExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
-            raise ExchangeError(f"watch ohlcv: {type(e).__name__}: {e}") from e
+                raise RetryableExchangeError(message) from e
+            raise ExchangeError(message) from e
         return [list(row) for row in rows]  # ccxt updates its rows in place: copy
 
     def exchange_time_ms(self) -> int:
@@ -365,7 +384,11 @@ class CcxtGateway:
         cid = raw.get("clientOrderId") or f"exchange-{raw.get('id')}"
         if raw.get("id") is not None:
             self._cid_by_order_id[str(raw["id"])] = cid
-        order_type = OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET
+        info = raw.get("info") or {}
+        if info.get("actualOrderId"):  # a triggered conditional order's market order
+            self._cid_by_order_id[str(info["actualOrderId"])] = cid
+        order_type = _order_type(raw)
+        trigger = raw.get("triggerPrice") or raw.get("stopLossPrice") or raw.get("takeProfitPrice")
         return Order(
             account=self.account,
             symbol=raw["symbol"],
@@ -384,7 +407,28 @@ class CcxtGateway:
             bot=bot,
             created_at=_time(raw.get("timestamp")),
             updated_at=_time(raw.get("lastUpdateTimestamp") or raw.get("timestamp")),
+            trigger_price=_dec(trigger) if order_type.is_trigger and trigger else None,
         )
+
+    def _trigger_params(self, intent: OrderIntent) -> dict[str, Any]:
+        """ccxt's unified trigger fields: Binance routes them to its algo-order endpoint as
+        STOP_MARKET / TAKE_PROFIT_MARKET; Bitget to its tpsl (plan) endpoint."""
+        assert intent.trigger_price is not None, "a trigger order needs its trigger price"
+        key = "stopLossPrice" if intent.type is OrderType.STOP_MARKET else "takeProfitPrice"
+        params: dict[str, Any] = {key: float(intent.trigger_price)}
+        mark = self._trigger_price_type == "mark"
+        if self.kind == "binanceusdm":
+            params["workingType"] = "MARK_PRICE" if mark else "CONTRACT_PRICE"
+        else:
+            params["planType"] = BITGET_PLAN_TYPES[intent.type]
+            params["triggerType"] = "mark_price" if mark else "fill_price"
+        return params
+
+    def _trigger_query(self) -> dict[str, Any]:
+        """The params that make ccxt look at trigger orders instead of plain ones."""
+        if self.kind == "bitget":
+            return {"trigger": True, "planType": BITGET_TPSL}
+        return {"trigger": True}
 
     async def submit_order(self, intent: OrderIntent) -> Order:
         """Send once; on an unknown outcome ask for the client id before sending again.
@@ -395,6 +439,11 @@ class CcxtGateway:
         params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
         if intent.reduce_only:
             params["reduceOnly"] = True
+        order_type = intent.type.value
+        trigger = intent.type.is_trigger
+        if trigger:
+            params.update(self._trigger_params(intent))
+            order_type = "market"
         last: Exception | None = None
         for _ in range(MAX_ATTEMPTS):
             try:
@@ -402,21 +451,22 @@ class CcxtGateway:
                     "create order",
                     self._ex.create_order,
                     intent.symbol,
-                    intent.type.value,
+                    order_type,
                     intent.side.value,
                     float(intent.qty),
                     None if intent.price is None else float(intent.price),
                     params,
                     retry=False,
                 )
-                return self._order(raw, intent.bot)
-            except OrderRejected as e:
-                if not any(mark in str(e).lower() for mark in DUPLICATE_CLIENT_ID):
-                    raise
-                last = e  # already accepted earlier: good news, fetch it below
+                return _with_intent(self._order(_acknowledged(raw, intent), intent.bot), intent)
             except RetryableExchangeError as e:
                 last = e  # unknown outcome: the order may exist
-            known = await self.fetch_order(intent.symbol, intent.client_order_id)
+            except ExchangeError as e:
+                duplicate = any(mark in str(e).lower() for mark in DUPLICATE_CLIENT_ID)
+                if isinstance(e, WouldTrigger) or not duplicate:
+                    raise
+                last = e  # already accepted earlier: good news, fetch it below
+            known = await self.fetch_order(intent.symbol, intent.client_order_id, trigger=trigger)
             if known is not None:
                 self.log.info("order_found_after_unknown_outcome", cid=intent.client_order_id)
                 return known if known.bot else _with_bot(known, intent.bot)
@@ -424,7 +474,11 @@ class CcxtGateway:
             f"order {intent.client_order_id}: outcome unknown after {MAX_ATTEMPTS} tries: {last}"
         )
 
-    async def fetch_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def fetch_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        if trigger:
+            return await self._fetch_trigger_order(symbol, client_order_id)
         try:
             raw = await self._call(
                 "fetch order",
@@ -437,22 +491,77 @@ class CcxtGateway:
             return None
         return self._order(raw)
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def _fetch_trigger_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """A stop or take-profit by client id, with what its triggered market order did."""
+        if self.kind == "bitget":  # no single-order query for plan orders: look in the lists
+            for what, fetch in (
+                ("fetch open trigger orders", self._ex.fetch_open_orders),
+                ("fetch closed trigger orders", self._ex.fetch_canceled_and_closed_orders),
+            ):
+                raws = await self._call(what, fetch, symbol, None, None, self._trigger_query())
+                found = [r for r in raws if r.get("clientOrderId") == client_order_id]
+                if found:
+                    return self._order(found[0])
+            return None
+        try:
+            raw = await self._call(
+                "fetch trigger order",
+                self._ex.fetch_order,
+                None,
+                symbol,
+                {"clientOrderId": client_order_id, **self._trigger_query()},
+            )
+        except NotFound:
+            return None
+        order = self._order(raw)
+        actual = (raw.get("info") or {}).get("actualOrderId")
+        if order.status is not OrderStatus.FILLED or not actual:
+            return order
+        # TRIGGERED / FINISHED: the conditional order is done; its market order tells how.
+        try:
+            placed = self._order(
+                await self._call("fetch triggered order", self._ex.fetch_order, actual, symbol)
+            )
+        except NotFound:
+            return order
+        return order.with_status(
+            placed.status,
+            filled_qty=placed.filled_qty,
+            avg_fill_price=placed.avg_fill_price,
+            updated_at=placed.updated_at,
+        )
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         """Cancel by client id; an order already gone is good news, not an error."""
         if client_order_id.startswith("exchange-"):
             params: dict[str, Any] = {}
             order_id: str | None = client_order_id.removeprefix("exchange-")
         else:
             params, order_id = {"clientOrderId": client_order_id}, None
+        if trigger:
+            params.update(self._trigger_query())
         try:
             raw = await self._call("cancel order", self._ex.cancel_order, order_id, symbol, params)
         except NotFound:
-            return await self.fetch_order(symbol, client_order_id)
+            return await self.fetch_order(symbol, client_order_id, trigger=trigger)
+        if trigger:  # Binance answers a conditional cancel with a bare {"code": "200"}
+            return await self.fetch_order(symbol, client_order_id, trigger=True)
         return self._order(raw)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Plain open orders and resting trigger orders (which ccxt lists only when asked)."""
         raw = await self._call("fetch open orders", self._ex.fetch_open_orders, symbol)
-        return [self._order(o) for o in raw]
+        triggers = await self._call(
+            "fetch open trigger orders",
+            self._ex.fetch_open_orders,
+            symbol,
+            None,
+            None,
+            self._trigger_query(),
+        )
+        return [self._order(o) for o in [*raw, *triggers]]
 
     async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
         since_ms = None if since is None else int(since.timestamp() * 1000) + 1
@@ -485,3 +594,41 @@ class CcxtGateway:
 
 def _with_bot(order: Order, bot: str | None) -> Order:
     return order.with_status(order.status, bot=bot)
+
+
+def _acknowledged(raw: dict[str, Any], intent: OrderIntent) -> dict[str, Any]:
+    """Bitget answers a new order with its ids only: the rest is what we sent."""
+    return {
+        **raw,
+        "symbol": raw.get("symbol") or intent.symbol,
+        "side": raw.get("side") or intent.side.value,
+        "amount": raw.get("amount") if raw.get("amount") is not None else str(intent.qty),
+    }
+
+
+def _with_intent(order: Order, intent: OrderIntent) -> Order:
+    """A reply that leaves out what we sent (a new conditional order's bare acknowledgement)
+    keeps the intent's type and trigger price."""
+    if order.type is intent.type and order.trigger_price == intent.trigger_price:
+        return order
+    return order.with_status(order.status, type=intent.type, trigger_price=intent.trigger_price)
+
+
+_TRIGGER_TYPES = {
+    "stop_market": OrderType.STOP_MARKET,
+    "take_profit_market": OrderType.TAKE_PROFIT_MARKET,
+    "loss_plan": OrderType.STOP_MARKET,
+    "pos_loss": OrderType.STOP_MARKET,
+    "profit_plan": OrderType.TAKE_PROFIT_MARKET,
+    "pos_profit": OrderType.TAKE_PROFIT_MARKET,
+}
+
+
+def _order_type(raw: dict[str, Any]) -> OrderType:
+    """ccxt reports a stop-market as "market": the exchange's own field says what it is."""
+    info = raw.get("info") or {}
+    for key in ("orderType", "type", "origType", "planType"):
+        value = info.get(key)
+        if isinstance(value, str) and value.lower() in _TRIGGER_TYPES:
+            return _TRIGGER_TYPES[value.lower()]
+    return OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET

@@ -131,6 +131,10 @@ class ExchangeFeed:
     def expected_interval_s(self) -> float:
         return 60.0
 
+    def now(self) -> datetime:
+        """The exchange's clock: a candle delivered in a catch-up after downtime is old by it."""
+        return datetime.fromtimestamp(self._exchange_ms() / 1000, UTC)
+
     def subscribe(self, consumer: CandleConsumer) -> None:
         self._consumers.append(consumer)
 

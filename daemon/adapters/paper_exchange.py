@@ -14,6 +14,12 @@ Model, kept deliberately simple:
   through it: buy when low <= limit, sell when high >= limit;
 * resting non-reduce-only limits reserve margin at their limit price for their whole size
   (more conservative than Binance, which nets orders against an opposite position);
+* stop-market and take-profit-market orders (reduce-only) rest until a candle's range reaches
+  their trigger, then fill as a taker at the trigger moved by `slippage_bps`, or at the
+  candle's open when it gapped past the trigger; a candle that reaches both a stop and a
+  take-profit fills the stop only (`paper_model.fired_triggers`). Placing one whose trigger the
+  last close has already passed is refused with `WouldTrigger`, as Binance does (-2021);
+  candles are the only prices, so mark and last price are the same here;
 * no funding, no liquidation, no partial fills: the wallet can go below zero on paper.
 
 The state lives in the `PaperLedger` as JSON and is written after every change that matters.
@@ -32,7 +38,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from daemon.domain.errors import ConfigError, NotFound, OrderRejected, TradectlError
+from daemon.domain.errors import ConfigError, NotFound, OrderRejected, TradectlError, WouldTrigger
 from daemon.domain.models import (
     ZERO,
     Balance,
@@ -54,11 +60,13 @@ from daemon.domain.paper_model import (
     check_minimums,
     check_step,
     executed_quantity,
+    fired_triggers,
     is_marketable,
     isolated_margin,
     limit_triggered,
     require_margin,
     slipped_price,
+    triggers_at,
 )
 from daemon.ports import CandlesClosed, PaperLedger
 
@@ -188,7 +196,9 @@ class PaperExchange:
         """
         return self._submit(intent)
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         """Cancel an open order; a terminal one comes back unchanged, an unknown one as None."""
         order = self._find(symbol, client_order_id)
         if order is None or not order.status.is_open:
@@ -200,7 +210,9 @@ class PaperExchange:
         self._save()
         return canceled
 
-    async def fetch_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def fetch_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         return self._find(symbol, client_order_id)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
@@ -344,13 +356,14 @@ class PaperExchange:
             bot=intent.bot,
             created_at=now,
             updated_at=now,
+            trigger_price=intent.trigger_price if intent.type.is_trigger else None,
         )
         try:
             accepted = self._accept(intent, order, now)
         except OrderRejected as e:
             book.put_order(order.with_status(OrderStatus.REJECTED, reason=str(e)))
             self._save()
-            raise OrderRejected(
+            raise type(e)(
                 f"paper account {self.account!r} rejected {intent.client_order_id}: {e}"
             ) from None
         self._save()
@@ -382,6 +395,8 @@ class PaperExchange:
         exec_qty = executed_quantity(
             self._holding(intent.symbol), intent.side, qty, intent.reduce_only
         )
+        if intent.type.is_trigger:
+            return self._rest_trigger(intent, order, market, last)
 
         settings = self._settings
         if intent.type is OrderType.MARKET:
@@ -408,6 +423,31 @@ class PaperExchange:
             book.put_order(order)
             return order
         return self._execute(order, exec_qty, price, fee_rate, now)
+
+    def _rest_trigger(
+        self, intent: OrderIntent, order: Order, market: Market, last: Decimal
+    ) -> Order:
+        """Accept a stop-market or take-profit-market order to rest until its trigger."""
+        trigger = intent.trigger_price
+        if trigger is None or not trigger.is_finite() or trigger <= 0:
+            raise OrderRejected(f"a {intent.type.value} order needs a positive trigger price")
+        if trigger % market.price_step != 0:
+            raise OrderRejected(
+                f"trigger price {trigger} is not a multiple of the tick {market.price_step}"
+            )
+        if not intent.reduce_only:
+            raise OrderRejected(f"a {intent.type.value} order must be reduce-only here")
+        if triggers_at(intent.type, intent.side, trigger, last):
+            raise WouldTrigger(
+                f"order would immediately trigger: {intent.type.value} {intent.side.value} "
+                f"at {trigger}, last price {last}"
+            )
+        book = self._book
+        book.leverage.setdefault(intent.symbol, self._leverage_of(intent.symbol))
+        book.order_seq += 1
+        rested = order.with_status(OrderStatus.OPEN, exchange_order_id=f"paper-{book.order_seq}")
+        book.put_order(rested)
+        return rested
 
     def _check_margin(
         self,
@@ -487,26 +527,37 @@ class PaperExchange:
         now = book.market_time
         resting = [o for o in book.orders.values() if o.symbol == symbol and o.status.is_open]
         changed = False
+        settings = self._settings
+        for order, hit in fired_triggers(resting, candle.open, candle.high, candle.low):
+            price = slipped_price(order.side, hit, settings.slippage_bps, self._market(symbol))
+            changed |= self._execute_resting(order, price, settings.taker_fee_rate, now)
         for order in resting:
             if order.price is None or not limit_triggered(order.side, order.price, candle):
                 continue
-            qty = order.remaining_qty
-            if order.reduce_only:
-                holding = self._holding(symbol)
-                if holding.qty * order.side.sign >= 0:
-                    book.put_order(
-                        order.with_status(
-                            OrderStatus.CANCELED,
-                            updated_at=now,
-                            reason="reduce-only: no position left to reduce",
-                        )
-                    )
-                    changed = True
-                    continue
-                qty = min(qty, abs(holding.qty))
-            self._execute(order, qty, order.price, self._settings.maker_fee_rate, now)
-            changed = True
+            changed |= self._execute_resting(order, order.price, settings.maker_fee_rate, now)
         return changed
+
+    def _execute_resting(
+        self, order: Order, price: Decimal, fee_rate: Decimal, now: datetime
+    ) -> bool:
+        """Fill a resting order the candle reached; a reduce-only one with nothing left to
+        reduce is cancelled instead. Returns True: the book changed either way."""
+        book = self._book
+        qty = order.remaining_qty
+        if order.reduce_only:
+            holding = self._holding(order.symbol)
+            if holding.qty * order.side.sign >= 0:
+                book.put_order(
+                    order.with_status(
+                        OrderStatus.CANCELED,
+                        updated_at=now,
+                        reason="reduce-only: no position left to reduce",
+                    )
+                )
+                return True
+            qty = min(qty, abs(holding.qty))
+        self._execute(order, qty, price, fee_rate, now)
+        return True
 
     def _save(self) -> None:
         book = self._book
@@ -547,6 +598,7 @@ def _order_json(o: Order) -> dict[str, Any]:
         "created_at": _opt_iso(o.created_at),
         "updated_at": _opt_iso(o.updated_at),
         "reason": o.reason,
+        "trigger_price": _opt_str(o.trigger_price),
     }
 
 
@@ -644,6 +696,7 @@ def _order_from(d: Any) -> Order:
         created_at=_opt(d["created_at"], _time),
         updated_at=_opt(d["updated_at"], _time),
         reason=_opt(d["reason"], _text),
+        trigger_price=_opt(d.get("trigger_price"), _dec),  # absent in states saved before
     )
 
 

@@ -42,7 +42,7 @@ from daemon.adapters.candle_files import (
 from daemon.domain.models import Candle
 from daemon.ports import CandleConsumer, CandlesClosed, FeedCursorStore
 
-__all__ = ["DataFileError", "ReplayFeed"]
+__all__ = ["DataFileError", "ReplayFeed", "check_timeframes", "start_index"]
 
 DAY_MINUTES = 1440
 DEFAULT_WARMUP = timedelta(days=3)  # without cursor or start: begin here, so history exists
@@ -91,7 +91,7 @@ class ReplayFeed:
         if not (math.isfinite(speed) and speed >= 0):
             raise ValueError(f"replay speed must be a finite number >= 0, got {speed!r}")
         self.symbol = symbol
-        self.timeframes = _check_timeframes(timeframes)
+        self.timeframes = check_timeframes(timeframes)
         self.consumer_errors = 0
         self._minutes = {tf: timeframe_minutes(tf) for tf in self.timeframes}
         self._speed = speed
@@ -104,6 +104,7 @@ class ReplayFeed:
         self._last_event_monotonic: float | None = None
         self._running = False
         self._day: _Day | None = None
+        self._now: datetime | None = None
 
         data = load_candles(data_file)
         self._path = data_file
@@ -124,6 +125,11 @@ class ReplayFeed:
     def expected_interval_s(self) -> float:
         """Wall seconds between 1m candles at this speed (0 when flat out)."""
         return 60.0 / self._speed if self._speed > 0 else 0.0
+
+    def now(self) -> datetime:
+        """Simulated time: the close of the candle being (or last) handed out. A replay
+        pauses while the daemon is down, so its candles are never stale."""
+        return self._now or self.cursor
 
     @property
     def cursor(self) -> datetime:
@@ -190,6 +196,7 @@ class ReplayFeed:
         if day is None or not day.first <= self._next < day.end:
             day = self._day = self._materialise_day(self._next)
         event = day.events[self._next - day.first]
+        self._now = event.closed_at
         for consumer in tuple(self._consumers):
             if consumer not in self._consumers:
                 continue  # unsubscribed while an earlier consumer had this event
@@ -265,19 +272,30 @@ class ReplayFeed:
                 )
             return minute - self._t0
         if start is not None:
-            index = _whole_minutes(start, "replay start", round_up=True) - self._t0
-            if not 0 <= index < self._n:
-                raise DataFileError(
-                    f"{self._path}: replay start {start.isoformat()} is outside the data: the "
-                    f"first candle must open within {self._first_lap()}"
-                )
-            return index
+            return start_index(self._path, self._t0, self._n, start)
         return DEFAULT_WARMUP // _MINUTE
 
     def _first_lap(self) -> str:
-        first = minute_to_datetime(self._t0).isoformat()
-        last = minute_to_datetime(self._t0 + self._n - 1).isoformat()
-        return f"{first} .. {last}"
+        return _lap(self._t0, self._n)
+
+
+def start_index(path: Path, first_minute: int, count: int, start: datetime) -> int:
+    """Virtual index of the candle opening at `start` (rounded up to the minute), which must
+    lie in the data's first lap; DataFileError otherwise. The daemon's start-up checks
+    (and `tradectl config check`) ask the same before anything runs."""
+    index = _whole_minutes(start, "replay start", round_up=True) - first_minute
+    if not 0 <= index < count:
+        raise DataFileError(
+            f"{path}: replay start {start.isoformat()} is outside the data: the "
+            f"first candle must open within {_lap(first_minute, count)}"
+        )
+    return index
+
+
+def _lap(first_minute: int, count: int) -> str:
+    first = minute_to_datetime(first_minute).isoformat()
+    last = minute_to_datetime(first_minute + count - 1).isoformat()
+    return f"{first} .. {last}"
 
 
 def _whole_minutes(when: datetime, what: str, round_up: bool = False) -> int:
@@ -289,7 +307,7 @@ def _whole_minutes(when: datetime, what: str, round_up: bool = False) -> int:
     return -(-micros // per_minute) if round_up else micros // per_minute
 
 
-def _check_timeframes(timeframes: Sequence[str]) -> tuple[str, ...]:
+def check_timeframes(timeframes: Sequence[str]) -> tuple[str, ...]:
     """The timeframes shortest first; ValueError naming one the replay cannot build."""
     if isinstance(timeframes, str):
         raise ValueError(f"timeframes must be a list of names, got the string {timeframes!r}")

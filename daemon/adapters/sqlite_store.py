@@ -10,6 +10,7 @@ that safe.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +20,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from daemon.adapters.safe_files import open_private, secure_existing
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import TradectlError
+from daemon.domain.errors import StorageError
 from daemon.domain.models import (
     ZERO,
     Direction,
@@ -33,6 +35,7 @@ from daemon.domain.models import (
     Side,
     TradePlan,
 )
+from daemon.redaction import scrub, scrub_value
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -117,6 +120,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX fills_by_account ON fills(account, ts);
     """,
+    # 3: resting stop / take-profit orders carry a trigger price; an entry carries the plan
+    # (stop, target) it opens, committed with its intent so it survives a crash before the reply
+    """
+    ALTER TABLE orders ADD COLUMN trigger_price TEXT;
+    ALTER TABLE orders ADD COLUMN plan TEXT;
+    """,
 )
 
 LIVE_STATUSES = (
@@ -126,7 +135,7 @@ LIVE_STATUSES = (
 )
 
 
-class StoreError(TradectlError):
+class StoreError(StorageError):
     """The state file cannot be used (newer schema, corrupt, unwritable)."""
 
 
@@ -156,6 +165,8 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if str(path) != ":memory:":
+            _private_files(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self._db.row_factory = sqlite3.Row
@@ -205,7 +216,7 @@ class SqliteStore:
     ) -> None:
         db.execute(
             "INSERT INTO events (ts, bot, kind, data) VALUES (?, ?, ?, ?)",
-            (_now(), bot, kind, json.dumps(data, default=str, sort_keys=True)),
+            (_now(), bot, kind, json.dumps(scrub_value(data), default=str, sort_keys=True)),
         )
 
     def journal(self, kind: str, bot: str | None = None, **data: Any) -> None:
@@ -276,41 +287,56 @@ class SqliteStore:
                 raise StoreError(f"bot {bot!r} has no record in the store")
             return int(row[0])
 
+    def order_sequence(self, bot: str) -> int:
+        """The last client order sequence number handed out to `bot` (0 before the first)."""
+        row = self._db.execute("SELECT order_seq FROM bots WHERE name = ?", (bot,)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def save_plan(self, bot: str, plan: TradePlan | None) -> None:
-        text = None
-        if plan is not None:
-            text = json.dumps(
-                {
-                    "direction": plan.direction.value,
-                    "stop": str(plan.stop),
-                    "take_profit": str(plan.take_profit),
-                    "opened_at": plan.opened_at.isoformat(),
-                }
-            )
+        """The bot's active plan (or none). Either way any plan still waiting on an entry
+        order is used up: activated, or dropped with a position that never came."""
         with self._transaction() as db:
-            db.execute("UPDATE bots SET plan = ? WHERE name = ?", (text, bot))
+            db.execute("UPDATE bots SET plan = ? WHERE name = ?", (_plan_json(plan), bot))
+            db.execute("UPDATE orders SET plan = NULL WHERE bot = ? AND plan IS NOT NULL", (bot,))
 
     def plan(self, bot: str) -> TradePlan | None:
         row = self._db.execute("SELECT plan FROM bots WHERE name = ?", (bot,)).fetchone()
-        if row is None or row[0] is None:
+        return None if row is None else _plan(row[0])
+
+    def entry_plan(self, bot: str) -> tuple[Order, TradePlan] | None:
+        """The entry order whose plan is still waiting for its first fill, with that plan
+        (see `record_intent`; `save_plan` uses it up)."""
+        row = self._db.execute(
+            "SELECT * FROM orders WHERE bot = ? AND plan IS NOT NULL ORDER BY rowid DESC LIMIT 1",
+            (bot,),
+        ).fetchone()
+        if row is None:
             return None
-        raw = json.loads(row[0])
-        return TradePlan(
-            direction=Direction(raw["direction"]),
-            stop=Decimal(raw["stop"]),
-            take_profit=Decimal(raw["take_profit"]),
-            opened_at=datetime.fromisoformat(raw["opened_at"]),
-        )
+        plan = _plan(row["plan"])
+        return None if plan is None else (_order(row), plan)
 
     # -- orders --------------------------------------------------------------
 
-    def record_intent(self, intent: OrderIntent) -> None:
-        """Commit the intent before the request leaves: a crash after this is recoverable."""
+    def record_intent(
+        self, intent: OrderIntent, plan: TradePlan | None = None, sequence: int | None = None
+    ) -> None:
+        """Commit the intent before the request leaves: a crash after this is recoverable.
+
+        `plan`: the stop and target an entry opens, stored with it, so a position found after
+        a crash still gets its protection. `sequence`: the bot's client order sequence number
+        the id was made from, remembered in the same transaction so ids never repeat.
+        """
         with self._transaction() as db:
+            if sequence is not None and intent.bot is not None:
+                db.execute(
+                    "UPDATE bots SET order_seq = max(order_seq, ?) WHERE name = ?",
+                    (sequence, intent.bot),
+                )
             db.execute(
                 """INSERT INTO orders (client_order_id, bot, account, symbol, side, type, qty,
-                       price, reduce_only, purpose, status, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       price, reduce_only, purpose, status, created_at, updated_at,
+                       trigger_price, plan)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     intent.client_order_id,
                     intent.bot,
@@ -325,6 +351,8 @@ class SqliteStore:
                     OrderStatus.PENDING_SUBMIT.value,
                     intent.created_at.isoformat(),
                     _now(),
+                    None if intent.trigger_price is None else str(intent.trigger_price),
+                    _plan_json(plan),
                 ),
             )
             self._journal(
@@ -340,6 +368,12 @@ class SqliteStore:
                     "price": None if intent.price is None else str(intent.price),
                     "reduce_only": intent.reduce_only,
                     "purpose": intent.purpose,
+                    **(
+                        {}
+                        if intent.trigger_price is None
+                        else {"trigger_price": str(intent.trigger_price)}
+                    ),
+                    **({} if plan is None else {"plan": json.loads(_plan_json(plan) or "{}")}),
                 },
             )
 
@@ -360,7 +394,7 @@ class SqliteStore:
                     str(order.filled_qty),
                     None if order.avg_fill_price is None else str(order.avg_fill_price),
                     order.exchange_order_id,
-                    order.reason,
+                    None if order.reason is None else scrub(order.reason),
                     _now(),
                     order.client_order_id,
                 ),
@@ -374,7 +408,7 @@ class SqliteStore:
                         "cid": order.client_order_id,
                         "from": previous,
                         "to": order.status.value,
-                        "reason": order.reason,
+                        "reason": None if order.reason is None else scrub(order.reason),
                     },
                 )
 
@@ -563,6 +597,14 @@ class SqliteStore:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
+def _private_files(path: Path) -> None:
+    """The store is the daemon's alone (0600: every owner's journal, orders and ownership);
+    SQLite gives its -wal and -shm files the same mode. Never opened through a symlink."""
+    os.close(open_private(path, "state store"))
+    for suffix in ("-wal", "-shm"):
+        secure_existing(path.with_name(path.name + suffix), "state store")
+
+
 def _net_since(rows: list[sqlite3.Row], since: datetime | None) -> Decimal:
     total = ZERO
     for pnl, fee, ts in rows:
@@ -614,4 +656,31 @@ def _order(row: sqlite3.Row) -> Order:
         created_at=_time(row["created_at"]),
         updated_at=_time(row["updated_at"]),
         reason=row["reason"],
+        trigger_price=_dec(row["trigger_price"]),
+        purpose=row["purpose"],
+    )
+
+
+def _plan_json(plan: TradePlan | None) -> str | None:
+    if plan is None:
+        return None
+    return json.dumps(
+        {
+            "direction": plan.direction.value,
+            "stop": str(plan.stop),
+            "take_profit": str(plan.take_profit),
+            "opened_at": plan.opened_at.isoformat(),
+        }
+    )
+
+
+def _plan(text: str | None) -> TradePlan | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    return TradePlan(
+        direction=Direction(raw["direction"]),
+        stop=Decimal(raw["stop"]),
+        take_profit=Decimal(raw["take_profit"]),
+        opened_at=datetime.fromisoformat(raw["opened_at"]),
     )

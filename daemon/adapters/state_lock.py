@@ -6,7 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from daemon.domain.errors import StateLocked
+from daemon.adapters.safe_files import open_private
+from daemon.domain.errors import StateLocked, StorageError
 
 
 class StateDirLock:
@@ -15,7 +16,7 @@ class StateDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        fd = open_private(self.path, "lock file")  # never through a planted symlink
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -25,8 +26,15 @@ class StateDirLock:
                 f"another tradectl daemon (pid {holder}) already uses the state folder "
                 f"{self.path.parent}; stop it first or give this one its own TRADECTL_STATE_DIR"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(f"lock file {self.path}: cannot lock it: {e.strerror}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(f"lock file {self.path}: cannot write it: {e.strerror}") from None
         self._fd = fd
 
     def release(self) -> None:

@@ -43,8 +43,27 @@ class OrderRejected(ExchangeError):
     """The exchange refused the order (bad size, insufficient margin, ...)."""
 
 
+class WouldTrigger(OrderRejected):
+    """A trigger order refused because the price is already beyond its trigger (Binance
+    -2021 "Order would immediately trigger"): for a stop, the stop has been hit."""
+
+
 class StateLocked(TradectlError):
     """Another daemon holds the state folder."""
+
+
+class StorageError(TradectlError):
+    """The state folder or the store in it cannot be used: corrupt, read-only, full, not a
+    folder. The message names the path and the reason; the CLI exits 74 (EX_IOERR)."""
+
+
+class StoreMissing(TradectlError):
+    """The store that an earlier run left is gone or was replaced; starting afresh takes an
+    explicit choice (`tradectl daemon --new-store`). The CLI exits 66 (EX_NOINPUT)."""
+
+
+class UntrustedPath(ConfigError):
+    """A folder or file that another user could tamper with (owner, mode, symlink)."""
 
 
 class HaltRequested(TradectlError):

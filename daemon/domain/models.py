@@ -27,6 +27,11 @@ class Side(enum.StrEnum):
         return 1 if self is Side.BUY else -1
 
 
+def closing_side(qty: Decimal) -> Side:
+    """The side that reduces a signed position: sell a long, buy back a short."""
+    return Side.SELL if qty > 0 else Side.BUY
+
+
 class Direction(enum.StrEnum):
     LONG = "long"
     SHORT = "short"
@@ -39,6 +44,13 @@ class Direction(enum.StrEnum):
 class OrderType(enum.StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    STOP_MARKET = "stop_market"  # a market order sent when the price reaches the trigger
+    TAKE_PROFIT_MARKET = "take_profit_market"
+
+    @property
+    def is_trigger(self) -> bool:
+        """Rests on the exchange until its trigger price is reached (not a plain order)."""
+        return self in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
 
 
 class OrderStatus(enum.StrEnum):
@@ -108,7 +120,9 @@ class OrderIntent:
     price: Decimal | None
     reduce_only: bool
     created_at: datetime
-    purpose: str = "entry"  # entry | exit | flatten: why the bot sent it, for the journal
+    # entry | reversal | stop | take_profit | flatten ...: why the bot sent it, for the journal
+    purpose: str = "entry"
+    trigger_price: Decimal | None = None  # stop_market / take_profit_market only
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +145,8 @@ class Order:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     reason: str | None = None
+    trigger_price: Decimal | None = None  # stop_market / take_profit_market only
+    purpose: str | None = None  # as the store recorded it; None when the store never knew it
 
     @property
     def remaining_qty(self) -> Decimal:

@@ -6,11 +6,12 @@ tests can table it without an account.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from daemon.domain.errors import OrderRejected
-from daemon.domain.models import ZERO, Candle, Market, Side
+from daemon.domain.models import ZERO, Candle, Market, Order, OrderType, Side
 
 _BPS = Decimal(10_000)
 
@@ -72,6 +73,55 @@ def is_marketable(side: Side, limit: Decimal, last: Decimal) -> bool:
 def limit_triggered(side: Side, limit: Decimal, candle: Candle) -> bool:
     """Whether the candle traded through a resting limit during its life."""
     return candle.low <= limit if side is Side.BUY else candle.high >= limit
+
+
+# --- resting trigger orders: one model for the paper exchange and the backtest --------------
+
+
+def trigger_rises(order_type: OrderType, side: Side) -> bool:
+    """Whether a trigger order fires on a rise (a buy stop, a sell take-profit) or a fall."""
+    return (side is Side.BUY) == (order_type is OrderType.STOP_MARKET)
+
+
+def triggers_at(order_type: OrderType, side: Side, trigger: Decimal, last: Decimal) -> bool:
+    """Whether the price `last` is already at or beyond the trigger (placing it would fire)."""
+    return last >= trigger if trigger_rises(order_type, side) else last <= trigger
+
+
+def trigger_hit(
+    order_type: OrderType, side: Side, trigger: Decimal, open_: Decimal, high: Decimal, low: Decimal
+) -> Decimal | None:
+    """Where a resting trigger order executes within a candle, before slippage.
+
+    At the trigger when the candle's range reaches it; at the open when the candle opened
+    beyond it (a gap: the market never traded at the trigger); None when it did not fire.
+    """
+    if trigger_rises(order_type, side):
+        if high < trigger:
+            return None
+        return open_ if open_ >= trigger else trigger
+    if low > trigger:
+        return None
+    return open_ if open_ <= trigger else trigger
+
+
+def fired_triggers(
+    resting: Iterable[Order], open_: Decimal, high: Decimal, low: Decimal
+) -> list[tuple[Order, Decimal]]:
+    """The trigger orders (of one symbol) a candle fires, stops first, each with its price.
+
+    The path inside a candle is unknown: when a candle reaches both a stop and a take-profit,
+    the stop wins (the worse outcome is assumed) and the take-profit does not fire on it.
+    """
+    fired: list[tuple[Order, Decimal]] = []
+    for order in resting:
+        if order.trigger_price is None or not order.type.is_trigger:
+            continue
+        hit = trigger_hit(order.type, order.side, order.trigger_price, open_, high, low)
+        if hit is not None:
+            fired.append((order, hit))
+    stops = [f for f in fired if f[0].type is OrderType.STOP_MARKET]
+    return stops or fired
 
 
 # --- what the account refuses: shared by the paper adapter and the backtest simulator ------

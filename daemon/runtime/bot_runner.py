@@ -1,45 +1,44 @@
-"""One bot: closed candles in, strategy, risk rules, orders out, fills and position back.
+"""One bot's async shell around the trading core (`daemon.domain.trader`).
 
-A runner is the only writer for its bot. Candles arrive through its own queue; the
-feed waits until the runner is done with each event (lock-step), so a replay is
-deterministic. Every order intent is committed to the store before it is sent.
+A runner is the only writer for its bot. Candles arrive through its own queue; the feed
+waits until the runner is done with each event (lock-step), so a replay is deterministic.
+For each event the runner reads what the core needs (orders resolved by client order id,
+new fills, the position, today's PnL, the equity when an entry may follow), hands it to
+`trader.step`, and carries the actions out: every intent is committed to the store (with
+its plan and sequence number) before it is sent, and each outcome goes back to the core
+as an event before anything else happens. It decides nothing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
+from daemon.domain import trader
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import HaltRequested, OrderRejected, RetryableExchangeError, RiskRejected
+from daemon.domain.errors import (
+    ExchangeError,
+    HaltRequested,
+    OrderRejected,
+    RetryableExchangeError,
+    WouldTrigger,
+)
 from daemon.domain.models import (
     ZERO,
-    ClientOrderIds,
-    Direction,
-    Market,
     Order,
     OrderIntent,
     OrderStatus,
-    OrderType,
     Position,
-    Side,
     Signal,
-    TradePlan,
 )
-from daemon.domain.risk import (
-    AccountExposure,
-    RiskLimits,
-    check_intent,
-    day_start,
-    entry_quantity,
-    loss_breach,
-)
+from daemon.domain.risk import AccountExposure, RiskLimits, day_start
+from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.fills import record_new_fills
 from strategies.base import Strategy
@@ -61,6 +60,9 @@ class BotSpec:
     strategy: str
     timeframes: tuple[str, ...]
     leverage: int
+    # Exits and entries are decided only on candles closed within this age by the feed's
+    # clock (older ones were replayed after downtime); None: two of the base timeframe.
+    max_candle_age: timedelta | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class BotSnapshot:
     candles_processed: int = 0
     position: Position | None = None
     signals: int = 0
+    stale_candles: int = 0  # decided nothing: closed too long ago by the feed's clock
 
 
 class BotRunner:
@@ -96,13 +99,11 @@ class BotRunner:
         self.clock = clock
         self.snapshot = BotSnapshot(position=store.position(spec.name))
         self._on_started = on_started
-        self._ids = ClientOrderIds(spec.name)
         self._queue: asyncio.Queue[tuple[CandlesClosed, asyncio.Future[None]]] = asyncio.Queue(1)
         self._windows = {tf: CandleWindow(tf, n) for tf, n in window_lengths(strategy).items()}
-        self._market: Market | None = None
-        self._last_close = ZERO
-        self._exposure = AccountExposure()
         self._account_positions: list[Position] = []
+        self._config: trader.TraderConfig | None = None
+        self.state = trader.TraderState()
         self.log = structlog.get_logger().bind(bot=spec.name, symbol=spec.symbol)
 
     async def run(self) -> None:
@@ -130,50 +131,70 @@ class BotRunner:
         await self._queue.put((event, done))
         await done
 
+    @property
+    def config(self) -> trader.TraderConfig:
+        assert self._config is not None, "the runner is not prepared yet"
+        return self._config
+
     # -- start-up: crash-only, the same path after a clean stop or a kill -9 --
 
     async def _prepare(self) -> None:
-        self._market = await self.gateway.market(self.spec.symbol)
+        spec = self.spec
+        market = await self.gateway.market(spec.symbol)
         try:
-            await self.gateway.set_leverage(self.spec.symbol, self.spec.leverage)
+            await self.gateway.set_leverage(spec.symbol, spec.leverage)
         except OrderRejected as e:
             self.log.warning("leverage_not_changed", reason=str(e))
-        await self._reconcile()
+        base = self.strategy.timeframes[0]
+        max_age = spec.max_candle_age or timedelta(seconds=2 * timeframe_seconds(base))
+        self._config = trader.TraderConfig(
+            spec.name, spec.account, spec.symbol, market, spec.leverage, self.limits, max_age
+        )
+        await self._resolve_live_orders()
+        await self._sync_fills()
+        now = self.clock.now()
+        facts = await self._facts(now, equity=False)
+        entry = self.store.entry_plan(spec.name)
+        self.state = trader.initial_state(
+            self.store.order_sequence(spec.name), self.store.plan(spec.name), entry
+        )
+        await self._drive(trader.Started(facts), now)
         for tf, window in self._windows.items():
             window.extend(self.feed.history(tf, window.maxlen))
         self.log.info(
             "bot_prepared",
-            strategy=self.spec.strategy,
+            strategy=spec.strategy,
             warm={tf: len(w) for tf, w in self._windows.items()},
+            protected=self.state.protected,
         )
 
-    async def _reconcile(self) -> None:
-        """Make the store agree with the exchange before anything new is sent."""
-        await self._resolve_live_orders()
-        await self._sync_fills()
-        position = await self._refresh_position()
-        plan = self.store.plan(self.spec.name)
-        if position is None and plan is not None:
-            self.store.save_plan(self.spec.name, None)
-            self.store.journal("plan_cleared", self.spec.name, reason="no position on the exchange")
-        elif position is not None and plan is None:
-            self.store.journal(
-                "position_without_plan",
-                self.spec.name,
-                qty=str(position.qty),
-                note="kept; the bot exits it only on an opposite signal",
-            )
-
     async def _resolve_live_orders(self) -> None:
-        for order in self.store.live_orders(self.spec.name):
-            known = await self.gateway.fetch_order(order.symbol, order.client_order_id)
+        """Ask the exchange about every order the store holds live: one list of the open
+        ones, then a lookup by client order id for those no longer open."""
+        live = self.store.live_orders(self.spec.name)
+        if not live:
+            return
+        open_now = {
+            o.client_order_id: o for o in await self.gateway.fetch_open_orders(self.spec.symbol)
+        }
+        for order in live:
+            known = open_now.get(order.client_order_id)
+            if known is None:
+                known = await self.gateway.fetch_order(
+                    order.symbol, order.client_order_id, trigger=order.type.is_trigger
+                )
             if known is None:
                 if order.status is OrderStatus.PENDING_SUBMIT:
                     self.store.update_order(
                         order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
                     )
+                elif order.type.is_trigger:
+                    self.store.update_order(
+                        order.with_status(OrderStatus.CANCELED, reason="gone from the exchange")
+                    )
                 continue
-            self.store.update_order(_with_bot(known, self.spec.name))
+            if (known.status, known.filled_qty) != (order.status, order.filled_qty):
+                self.store.update_order(_with_bot(known, self.spec.name))
 
     async def _sync_fills(self) -> None:
         for fill in await record_new_fills(self.gateway, self.store, self.spec.symbol):
@@ -200,6 +221,35 @@ class BotRunner:
         )
         return position
 
+    async def _facts(
+        self, at: datetime, *, equity: bool, only_if_flat: bool = False
+    ) -> trader.Facts:
+        """What the core decides on: position, today's realised PnL, live orders, equity.
+
+        `only_if_flat`: the equity only when flat, as a candle's entry can only follow from
+        flat (after a reversal the close's outcome brings the equity read after it).
+        """
+        position = await self._refresh_position()
+        equity = equity and not (only_if_flat and position is not None)
+        since = day_start(at, self.limits.daily_reset)
+        return trader.Facts(
+            position_qty=position.qty if position is not None else ZERO,
+            entry_price=position.entry_price if position is not None else ZERO,
+            mark=position.mark_price if position is not None else ZERO,
+            bot_realized=self.store.realized_pnl(self.spec.name, since=since),
+            orders=tuple(self.store.live_orders(self.spec.name)),
+            equity=(await self.gateway.fetch_balance()).equity if equity else None,
+        )
+
+    def _exposure(self, at: datetime) -> AccountExposure:
+        """The account's other positions and today's PnL, from this candle's one read."""
+        positions = self._account_positions
+        others = sum((p.notional for p in positions if p.symbol != self.spec.symbol), ZERO)
+        unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
+        since = day_start(at, self.limits.daily_reset)
+        realized = self.store.account_realized_pnl(self.spec.account, since)
+        return AccountExposure(other_positions_notional=others, daily_pnl=realized + unrealized)
+
     # -- the candle path --------------------------------------------------------
 
     async def _on_candles(self, event: CandlesClosed) -> None:
@@ -210,16 +260,29 @@ class BotRunner:
             ):
                 window.append(candle)
         first = event.candles[0]
-        self._last_close = first.close
         self.log.info("candle_closed", close=str(first.close), at=event.closed_at.isoformat())
         self._check_not_halted()
         await self._resolve_live_orders()
         await self._sync_fills()
-        position = await self._refresh_position()
-        await self._check_loss_limits(event.closed_at)
-        position = await self._manage_exits(position, first.high, first.low, event.closed_at)
-        if any(c.timeframe == self.strategy.timeframes[0] for c in event.candles):
-            await self._evaluate(position, event.closed_at)
+        now = self.feed.now()
+        signal = None
+        if now - event.closed_at > self.config.max_candle_age:
+            self.snapshot.stale_candles += 1
+        elif any(c.timeframe == self.strategy.timeframes[0] for c in event.candles):
+            signal = self._evaluate()
+        facts = await self._facts(event.closed_at, equity=signal is not None, only_if_flat=True)
+        await self._drive(
+            trader.CandleClosed(
+                event.closed_at,
+                first.high,
+                first.low,
+                first.close,
+                signal,
+                facts,
+                self._exposure(event.closed_at),
+            ),
+            now,
+        )
         self.snapshot.last_candle_monotonic = self.clock.monotonic()
         self.snapshot.last_candle_close = event.closed_at
         self.snapshot.candles_processed += 1
@@ -230,59 +293,12 @@ class BotRunner:
         if record is not None and record.desired_state is DesiredState.HALTED:
             raise HaltRequested(record.halt_reason or "halted", scope="external")
 
-    async def _check_loss_limits(self, now: datetime) -> None:
-        """Today's realised plus unrealised PnL, for this bot and its whole account."""
-        since = day_start(now, self.limits.daily_reset)
-        self._exposure = await self._account_exposure(since)
-        breach = loss_breach(self._daily_pnl(since), self._exposure.daily_pnl, self.limits)
-        if breach is not None:
-            self.store.journal(
-                "loss_limit_reached",
-                self.spec.name,
-                scope=breach.scope,
-                pnl=str(breach.pnl),
-                limit=str(breach.limit),
-            )
-            self.log.error("loss_limit_reached", scope=breach.scope, pnl=str(breach.pnl))
-            raise HaltRequested(breach.reason, scope=breach.scope)
-
-    async def _account_exposure(self, since: datetime) -> AccountExposure:
-        positions = self._account_positions  # read by _refresh_position on this candle
-        others = sum((p.notional for p in positions if p.symbol != self.spec.symbol), ZERO)
-        unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
-        realized = self.store.account_realized_pnl(self.spec.account, since)
-        return AccountExposure(other_positions_notional=others, daily_pnl=realized + unrealized)
-
-    async def _manage_exits(
-        self, position: Position | None, high: Decimal, low: Decimal, now: datetime
-    ) -> Position | None:
-        plan = self.store.plan(self.spec.name)
-        if position is None:
-            if plan is not None:
-                self.store.save_plan(self.spec.name, None)
-            return None
-        if plan is None:
-            return position
-        long = position.qty > 0
-        hit = None
-        if (long and low <= plan.stop) or (not long and high >= plan.stop):
-            hit = "stop"
-        elif (long and high >= plan.take_profit) or (not long and low <= plan.take_profit):
-            hit = "take_profit"
-        if hit is None:
-            return position
-        self.log.info(
-            "exit_triggered", why=hit, stop=str(plan.stop), take_profit=str(plan.take_profit)
-        )
-        await self._close(position, now, purpose=hit)
-        return await self._refresh_position()
-
-    async def _evaluate(self, position: Position | None, now: datetime) -> None:
+    def _evaluate(self) -> Signal | None:
         if any(len(self._windows[tf]) < n for tf, n in self.strategy.warmup.items()):
-            return
+            return None
         signal = self.strategy.evaluate({tf: w.frame() for tf, w in self._windows.items()})
         if signal is None:
-            return
+            return None
         self.snapshot.signals += 1
         self.log.info(
             "signal_generated",
@@ -293,121 +309,118 @@ class BotRunner:
             confidence=round(signal.confidence, 3),
             reason=signal.reason,
         )
-        if position is not None:
-            same = (position.qty > 0) == (signal.direction is Direction.LONG)
-            if same:
-                return
-            await self._close(position, now, purpose="reversal")
-            position = await self._refresh_position()
-            if position is not None:
-                return
-        await self._enter(signal, now)
+        return signal
 
-    async def _enter(self, signal: Signal, now: datetime) -> None:
-        assert self._market is not None
-        balance = await self.gateway.fetch_balance()
-        qty = entry_quantity(signal, balance.equity, self.limits, self._market)
-        if qty <= 0:
-            self.store.journal(
-                "signal_skipped",
-                self.spec.name,
-                reason="size below the market minimum after risk limits",
-                equity=str(balance.equity),
-            )
-            self.log.info("signal_skipped", reason="size below market minimum")
-            return
-        order = await self._submit(signal.direction.entry_side, qty, now, purpose="entry")
-        if order is not None and order.status is OrderStatus.FILLED:
-            self.store.save_plan(
-                self.spec.name,
-                TradePlan(signal.direction, signal.stop, signal.take_profit, opened_at=now),
-            )
-            await self._refresh_position()
+    # -- carrying out the core's actions ------------------------------------------
 
-    async def _close(self, position: Position, now: datetime, purpose: str) -> None:
-        side = Side.SELL if position.qty > 0 else Side.BUY
-        order = await self._submit(side, abs(position.qty), now, purpose=purpose, reduce_only=True)
-        if order is not None and order.status is OrderStatus.FILLED:
-            self.store.save_plan(self.spec.name, None)
-
-    async def _submit(
-        self, side: Side, qty: Decimal, now: datetime, *, purpose: str, reduce_only: bool = False
-    ) -> Order | None:
-        """Risk-check, commit the intent, send it, record the outcome."""
-        position = self.snapshot.position
-        price = self._last_close
-        intent = OrderIntent(
-            bot=self.spec.name,
-            account=self.spec.account,
-            symbol=self.spec.symbol,
-            client_order_id=self._ids.make(self.store.next_order_sequence(self.spec.name)),
-            side=side,
-            type=OrderType.MARKET,
-            qty=qty,
-            price=None,
-            reduce_only=reduce_only,
-            created_at=self.clock.now(),
-            purpose=purpose,
-        )
-        assert self._market is not None
+    async def _drive(self, event: trader.Event, now: datetime) -> None:
+        """Step the core with `event`, carry out its actions, feed each outcome back."""
+        self.state, actions = trader.step(self.state, event, self.config, now)
+        pending = deque(actions)
         try:
-            check_intent(
-                intent,
-                position_qty=position.qty if position is not None else ZERO,
-                price=price,
-                leverage=self.spec.leverage,
-                limits=self.limits,
-                market=self._market,
-                daily_pnl=self._daily_pnl(day_start(now, self.limits.daily_reset)),
-                account=self._exposure,
-            )
-        except RiskRejected as e:
-            self.store.journal(
-                "order_refused",
-                self.spec.name,
-                rule=e.rule,
-                reason=str(e),
-                cid=intent.client_order_id,
-            )
-            self.log.warning("order_refused", rule=e.rule, reason=str(e))
-            self.snapshot.last_problem = f"risk rule {e.rule}: {e}"
+            while pending:
+                outcome = await self._carry_out(pending.popleft())
+                if outcome is not None:
+                    self.state, more = trader.step(self.state, outcome, self.config, now)
+                    pending.extend(more)
+        finally:
+            self.snapshot.last_problem = self.state.last_problem
+
+    async def _carry_out(self, action: trader.Action) -> trader.Outcome | None:
+        if isinstance(action, trader.Journal):
+            self.store.journal(action.kind, self.spec.name, **action.data)
+            self.log.info(action.kind, **action.data)
             return None
-        self.store.record_intent(intent)
+        if isinstance(action, trader.SavePlan):
+            self.store.save_plan(self.spec.name, action.plan)
+            return None
+        if isinstance(action, trader.Halt):
+            self.log.error("loss_limit_reached", scope=action.scope, reason=action.reason)
+            raise HaltRequested(action.reason, scope=action.scope)
+        if isinstance(action, trader.Submit):
+            return await self._submit(action)
+        return await self._cancel(action.order)
+
+    async def _submit(self, action: trader.Submit) -> trader.Outcome:
+        """Commit the intent (with its plan and sequence), send it, record the outcome."""
+        intent = action.intent
+        self.store.record_intent(intent, action.plan, action.sequence)
         self.log.info(
             "order_submitted",
             cid=intent.client_order_id,
-            side=side.value,
-            qty=str(qty),
-            reduce_only=reduce_only,
-            purpose=purpose,
+            side=intent.side.value,
+            type=intent.type.value,
+            qty=str(intent.qty),
+            trigger_price=None if intent.trigger_price is None else str(intent.trigger_price),
+            reduce_only=intent.reduce_only,
+            purpose=intent.purpose,
         )
+        cid = intent.client_order_id
         try:
-            order = await self.gateway.submit_order(intent)
+            order = _with_bot(await self.gateway.submit_order(intent), self.spec.name)
         except OrderRejected as e:
-            rejected = await self.gateway.fetch_order(self.spec.symbol, intent.client_order_id)
+            rejected = await self.gateway.fetch_order(
+                intent.symbol, cid, trigger=intent.type.is_trigger
+            )
             self.store.update_order(
                 _with_bot(rejected, self.spec.name)
                 if rejected is not None
                 else _intent_order(intent, OrderStatus.REJECTED, str(e))
             )
-            self.log.warning("order_rejected", cid=intent.client_order_id, reason=str(e))
-            self.store.journal(
-                "order_rejected", self.spec.name, cid=intent.client_order_id, reason=str(e)
+            self.log.warning("order_rejected", cid=cid, reason=str(e))
+            self.store.journal("order_rejected", self.spec.name, cid=cid, reason=str(e))
+            result = trader.Result.WOULD_TRIGGER if isinstance(e, WouldTrigger) else None
+            return await self._outcome(
+                intent, result or trader.Result.REJECTED, None, str(e), moved=False
             )
-            self.snapshot.last_problem = f"order rejected: {e}"
-            return None
         except RetryableExchangeError as e:
-            self.log.warning("order_outcome_unknown", cid=intent.client_order_id, reason=str(e))
-            return None  # resolved by _resolve_live_orders before anything new is sent
-        order = _with_bot(order, self.spec.name)
+            self.log.warning("order_outcome_unknown", cid=cid, reason=str(e))
+            return await self._outcome(intent, trader.Result.UNKNOWN, None, str(e), moved=False)
         self.store.update_order(order)
-        await self._sync_fills()
-        return order
+        return await self._outcome(
+            intent, trader.Result.DONE, order, "", moved=not intent.type.is_trigger
+        )
 
-    def _daily_pnl(self, since: datetime) -> Decimal:
-        realized = self.store.realized_pnl(self.spec.name, since=since)
-        position = self.snapshot.position
-        return realized + (position.unrealized_pnl if position is not None else ZERO)
+    async def _cancel(self, order: Order) -> trader.Outcome:
+        cid = order.client_order_id
+        try:
+            final = await self.gateway.cancel_order(
+                order.symbol, cid, trigger=order.type.is_trigger
+            )
+        except ExchangeError as e:
+            self.log.warning("order_cancel_failed", cid=cid, reason=str(e))
+            result = (
+                trader.Result.UNKNOWN
+                if isinstance(e, RetryableExchangeError)
+                else trader.Result.REJECTED
+            )
+            return await self._outcome(order, result, None, str(e), moved=False)
+        if final is None:
+            final = order.with_status(OrderStatus.CANCELED, reason="not found on the exchange")
+        final = _with_bot(final, self.spec.name)
+        self.store.update_order(final)
+        self.log.info("order_cancelled", cid=cid, status=final.status.value)
+        return await self._outcome(
+            order, trader.Result.DONE, final, "", moved=final.filled_qty > order.filled_qty
+        )
+
+    async def _outcome(
+        self,
+        sent: OrderIntent | Order,
+        result: trader.Result,
+        order: Order | None,
+        reason: str,
+        *,
+        moved: bool,
+    ) -> trader.Outcome:
+        """The outcome with fresh facts: all of them when the position may have moved."""
+        at = self.state.closed_at or self.clock.now()
+        if moved:
+            await self._sync_fills()
+            facts = await self._facts(at, equity=True)
+        else:
+            facts = replace(self.state.facts, orders=tuple(self.store.live_orders(self.spec.name)))
+        return trader.Outcome(sent.client_order_id, result, facts, order, reason)
 
 
 def _with_bot(order: Order, bot: str) -> Order:
@@ -415,6 +428,7 @@ def _with_bot(order: Order, bot: str) -> Order:
 
 
 def _intent_order(intent: OrderIntent, status: OrderStatus, reason: str) -> Order:
+    """What the store writes for an intent the exchange refused without naming the order."""
     return Order(
         account=intent.account,
         symbol=intent.symbol,
@@ -427,4 +441,6 @@ def _intent_order(intent: OrderIntent, status: OrderStatus, reason: str) -> Orde
         status=status,
         bot=intent.bot,
         reason=reason,
+        trigger_price=intent.trigger_price,
+        purpose=intent.purpose,
     )

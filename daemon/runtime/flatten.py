@@ -1,4 +1,5 @@
-"""Emergency flatten: cancel every order, close every position reduce-only, verify flat.
+"""Emergency flatten: cancel every order (resting stops and take-profits included), close
+every position reduce-only, verify flat.
 
 Used by halts on a loss limit, by `tradectl flatten` through the daemon, and by the
 CLI directly when the daemon is down. Symbols are handled concurrently; exchange
@@ -20,7 +21,7 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError, NotFound
-from daemon.domain.models import ZERO, OrderIntent, OrderType, Side, bot_tag
+from daemon.domain.models import ZERO, OrderIntent, OrderType, Position, bot_tag, closing_side
 from daemon.ports import Clock, ExchangeGateway
 from daemon.runtime.fills import record_new_fills
 
@@ -113,6 +114,7 @@ class Flattener:
                 orders = await gateway.fetch_open_orders(symbol)
                 position = await _position_qty(gateway, symbol)
                 report.remaining_orders, report.remaining_qty = len(orders), abs(position)
+                self._record_position(gateway.account, symbol, owner, position)
                 if not orders and position == 0:
                     report.flat = True
                     if self._store is not None:
@@ -137,14 +139,29 @@ class Flattener:
             await self._sleep(min(delay, left))
             delay = min(delay * 2, BACKOFF_MAX_S)
 
+    def _record_position(self, account: str, symbol: str, owner: str | None, qty: Decimal) -> None:
+        """The owning bot's position as the read-back found it: what status shows for a
+        halted bot, whose runner no longer looks."""
+        if self._store is None or owner is None:
+            return
+        last = self._store.position(owner)
+        if last is not None and last.qty == qty:
+            return
+        entry = last.entry_price if last is not None and qty != 0 else ZERO
+        leverage = last.leverage if last is not None else 0
+        self._store.save_position(owner, Position(account, symbol, qty, entry, entry, leverage))
+
     async def _one_pass(self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten) -> None:
-        for order in await gateway.fetch_open_orders(symbol):
+        for order in await gateway.fetch_open_orders(symbol):  # resting stops too
+            trigger = order.type.is_trigger
             with contextlib.suppress(NotFound):  # already gone: what we wanted
-                await gateway.cancel_order(symbol, order.client_order_id)
+                await gateway.cancel_order(symbol, order.client_order_id, trigger=trigger)
             if order.client_order_id not in report.cancelled:
                 report.cancelled.append(order.client_order_id)
             if self._store is not None and self._store.order(order.client_order_id) is not None:
-                cancelled = await gateway.fetch_order(symbol, order.client_order_id)
+                cancelled = await gateway.fetch_order(
+                    symbol, order.client_order_id, trigger=trigger
+                )
                 if cancelled is not None:
                     self._store.update_order(cancelled)
         qty = await _position_qty(gateway, symbol)
@@ -155,7 +172,7 @@ class Flattener:
             account=gateway.account,
             symbol=symbol,
             client_order_id=flatten_order_id(report.owner or gateway.account),
-            side=Side.SELL if qty > 0 else Side.BUY,
+            side=closing_side(qty),
             type=OrderType.MARKET,
             qty=abs(qty),
             price=None,

@@ -7,8 +7,10 @@ answers with the same `verdict()`, so the two can never disagree.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 
 import structlog
 
@@ -19,6 +21,17 @@ from daemon.runtime.supervisor import Supervisor
 from daemon.systemd import SystemdNotifier
 
 LOOP_PROBE_INTERVAL_S = 0.5
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 STATUS_INTERVAL_S = 2.0
 
 
@@ -31,8 +44,11 @@ class HealthMonitor:
         limits: HealthLimits,
         clock: Clock,
         notifier: SystemdNotifier,
+        store_file: Path | None = None,
     ) -> None:
         self._supervisor = supervisor
+        self._store_file = store_file
+        self._store_identity = _identity(store_file) if store_file is not None else None
         self._feeds = feeds
         self._feed_of_bot = feed_of_bot
         self.limits = limits
@@ -41,6 +57,7 @@ class HealthMonitor:
         self._loop_lag_s = 0.0
         self._last_probe: float | None = None  # None until the probe runs
         self._last_reasons: tuple[str, ...] = ()
+        self._unprotected_since: dict[str, float] = {}
         self._log = structlog.get_logger()
 
     @property
@@ -71,6 +88,7 @@ class HealthMonitor:
                     seconds_since_progress=None if since is None else now - since,
                     feed_interval_s=self._feeds[feed_name].expected_interval_s,
                     error=slot.error,
+                    unprotected_s=self._unprotected_for(name, now),
                 )
             )
         feeds = [
@@ -84,7 +102,29 @@ class HealthMonitor:
             )
             for name, feed in self._feeds.items()
         ]
-        return assess(self.loop_lag_s, bots, feeds, self.limits)
+        verdict = assess(self.loop_lag_s, bots, feeds, self.limits)
+        problem = self.store_problem()
+        if problem is None:
+            return verdict
+        return HealthVerdict(healthy=False, reasons=(problem, *verdict.reasons))
+
+    def store_problem(self) -> str | None:
+        """The store file deleted or replaced under us: what we write no longer reaches it
+        (or anything a restart would find), so the daemon is unhealthy at once."""
+        if self._store_file is None:
+            return None
+        now = _identity(self._store_file)
+        if now == self._store_identity:
+            return None
+        what = "was deleted" if now is None else "was replaced by another file"
+        return f"state store {self._store_file} {what}; nothing written now survives a restart"
+
+    def _unprotected_for(self, name: str, now: float) -> float | None:
+        """Seconds since this bot's position was last seen covered by a resting stop."""
+        if self._supervisor.protected(name):
+            self._unprotected_since.pop(name, None)
+            return None
+        return now - self._unprotected_since.setdefault(name, now)
 
     def summary(self, verdict: HealthVerdict) -> str:
         """The one line a person reads in `systemctl status`."""
@@ -93,9 +133,9 @@ class HealthMonitor:
         last_error = None
         for slot in self._supervisor.slots():
             counts[slot.state.value] = counts.get(slot.state.value, 0) + 1
-            runner = slot.runner
-            if runner is not None and runner.snapshot.position is not None:
-                positions += runner.snapshot.position.qty != Decimal(0)
+            held = self._supervisor.position(slot.spec.name)
+            if held is not None:
+                positions += held.qty != Decimal(0)
             if slot.error:
                 last_error = f"{slot.spec.name}: {slot.error}"
         order = [s.value for s in BotState]
@@ -121,7 +161,7 @@ class HealthMonitor:
             interval = min(interval, self._notifier.watchdog_interval_s / 3)
         while True:
             verdict = self.verdict()
-            if verdict.healthy:
+            if verdict.alive:
                 self._notifier.watchdog()
             if verdict.reasons != self._last_reasons:
                 if verdict.healthy:

@@ -9,7 +9,15 @@ kill -9 (crash-only start). The rules for what the store does not know:
   at here; `flatten --all` finds and cancels them);
 - a position on a symbol no bot trades is left alone and reported (`flatten --all`
   closes it); a bot's position that differs from the store's last snapshot is
-  adopted from the exchange, and the difference is journalled.
+  adopted from the exchange, and the difference is journalled;
+- a bot whose position is gone (its stop or take-profit filled while the daemon was down)
+  has its plan cleared and its other protective orders cancelled, running or stopped; a
+  running bot's own start-up then finds nothing to place (never a second stop);
+- every order the store still has in flight on this account (an intent committed but
+  never confirmed, `pending_submit`, or one it thinks open) is looked up by its client
+  id, whatever its bot's desired state: what the exchange knows is recorded, and an
+  intent the exchange never saw is rejected ("never reached the exchange"). A stopped
+  bot would otherwise leave it pending until it runs again.
 Every difference is journalled and listed in `tradectl status`.
 """
 
@@ -24,7 +32,8 @@ import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import NotFound
-from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO
+from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
+from daemon.domain.protection import PURPOSES
 from daemon.ports import ExchangeGateway
 from daemon.runtime.fills import record_new_fills
 
@@ -59,7 +68,9 @@ async def reconcile_account(
         owner = owner_of(order.symbol)
         if order.client_order_id.startswith(CLIENT_ORDER_PREFIX):
             with contextlib.suppress(NotFound):  # gone already: same outcome
-                await gateway.cancel_order(order.symbol, order.client_order_id)
+                await gateway.cancel_order(
+                    order.symbol, order.client_order_id, trigger=order.type.is_trigger
+                )
             report(
                 "unknown_order_cancelled",
                 owner,
@@ -77,6 +88,8 @@ async def reconcile_account(
                 side=order.side.value,
                 qty=str(order.qty),
             )
+
+    await _resolve_in_flight(gateway, store, report)
 
     positions = {p.symbol: p for p in await gateway.fetch_positions()}
     for symbol, position in positions.items():
@@ -97,6 +110,64 @@ async def reconcile_account(
             )
         if held is not None:
             store.save_position(owner, held)
-        elif last is not None and last.qty != 0:
+            continue
+        if last is not None and last.qty != 0:
             store.save_position(owner, replace(last, qty=ZERO, entry_price=ZERO))
+        if store.plan(owner) is not None:
+            store.save_plan(owner, None)
+            report("plan_cleared", owner, symbol=symbol, reason="no position on the exchange")
+        for order in store.live_orders(owner):
+            if order.purpose not in PURPOSES or order.status is OrderStatus.PENDING_SUBMIT:
+                continue  # a pending one is resolved by its bot, by client order id
+            final = None
+            with contextlib.suppress(NotFound):
+                final = await gateway.cancel_order(
+                    symbol, order.client_order_id, trigger=order.type.is_trigger
+                )
+            if final is None:
+                final = order.with_status(OrderStatus.CANCELED, reason="not found on the exchange")
+            store.update_order(final.with_status(final.status, bot=owner))
+            if final.status is OrderStatus.CANCELED:
+                report(
+                    "protection_cancelled",
+                    owner,
+                    cid=order.client_order_id,
+                    purpose=order.purpose,
+                    reason="the position is gone",
+                )
     return differences
+
+
+async def _resolve_in_flight(
+    gateway: ExchangeGateway, store: SqliteStore, report: Callable[..., None]
+) -> None:
+    """Every live order of this account in the store, asked for by its client id."""
+    for order in store.live_orders():
+        if order.account != gateway.account:
+            continue
+        known = await gateway.fetch_order(
+            order.symbol, order.client_order_id, trigger=order.type.is_trigger
+        )
+        if known is None:
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                store.update_order(
+                    order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
+                )
+                report(
+                    "pending_intent_rejected",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    reason="never reached the exchange",
+                )
+            continue
+        if known.status != order.status or known.filled_qty != order.filled_qty:
+            store.update_order(known.with_status(known.status, bot=order.bot))
+            if order.status is OrderStatus.PENDING_SUBMIT:
+                report(
+                    "pending_intent_resolved",
+                    order.bot,
+                    cid=order.client_order_id,
+                    symbol=order.symbol,
+                    status=known.status.value,
+                )

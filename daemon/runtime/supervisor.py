@@ -18,6 +18,8 @@ import structlog
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
 from daemon.domain.errors import HaltRequested, NotFound, Refused
+from daemon.domain.models import Position
+from daemon.domain.protection import is_protected
 from daemon.ports import Clock
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
@@ -297,14 +299,24 @@ class Supervisor:
 
     # -- what status shows -----------------------------------------------------
 
+    def position(self, name: str) -> Position | None:
+        """What the bot holds: its live runner's view; once the runner has ended (stopped,
+        halted, flattened), the store's, as the last flatten or reconciliation wrote it,
+        never the ended runner's last snapshot."""
+        slot = self._slot(name)
+        if slot.runner is not None and slot.task is not None and not slot.task.done():
+            return slot.runner.snapshot.position
+        return self._store.position(name)
+
     def bot_status(self, name: str) -> dict[str, Any]:
         slot = self._slot(name)
         record = self._store.bot(name)
         runner = slot.runner
-        position = runner.snapshot.position if runner is not None else self._store.position(name)
+        position = self.position(name)
         last_mono = runner.snapshot.last_candle_monotonic if runner is not None else None
         last_close = runner.snapshot.last_candle_close if runner is not None else None
         qty = position.qty if position is not None else Decimal(0)
+        live = self._store.live_orders(name)
         return {
             "name": name,
             "state": slot.state.value,
@@ -323,12 +335,20 @@ class Supervisor:
             "position_side": position.side if position is not None else "flat",
             "entry_price": str(position.entry_price) if position is not None and qty else None,
             "unrealized_pnl": str(position.unrealized_pnl) if position is not None and qty else "0",
-            "open_orders": sum(1 for o in self._store.live_orders(name)),
+            "open_orders": len(live),
+            # flat, or a resting reduce-only stop covers the whole position
+            "protected": is_protected(qty, live),
             "realized_pnl": str(self._store.realized_pnl(name)),
             "error": slot.error,
             "last_problem": runner.snapshot.last_problem if runner is not None else None,
             "restarts": slot.restarts,
         }
+
+    def protected(self, name: str) -> bool:
+        """Flat, or a resting reduce-only stop covers the bot's whole position."""
+        position = self.position(name)
+        qty = position.qty if position is not None else Decimal(0)
+        return is_protected(qty, self._store.live_orders(name))
 
     def status(self, bot: str | None = None) -> list[dict[str, Any]]:
         names = [bot] if bot is not None else sorted(self._slots)

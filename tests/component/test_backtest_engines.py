@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from daemon.adapters.candle_files import load_candles, minute_to_datetime
 from daemon.backtest import (
     BacktestInputError,
     BacktestResult,
@@ -66,6 +67,29 @@ def test_ema_cross_with_its_5m_filter_trades_alike_for_a_day() -> None:
     assert len(fast.trades) >= 10, "the day must hold trades to compare"
     assert_same(fast, replay)
     assert [f.client_order_id for f in fast.fills] == [f.client_order_id for f in replay.fills]
+
+
+def test_exits_fill_at_their_trigger_inside_the_candle_not_at_its_close() -> None:
+    """Stops and take-profits rest on the paper account: a candle whose range reaches one
+    fills it at the trigger (or at the open after a gap), moved by the slippage."""
+    fast, replay = both_engines("ema_cross", {}, "2025-05-10T00:00:00+00:00", 24)
+    assert_same(fast, replay)
+    frame = load_candles(ETH).frame
+    first = minute_to_datetime(load_candles(ETH).first_minute)
+    slip = Decimal("0.0002")
+    by_reason: dict[str, int] = {}
+    inside = 0
+    for trade in fast.trades:
+        if trade.exit_reason not in ("stop", "take_profit"):
+            continue
+        by_reason[trade.exit_reason] = by_reason.get(trade.exit_reason, 0) + 1
+        row = (trade.exit_time - timedelta(minutes=1) - first) // timedelta(minutes=1)
+        low, high, close = (frame[c][row] for c in ("low", "high", "close"))
+        price = trade.exit_price
+        assert low * (1 - slip) - Decimal("0.01") <= price <= high * (1 + slip) + Decimal("0.01")
+        inside += abs(price - close) > close * slip + Decimal("0.01")
+    assert by_reason.get("stop", 0) >= 3 and by_reason.get("take_profit", 0) >= 1, by_reason
+    assert inside >= 3, "exits must fill at their triggers, not at the candle's close"
 
 
 def test_warm_up_from_the_data_s_first_candle_alike() -> None:

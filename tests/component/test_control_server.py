@@ -26,6 +26,7 @@ from daemon.control.server import (
     Forbidden,
     Peer,
     SocketInUse,
+    SocketPathError,
     arg,
     current_peer,
 )
@@ -371,7 +372,7 @@ def test_a_second_server_refuses_a_live_socket_and_the_first_keeps_serving(
 
 def test_a_regular_file_at_the_socket_path_is_left_intact(sock_path: Path) -> None:
     async def body() -> None:
-        with pytest.raises(SocketInUse, match="not a socket"):
+        with pytest.raises(SocketPathError, match="exists and is not a socket"):
             await ControlServer(sock_path, HANDLERS).start()
 
     sock_path.write_text("precious")
@@ -392,17 +393,20 @@ def test_a_stale_socket_left_by_a_crash_is_replaced(sock_path: Path) -> None:
     run(body)
 
 
-def test_a_missing_folder_is_made_and_closing_twice_is_harmless(sock_path: Path) -> None:
+def test_a_missing_folder_is_named_and_closing_twice_is_harmless(sock_path: Path) -> None:
     async def body() -> None:
-        nested = sock_path.parent / "run" / "tradectl" / "c.sock"
-        server = ControlServer(nested, HANDLERS)
+        nested = sock_path.parent / "run" / "c.sock"
+        with pytest.raises(SocketPathError, match=f"control socket {nested}: cannot listen"):
+            await ControlServer(nested, HANDLERS).start()
+        assert not nested.parent.exists(), "the daemon's folders are checked, not made, here"
+        server = ControlServer(sock_path, HANDLERS)
         await server.start()
-        [reply] = await exchange(nested, frame())
+        [reply] = await exchange(sock_path, frame())
         assert reply["ok"]
         await server.close()
         await server.close()
-        assert mode(nested) == 0
-        await ControlServer(nested, HANDLERS).close()  # never started: nothing to do
+        assert mode(sock_path) == 0
+        await ControlServer(sock_path, HANDLERS).close()  # never started: nothing to do
 
     run(body)
 

@@ -229,16 +229,18 @@ class Scripted:
         self._fail("fetch_positions")
         return [*await self.inner.fetch_positions(symbol), *self.extra_positions]
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         self._fail("cancel_order")
         self.cancels.append(client_order_id)
         if self.cancel_not_found:
-            await self.inner.cancel_order(symbol, client_order_id)
+            await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
             raise NotFound(f"{client_order_id}: unknown order")
         if self.stuck_cancels:  # acknowledged, yet the order stays on the book
-            order = await self.inner.fetch_order(symbol, client_order_id)
+            order = await self.inner.fetch_order(symbol, client_order_id, trigger=trigger)
             return None if order is None else order.with_status(OrderStatus.CANCELED)
-        return await self.inner.cancel_order(symbol, client_order_id)
+        return await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
 
     async def submit_order(self, intent: OrderIntent) -> Order:
         self._fail("submit_order")

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from structlog.testing import capture_logs
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState
 from daemon.domain.health import HealthLimits, HealthVerdict
+from daemon.domain.models import Position
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 from daemon.runtime.health import LOOP_PROBE_INTERVAL_S, HealthMonitor
 from daemon.runtime.supervisor import Supervisor
@@ -93,10 +93,10 @@ class World:
         slot.state, slot.launched_monotonic = state, since
 
     def holding(self, name: str, qty: str) -> None:
-        position = SimpleNamespace(qty=Decimal(qty))
-        self.slot[name].runner = SimpleNamespace(  # type: ignore[assignment]
-            snapshot=SimpleNamespace(position=position, last_candle_monotonic=None)
-        )
+        """No runner task is live here, so the supervisor reads the position from the store."""
+        spec = self.slot[name].spec
+        position = Position(spec.account, spec.symbol, Decimal(qty), Decimal(100), Decimal(100), 3)
+        self.store.save_position(name, position)
 
 
 def test_a_bot_that_should_run_is_judged_by_its_own_feeds_pace(tmp_path: Path) -> None:

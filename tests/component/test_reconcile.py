@@ -253,7 +253,9 @@ class VanishingCancels:
         self.account = inner.account
         self.cancels: list[str] = []
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
         self.cancels.append(client_order_id)
         raise NotFound(f"order {client_order_id} does not exist")
 

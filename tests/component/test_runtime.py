@@ -148,7 +148,11 @@ def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: P
     expected = sum((f.realized_pnl - f.fee for f in fills), Decimal(0))
     assert runtime.store.realized_pnl("eth-ema") == expected != 0
     orders = runtime.store.recent_orders("eth-ema", 1000)
-    assert {o.status for o in orders} <= {OrderStatus.FILLED, OrderStatus.REJECTED}
+    market = [o for o in orders if not o.type.is_trigger]
+    assert {o.status for o in market} <= {OrderStatus.FILLED, OrderStatus.REJECTED}
+    resting = [o for o in orders if o.type.is_trigger and o.status is OrderStatus.OPEN]
+    assert len(resting) <= 2, "at most one stop and one take-profit rest at a time"
+    assert {o.purpose for o in orders if o.type.is_trigger} == {"stop", "take_profit"}
     assert len({o.client_order_id for o in orders}) == len(orders)
 
 

@@ -39,6 +39,7 @@ class DaemonProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    prefix: tuple[str, ...] = ()  # run the daemon under this (e.g. unshare and a mount)
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,10 +53,10 @@ class DaemonProcess:
         env.update(self.extra_env)
         return env
 
-    def start(self, wait: bool = True) -> DaemonProcess:
+    def start(self, wait: bool = True, *args: str) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tradectl.cli", "daemon"],
+            [*self.prefix, sys.executable, "-m", "tradectl.cli", "daemon", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,6 +10,8 @@ def many_bots_config(bots: int, speed: float, log_level: str = "warning") -> str
     parts = [
         f'[daemon]\nlog_level = "{log_level}"\nlog_format = "json"\n',
         "[health]\nstale_floor_s = 60\n",
+        # BTC's minimum order value is 100 USDT: a lower cap is refused as a bot that can't trade
+        "[risk]\nmax_position_usdt = 100\n",
     ]
     made = 0
     for a in range(accounts):

@@ -167,6 +167,37 @@ READ_COMMANDS = {"ping", "status", "positions", "orders", "health"}
 WRITE_COMMANDS = {"start", "stop", "resume", "flatten"}
 
 
+HOSTILE_FRAMES = {
+    "nested_arrays": b"[" * 30000 + b"]" * 30000,
+    "nested_in_args": b'{"v":1,"id":"n","cmd":"ping","args":{"x":'
+    + b"[" * 20000
+    + b"]" * 20000
+    + b"}}",
+    "nested_objects": b'{"a":' * 10000 + b"1" + b"}" * 10000,
+    "huge_int_arg": b'{"v":1,"id":"i","cmd":"ping","args":{"x":' + b"9" * 5000 + b"}}",
+    "huge_int_id": b'{"v":1,"id":' + b"9" * 5000 + b',"cmd":"ping"}',
+    "huge_int_version": b'{"v":' + b"1" * 4400 + b',"id":"v","cmd":"ping"}',
+    "not_utf8": b'{"v":1,"id":"\xff\xfe","cmd":"ping"}',
+}
+
+
+@pytest.mark.parametrize("frame", HOSTILE_FRAMES.values(), ids=HOSTILE_FRAMES.keys())
+def test_frames_the_parser_chokes_on_get_a_bad_request_reply_and_the_line_stays_open(
+    daemon: DaemonProcess, frame: bytes
+) -> None:
+    with connect(daemon) as s:
+        s.sendall(frame + b"\n" + b'{"v":1,"id":"after","cmd":"ping"}\n')
+        s.shutdown(socket.SHUT_WR)
+        replies = read_replies(s)
+    assert len(replies) == 2, replies
+    refused, after = replies
+    assert_well_formed(refused)
+    assert refused["ok"] is False and refused["error"]["code"] == "bad_request", refused  # type: ignore[index]
+    assert after["ok"] is True and after["id"] == "after"
+    assert "Task exception was never retrieved" not in daemon.log()
+    assert "Traceback" not in daemon.log()
+
+
 def test_stuck_half_open_and_vanishing_clients_do_not_block_others(daemon: DaemonProcess) -> None:
     stuck = []
     for i in range(40):

@@ -1,7 +1,10 @@
 """The loopback Binance in a thread of the test process, with a market that moves.
 
 A daemon in another process trades against it over real HTTP while a pusher feeds
-it one real 1m candle every `interval_s`.
+it one real 1m candle every `interval_s`. The candles keep their prices but are moved in
+time so that the preloaded ones end at the current minute, as on a real exchange: a
+daemon judges a candle by its age on the exchange's clock (old ones were missed during
+downtime and decide nothing), and the pushed ones run ahead of the clock, never behind.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +43,7 @@ class ServerThread:
         preload: int = 100,
     ) -> None:
         self.symbol = symbol
-        self._candles = candles
+        self._candles = _now_based(candles, preload)
         self._interval = interval_s
         self._preload = preload
         self._loop = asyncio.new_event_loop()
@@ -93,6 +97,17 @@ class ServerThread:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(15)
         self._loop.close()
+
+
+def _now_based(
+    candles: list[tuple[int, float, float, float, float, float]], preload: int
+) -> list[tuple[int, float, float, float, float, float]]:
+    """The same candles, one a minute, the first pushed one opening at the current minute."""
+    if not candles:
+        return candles
+    minute = 60_000
+    first = int(time.time() * 1000) // minute * minute - min(preload, len(candles)) * minute
+    return [(first + i * minute, *row[1:]) for i, row in enumerate(candles)]
 
 
 def faults(server: LoopbackBinance, kind: str, **opts: Any) -> None:
