@@ -78,6 +78,21 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_access*.py",),
         note="the authorisation policy as a pure function (issue 11)",
     ),
+    "trader": Module(
+        "daemon/domain/trader.py",
+        ("tests/unit/test_trader.py",),
+        note="the trading core: (state, event) -> (state, actions) (issue 13)",
+    ),
+    "protection": Module(
+        "daemon/domain/protection.py",
+        ("tests/unit/test_protection.py", "tests/unit/test_trader.py"),
+        note="which stop and take-profit should rest, and the next change (issue 13)",
+    ),
+    "preflight": Module(
+        "daemon/preflight.py",
+        ("tests/unit/test_preflight.py",),
+        note="every check before the store is touched; config check runs it (issue 11)",
+    ),
     **{
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
         for name in ("fvg", "swings", "blocks", "liquidity", "structure")
