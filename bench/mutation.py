@@ -80,12 +80,12 @@ MODULES: dict[str, Module] = {
     ),
     "trader": Module(
         "daemon/domain/trader.py",
-        ("tests/unit/test_trader.py",),
+        ("tests/unit/test_trader*.py",),
         note="the trading core: (state, event) -> (state, actions) (issue 13)",
     ),
     "protection": Module(
         "daemon/domain/protection.py",
-        ("tests/unit/test_protection.py", "tests/unit/test_trader.py"),
+        ("tests/unit/test_protection.py", "tests/unit/test_trader*.py"),
         note="which stop and take-profit should rest, and the next change (issue 13)",
     ),
     "preflight": Module(
