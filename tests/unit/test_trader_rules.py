@@ -53,8 +53,11 @@ def submits(actions: list[trader.Action]) -> list[trader.Submit]:
 
 
 def test_client_order_ids_carry_the_bot_s_tag_and_an_eight_digit_sequence() -> None:
-    assert CONFIG.tag == bot_tag("b1") and len(CONFIG.tag) == 8
-    assert CONFIG.client_order_id(42) == f"tc{bot_tag('b1')}-00000042"
+    config = trader.TraderConfig(
+        "eth-ema", "paper", CONFIG.symbol, CONFIG.market, 3, CONFIG.limits, timedelta(minutes=2)
+    )
+    assert config.tag == bot_tag("eth-ema") and len(config.tag) == 8
+    assert config.client_order_id(42) == f"tc{bot_tag('eth-ema')}-00000042"
     assert replace(CONFIG, tag="abc").client_order_id(7) == "tcabc-00000007", "a tag is kept"
 
 
@@ -423,4 +426,72 @@ def test_a_protective_order_of_the_wrong_type_is_replaced(side: Side) -> None:
         purpose="stop",
     )
     _, actions = step(state, candle(replace(f, orders=(wrong, f.orders[1]))))
+    assert kinds(actions) == ["cancel stop"]
+
+
+def test_an_outcome_due_is_named_by_its_client_order_id() -> None:
+    state = entry_sent()
+    cid = CONFIG.client_order_id(1)
+    with pytest.raises(ValueError, match=f"an outcome for {cid} is due before any other event"):
+        step(state, candle(facts()))
+
+
+def test_a_stop_hit_on_placement_after_the_position_is_gone_sends_nothing() -> None:
+    state = stop_sent()
+    state, actions = step(state, done(state, facts("0"), trader.Result.WOULD_TRIGGER))
+    assert kinds(actions) == ["journal stop_hit_on_placement"]
+    state, actions = step(state, done(state, facts("0")))  # the take-profit's answer
+    assert "journal order_refused" not in kinds(actions)
+    assert not any(k.startswith("submit") for k in kinds(actions))
+
+
+def test_a_rejected_close_of_a_stop_hit_is_shown_as_protection_not_placed() -> None:
+    state = stop_sent()
+    state, _ = step(state, done(state, facts("0.02"), trader.Result.WOULD_TRIGGER))
+    tp = resting(CONFIG.client_order_id(3), "take_profit", "0.02", "2520")
+    state, actions = step(state, done(state, facts("0.02", tp)))
+    assert kinds(actions) == ["submit stop market 0.02"]
+    state, actions = step(state, done(state, facts("0.02", tp), trader.Result.REJECTED))
+    assert journal(actions, "protection_not_placed")["purpose"] == "stop"
+    assert state.blocked == {"stop"} and not state.busy
+
+
+def test_no_entry_when_the_account_is_no_longer_flat_once_the_protection_is_cleared() -> None:
+    state, f = protected_long()
+    state, _ = step(state, candle(f, SHORT))
+    state, actions = step(state, done(state, facts("0", *f.orders)))
+    assert kinds(actions)[-2:] == ["cancel stop", "cancel take_profit"]
+    state, _ = step(state, done(state, facts("0", f.orders[1])))
+    reopened = facts("0.01")  # a fill nobody expected, between the cancels and the entry
+    state, actions = step(state, done(state, reopened))
+    assert not any("entry" in k for k in kinds(actions)), kinds(actions)
+
+
+def test_a_failed_take_profit_cancel_is_reported_as_the_take_profit_s() -> None:
+    state, f = protected_long()
+    only_tp = facts("0", f.orders[1])
+    state, actions = step(state, candle(only_tp))
+    assert kinds(actions)[-1:] == ["cancel take_profit"]
+    state, actions = step(state, done(state, only_tp, trader.Result.REJECTED))
+    assert state.last_problem == "take_profit order rejected: because"
+    assert state.blocked == {"take_profit"}
+
+
+def test_an_entry_that_would_crowd_the_account_is_refused_by_the_account_limit() -> None:
+    crowded = AccountExposure(other_positions_notional=D(190))
+    event = replace(candle(facts(), LONG), account=crowded)
+    _, actions = step(trader.TraderState(), event)
+    assert kinds(actions) == ["journal order_refused"]
+    assert journal(actions, "order_refused")["rule"] == "max_account_position"
+    room = replace(event, account=AccountExposure(other_positions_notional=D(150)))
+    _, actions = step(trader.TraderState(), room)
+    assert kinds(actions) == ["submit entry market 0.02"]
+
+
+def test_a_new_plan_for_the_same_position_moves_its_protection() -> None:
+    settled, _ = protected_long()
+    assert not trader.needs_attention(settled, CONFIG)  # remembered for this plan and size
+    wider = TradePlan(Direction.LONG, D(2480), D(2520), T0)
+    assert trader.needs_attention(replace(settled, plan=wider), CONFIG)
+    _, actions = step(replace(settled, plan=wider), candle(settled.facts))
     assert kinds(actions) == ["cancel stop"]
