@@ -120,6 +120,26 @@ RISK, PAPER, PROTOCOL = (
     "tradectl/protocol.py",
 )
 SERVER, MONITOR = "daemon/control/server.py", "daemon/runtime/health.py"
+TRADER = "daemon/domain/trader.py"
+SIGNAL_READ = (
+    "the signal is read only by the signal, after_reversal and enter stages of the candle that "
+    "brought it; each of these places clears it after the last of them has read it (or on a "
+    "stale candle, which queues none of them), and the next candle replaces it before any reads"
+)
+FLAT_RETURNED = "a flat position (qty == 0) returned a few lines above"
+NEVER_REFUSED = (
+    "unreachable: a reversal's close always shrinks the position, which check_intent never "
+    "refuses (getting out must always be possible), so _close answers True there"
+)
+WANTS_CACHE = "a cache: recomputing `protection.wanted` every time gives the same tuple"
+SHORTCUT = (
+    "a shortcut: with no order resting and no plan (or no position) nothing is wanted, so "
+    "next_change would find no change either"
+)
+HALTED_TODO = (
+    "after a halt no request is in flight and none is sent, so nothing unpacks `todo`; None and "
+    "() are both empty to `_run` and `busy`, and the next candle sets it again"
+)
 LIQUIDITY, BLOCKS = "strategies/indicators/liquidity.py", "strategies/indicators/blocks.py"
 INDICATORS, STRUCTURE = "strategies/indicators/", "strategies/indicators/structure.py"
 FIRST_ROW = (
@@ -145,6 +165,51 @@ CLOSE = (
 # changed part of the line: a survivor matches when its line has `before` and its mutated
 # line is that line with `before` replaced by `after`.
 EQUIVALENT: list[Equivalent] = [
+    Equivalent(
+        "daemon/domain/protection.py",
+        "pending = False",
+        "pending = None",
+        "it is only tested for truth, where None and False agree",
+    ),
+    Equivalent(
+        "daemon/domain/protection.py",
+        "if (position_qty > 0) != (plan",
+        "if (position_qty >= 0) != (plan",
+        "a flat position (position_qty == 0) returned on the line above",
+    ),
+    Equivalent(TRADER, "return False", "return True", NEVER_REFUSED),
+    Equivalent(TRADER, "s.todo = s.todo[1:]", "s.todo = None", NEVER_REFUSED),
+    Equivalent(TRADER, "s.todo = s.todo[1:]", "s.todo = s.todo[2:]", NEVER_REFUSED),
+    Equivalent(TRADER, "s.signal = None", 's.signal = ""', SIGNAL_READ),
+    Equivalent(TRADER, "qty == 0 or s.protected", "qty == 1 or s.protected", FLAT_RETURNED),
+    Equivalent(TRADER, "if qty > 0 else s.high", "if qty >= 0 else s.high", FLAT_RETURNED),
+    Equivalent(TRADER, "long = qty > 0", "long = qty >= 0", FLAT_RETURNED),
+    Equivalent(TRADER, "if (qty > 0) == (signal", "if (qty >= 0) == (signal", FLAT_RETURNED),
+    Equivalent(TRADER, "s.todo = ()", "s.todo = None", HALTED_TODO),
+    Equivalent(
+        TRADER,
+        "(s.plan is None or facts.position_qty == 0)",
+        "(s.plan is None and facts.position_qty == 0)",
+        SHORTCUT,
+    ),
+    Equivalent(TRADER, "facts.position_qty == 0):", "facts.position_qty == 1):", SHORTCUT),
+    Equivalent(
+        TRADER,
+        '{change.purpose or ""}',
+        '{change.purpose or "XXXX"}',
+        "every change has a purpose (next_change returns only stop and take-profit orders, and "
+        "a Wanted always has one): the fallback is never used",
+    ),
+    Equivalent(
+        TRADER,
+        "daily_pnl=facts.bot_realized + facts.unrealized,",
+        "daily_pnl=facts.bot_realized - facts.unrealized,",
+        "an entry is sent only when flat, where the unrealised PnL is 0; a close returns from "
+        "check_intent before its loss rule",
+    ),
+    Equivalent(TRADER, "key = s.wants_for", "key = None", WANTS_CACHE),
+    Equivalent(TRADER, "key[0] != qty", "key[1] != qty", WANTS_CACHE),
+    Equivalent(TRADER, "s.wants_for = (qty, plan)", "s.wants_for = None", WANTS_CACHE),
     Equivalent(RISK, "intent.qty * intent.side.sign", "intent.qty / intent.side.sign", SIGN),
     Equivalent(
         RISK,
@@ -635,7 +700,16 @@ def main() -> int:
     extra = ["-m", "not slow"] if args.suite == "fast" else []
     for selection, group in groups.items():
         print(f"mutating {', '.join(group)} against {' '.join(selection)} ...", flush=True)
-        outcomes += run_group(group, list(selection), extra, args.jobs, args.keep)
+        done = run_group(group, list(selection), extra, args.jobs, args.keep)
+        for o in done:  # as each group ends: a long run can be stopped without losing these
+            print(
+                f"  {o.module}: {o.killed}/{o.total} killed ({o.score:.1%}), "
+                f"{len(o.unexplained)} unexplained survivors {o.error}",
+                flush=True,
+            )
+        outcomes += done
+        if args.json:
+            args.json.write_text(json.dumps([as_json(o) for o in outcomes], indent=1) + "\n")
     outcomes.sort(key=lambda o: keys.index(o.module))
     if args.json:
         args.json.write_text(json.dumps([as_json(o) for o in outcomes], indent=1) + "\n")

@@ -77,8 +77,20 @@ def test_a_short_wants_buy_orders_for_its_absolute_size() -> None:
 
 @pytest.mark.parametrize(
     ("qty", "plan"),
-    [("0", LONG_PLAN), ("0.02", None), ("0.02", SHORT_PLAN), ("-0.02", LONG_PLAN)],
-    ids=["flat", "no plan", "long with a short plan", "short with a long plan"],
+    [
+        ("0", LONG_PLAN),
+        ("0", SHORT_PLAN),
+        ("0.02", None),
+        ("0.02", SHORT_PLAN),
+        ("-0.02", LONG_PLAN),
+    ],
+    ids=[
+        "flat",
+        "flat with a short plan",
+        "no plan",
+        "long with a short plan",
+        "short with a long plan",
+    ],
 )
 def test_nothing_is_wanted_when_flat_planless_or_against_the_plan(
     qty: str, plan: TradePlan | None
