@@ -226,3 +226,44 @@ def test_the_first_problem_is_the_one_reported_in_a_fixed_order(tmp_path: Path) 
         tmp_path, (data_dir, str(empty)), ("max_position_usdt = 50", "max_position_usdt = 1")
     )
     assert "replay.data_dir" in data_first
+
+
+def test_of_two_timeframes_the_replay_cannot_build_the_shorter_is_named(tmp_path: Path) -> None:
+    message = refused(
+        tmp_path, ('timeframes = ["1m", "5m"]', 'timeframes = ["1m", "5m", "11m", "7m"]')
+    )
+    assert "timeframe '7m' does not divide a day" in message, message
+
+
+def test_a_replay_start_outside_the_data_names_the_candle_file(tmp_path: Path) -> None:
+    message = refused(tmp_path, ("start = 2025-05-10", "start = 2024-05-10"))
+    assert "ETH_USDT_USDT-1m-futures.feather: replay start 2024-05-10" in message, message
+
+
+def test_a_replay_account_after_a_live_priced_one_is_still_checked(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data_dir = str(Path(__file__).resolve().parents[2] / "data" / "candles")
+    live_first = (
+        '[accounts.live]\nkind = "paper"\nmarket_data = "binanceusdm"\n\n[accounts.paper]\n'
+    )
+    message = refused(tmp_path, ("[accounts.paper]\n", live_first), (data_dir, str(empty)))
+    assert "accounts.paper.replay.data_dir: no candles for ETH/USDT:USDT" in message, message
+
+
+def test_a_paper_bot_after_an_exchange_bot_is_still_held_to_the_paper_markets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRADECTL_PREFLIGHT_TEST_API_KEY", "k")
+    monkeypatch.setenv("TRADECTL_PREFLIGHT_TEST_SECRET", "s")
+    doge_first = (
+        '[bots.doge]\naccount = "binance"\nsymbol = "DOGE/USDT:USDT"\nstrategy = "ema_cross"\n'
+        'timeframes = ["1m", "5m"]\nleverage = 3\n\n[bots.eth-ema]\n'
+    )
+    message = refused(
+        tmp_path,
+        ("[bots.eth-ema]\n", doge_first),
+        ("max_position_usdt = 50", "max_position_usdt = 19.5"),
+        extra=BINANCE,
+    )
+    assert "risk.max_position_usdt: 19.5 USDT is below" in message, message
