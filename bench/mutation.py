@@ -63,7 +63,11 @@ MODULES: dict[str, Module] = {
     ),
     "paper-model": Module(
         "daemon/domain/paper_model.py",
-        ("tests/unit/test_paper_model.py", "tests/unit/test_paper_exchange.py"),
+        (
+            "tests/unit/test_paper_model.py",
+            "tests/unit/test_paper_exchange.py",
+            "tests/unit/test_trigger_orders.py",
+        ),
     ),
     "flatten": Module("daemon/runtime/flatten.py", ("tests/component/test_flatten.py",)),
     "reconcile": Module("daemon/runtime/reconcile.py", ("tests/component/test_reconcile.py",)),
