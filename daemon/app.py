@@ -10,6 +10,7 @@ import asyncio
 import functools
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -318,6 +319,13 @@ class Daemon:
                 state_dir=str(state_dir),
                 socket=str(self.loaded.socket_path),
             )
+            if sys.stdout.isatty():  # one line for the person who started it by hand
+                print(
+                    f"tradectl daemon ready: pid {os.getpid()}, {len(self.config.bots)} "
+                    f"bot{'' if len(self.config.bots) == 1 else 's'}, socket "
+                    f"{self.loaded.socket_path} (tradectl status; Ctrl-C stops it)",
+                    flush=True,
+                )
             await self._stop.wait()
             self.notifier.stopping("stopping: bots keep their desired state")
             self.log.info("daemon_stopping")

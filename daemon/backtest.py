@@ -24,6 +24,11 @@ there is history to warm up on); the warm-up reads candles before `start`, like 
 
 Metrics (`BacktestResult.summary`):
 
+- `signals`, `entries`, `skipped`: the strategy's signals, the entry orders they led to, and
+  the rest counted by the rule that stopped them with the first reason given (the rule and
+  its numbers: `max_position_usdt 50 < BTC/USDT:USDT minimum order 100 USDT`), the trading
+  core's own journal entries (`signal_skipped`, `signal_ignored`, `order_refused`) and the
+  exchange's refusals (`exchange`).
 - `trades`: round trips, from a fill that opens a position to the fill that makes it flat.
   A position still open at the end is reported under `open_position`, not as a trade.
 - `net_pnl`: sum over trades of realised PnL minus the fees of both fills (USDT).
@@ -34,7 +39,12 @@ Metrics (`BacktestResult.summary`):
   close) from a previous peak, in USDT; `max_drawdown_pct` the same relative to that peak.
 - `sharpe`: daily and annualised: the equity at each UTC day's last 1m close, returns day over
   day (the first against the starting equity), mean / sample standard deviation * sqrt(365)
-  (crypto trades every day). Null with fewer than two daily returns or no variation.
+  (crypto trades every day). Only from `SHARPE_MIN_DAYS` daily returns up (fewer say
+  nothing: two days once gave -101.5); null otherwise or without variation.
+  `sharpe_basis` says so in words, `sharpe_periods` counts the daily returns.
+- `warm_up`: the history the strategy needs before its first evaluation, how much the data
+  holds before the window's start (read as warm-up, as the daemon does), and how many
+  evaluations of the window were lost for want of it (0 when the data had enough).
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import DEFAULT_WARMUP, ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.backtest_simulator import Costs, signals_by_candle, simulate
+from daemon.backtest_simulator import Costs, Decisions, signals_by_candle, simulate
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
@@ -77,8 +87,8 @@ from tradectl.config import Config, PaperAccount
 ACCOUNT = "paper"
 BOT = "backtest"
 FLATTEN_TIMEOUT_S = 10.0
+SHARPE_MIN_DAYS = 30  # daily returns below which a Sharpe ratio is noise
 _MINUTE = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]  # candles done, candles in the window
 
@@ -144,6 +154,8 @@ class BacktestResult:
     open_position: dict[str, str] | None = None
     halted: dict[str, str] | None = None
     signals: int = 0
+    decisions: Decisions = field(default_factory=Decisions)
+    warm_up: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The metrics of the module docstring, plus the trades; JSON-ready."""
@@ -153,6 +165,7 @@ class BacktestResult:
         gross_loss = -sum(n for n in losses if n < 0)
         drawdown, drawdown_pct = max_drawdown([e for _, e in self.equity])
         end_equity = self.equity[-1][1] if self.equity else float(self.initial_balance)
+        sharpe, periods = daily_sharpe(self.equity, float(self.initial_balance))
         return {
             "strategy": self.strategy,
             "params": self.params,
@@ -161,6 +174,8 @@ class BacktestResult:
             "end": self.end.isoformat(),
             "candles": self.candles,
             "signals": self.signals,
+            "entries": self.decisions.entries,
+            "skipped": self.decisions.as_dict(),
             "trades": len(self.trades),
             "net_pnl": _round(sum(nets)),
             "fees": _round(sum(float(t.fees) for t in self.trades)),
@@ -168,8 +183,10 @@ class BacktestResult:
             "profit_factor": _round(sum(wins) / gross_loss) if gross_loss > 0 else None,
             "max_drawdown": _round(drawdown),
             "max_drawdown_pct": _round(drawdown_pct),
-            "sharpe": _opt_round(daily_sharpe(self.equity, float(self.initial_balance))),
-            "sharpe_basis": "daily, annualised with sqrt(365)",
+            "sharpe": _opt_round(sharpe if periods >= SHARPE_MIN_DAYS else None),
+            "sharpe_basis": _sharpe_basis(periods),
+            "sharpe_periods": periods,
+            "warm_up": self.warm_up,
             "initial_balance": _round(float(self.initial_balance)),
             "end_equity": _round(end_equity),
             "open_position": self.open_position,
@@ -224,6 +241,7 @@ def run_backtest(
         raise BacktestInputError(
             f"no paper market {symbol!r} to trade on; known: {', '.join(sorted(markets))}"
         )
+    check_data_symbol(data_file, symbol)
     if engine == "fast":
         return _run_fast(
             strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir
@@ -233,6 +251,45 @@ def run_backtest(
     return asyncio.run(
         _run(strategy_name, params, data_file, symbol, setup, start, end, progress, strategy_dir)
     )
+
+
+def check_data_symbol(data_file: Path, symbol: str) -> None:
+    """Refuse a candle file whose name (freqtrade's `BASE_QUOTE_SETTLE-1m-futures`) names
+    another market: its candles would be traded under the wrong market's rules."""
+    stem = data_file.name.split("-", 1)[0]
+    parts = stem.split("_")
+    if len(parts) not in (2, 3) or not all(p.isalnum() and p.isupper() for p in parts):
+        return  # a name that names no market: nothing to compare
+    named = f"{parts[0]}/{parts[1]}" + (f":{parts[2]}" if len(parts) == 3 else "")
+    if named.split(":")[0] != symbol.split(":")[0] or (":" in named and named != symbol):
+        raise BacktestInputError(
+            f"--data {data_file.name} holds {named} candles (by its name), not --symbol "
+            f"{symbol}: a backtest would trade them under the wrong market's rules"
+        )
+
+
+def warm_up_report(strategy: Any, history_minutes: int, window_minutes: int) -> dict[str, Any]:
+    """What the strategy needs before it can evaluate, what the data held before the window,
+    and about how many evaluations were lost for want of it."""
+    needs = {tf: n * timeframe_minutes(tf) for tf, n in strategy.warmup.items() if n}
+    needed = max(needs.values(), default=0)
+    short = max(0, needed - history_minutes)
+    base = timeframe_minutes(strategy.timeframes[0])
+    lost = min(short, window_minutes) // base
+    words = ", ".join(f"{n} x {tf}" for tf, n in strategy.warmup.items() if n)
+    report: dict[str, Any] = {
+        "needed_minutes": needed,
+        "needed": words,
+        "history_minutes": history_minutes,
+        "lost_evaluations": lost,
+    }
+    if lost:
+        report["note"] = (
+            f"{strategy.name} needs {needed} minutes of history ({words}); the data holds "
+            f"{history_minutes} before the start, so about {lost} of its "
+            f"{strategy.timeframes[0]} evaluations were lost: start later (--from)"
+        )
+    return report
 
 
 def _run_fast(
@@ -288,6 +345,8 @@ def _run_fast(
         open_position=outcome.open_position,
         halted=outcome.halted,
         signals=outcome.signals,
+        decisions=outcome.decisions,
+        warm_up=warm_up_report(strategy, first, count),
     )
 
 
@@ -370,6 +429,11 @@ async def _run(
             first,
             stop_at,
             setup.paper.initial_balance,
+            warm_up=warm_up_report(
+                strategy,
+                (first - minute_to_datetime(data.first_minute)) // _MINUTE,
+                -((first - stop_at) // _MINUTE),
+            ),
         )
         await _drive(result, strategy, feed, store, setup, stop_at, total, progress, failures)
         _collect(result, store, feed.symbol)
@@ -483,11 +547,14 @@ def _collect(result: BacktestResult, store: SqliteStore, symbol: str) -> None:
     # Same-instant fills (a reversal: close, then enter) in the order they were sent;
     # client order ids carry a zero-padded per-bot sequence.
     fills.sort(key=lambda f: (f.timestamp, f.client_order_id))
-    purposes = {
-        e["cid"]: e["purpose"]
-        for e in store.events(BOT, limit=1 << 62)
-        if e["kind"] == "order_intent_recorded"
-    }
+    purposes: dict[str, str] = {}
+    for e in store.events(BOT, limit=1 << 62):
+        if e["kind"] == "order_intent_recorded":
+            purposes[e["cid"]] = e["purpose"]
+            if e["purpose"] == "entry":
+                result.decisions.entries += 1
+        else:
+            result.decisions.note(e["kind"], e)
     result.fills = fills
     result.trades = round_trips(fills, purposes)
 
@@ -552,8 +619,16 @@ def max_drawdown(equity: list[float]) -> tuple[float, float]:
     return worst, worst_pct
 
 
-def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> float | None:
-    """Annualised Sharpe of daily equity returns (see the module docstring)."""
+def _sharpe_basis(periods: int) -> str:
+    basis = f"daily returns, annualised with sqrt(365), over {periods} days"
+    if periods < SHARPE_MIN_DAYS:
+        return f"{basis}: needs at least {SHARPE_MIN_DAYS}"
+    return basis
+
+
+def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> tuple[float | None, int]:
+    """Annualised Sharpe of daily equity returns (see the module docstring), and how many
+    daily returns it rests on."""
     closes: dict[date, float] = {}
     for when, value in equity:
         # a close at 00:00 ends the previous day's last candle
@@ -561,11 +636,11 @@ def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> float 
     levels = [initial, *closes.values()]
     returns = [b / a - 1 for a, b in itertools.pairwise(levels) if a > 0]
     if len(returns) < 2:
-        return None
+        return None, len(returns)
     spread = statistics.stdev(returns)
     if spread == 0:
-        return None
-    return statistics.fmean(returns) / spread * math.sqrt(365)
+        return None, len(returns)
+    return statistics.fmean(returns) / spread * math.sqrt(365), len(returns)
 
 
 def _round(value: float) -> float:
@@ -574,48 +649,3 @@ def _round(value: float) -> float:
 
 def _opt_round(value: float | None) -> float | None:
     return None if value is None else _round(value)
-
-
-def write_plot(result: BacktestResult, path: Path) -> None:
-    """A PNG of the equity curve with entries and exits marked (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise BacktestInputError(
-            f"--plot needs matplotlib: pip install 'tradectl[plot]' ({e})"
-        ) from None
-    times = [_mpl_days(t) for t, _ in result.equity]
-    values = [v for _, v in result.equity]
-    fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
-    try:
-        ax.plot(times, values, color="#1f77b4", linewidth=1.0, label="equity (USDT)")
-        ax.xaxis_date()
-        index = dict(result.equity)
-        for trade in result.trades:
-            marker = "^" if trade.side == "long" else "v"
-            at_entry = index.get(trade.entry_time, values[0] if values else 0.0)
-            at_exit = index.get(trade.exit_time, at_entry)
-            colour = "#2ca02c" if trade.net_pnl > 0 else "#d62728"
-            entered, left = _mpl_days(trade.entry_time), _mpl_days(trade.exit_time)
-            ax.scatter([entered], [at_entry], marker=marker, color="#555555", s=18)
-            ax.scatter([left], [at_exit], marker="x", color=colour, s=18)
-        summary = result.summary()
-        ax.set_title(
-            f"{result.strategy} on {result.symbol}: {summary['trades']} trades, "
-            f"net {summary['net_pnl']:.2f} USDT, max drawdown {summary['max_drawdown']:.2f}"
-        )
-        ax.set_ylabel("USDT")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left")
-        fig.autofmt_xdate()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
-
-
-def _mpl_days(when: datetime) -> float:
-    """matplotlib's date number: days since its default epoch, 1970-01-01 UTC."""
-    return (when - _EPOCH) / timedelta(days=1)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -44,6 +45,7 @@ from daemon.adapters.candle_files import (
     aggregate,
     timeframe_minutes,
 )
+from daemon.adapters.paper_exchange import rejection
 from daemon.domain import trader
 from daemon.domain.errors import OrderRejected, WouldTrigger
 from daemon.domain.models import (
@@ -95,12 +97,41 @@ class Costs:
     margin_leverage: int  # what the paper account applies after the runner's set_leverage
 
 
+# The trading core's journal entries that say why a signal led to no entry, and the
+# exchange's refusals (`order_rejected`, journalled by the runner in the daemon).
+SKIP_JOURNALS = frozenset({"signal_skipped", "signal_ignored", "order_refused", "order_rejected"})
+
+
+@dataclass(slots=True)
+class Decisions:
+    """What became of the signals: entries sent, and the rest counted by rule with the first
+    reason given (the rule and its numbers), so "802 signals, 0 trades" explains itself."""
+
+    entries: int = 0
+    skipped: dict[str, list[Any]] = field(default_factory=dict)  # rule -> [count, reason]
+    # The signal behind each entry sent, at the close it was sent on: for the plot's stops,
+    # targets and zones (the fast engine's; the replay engine leaves it empty).
+    entry_signals: list[tuple[datetime, Signal]] = field(default_factory=list)
+
+    def note(self, kind: str, data: Mapping[str, Any]) -> None:
+        if kind not in SKIP_JOURNALS:
+            return
+        rule = str(data.get("rule") or ("exchange" if kind == "order_rejected" else kind))
+        counted = self.skipped.setdefault(rule, [0, str(data.get("reason", ""))])
+        counted[0] += 1
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        ranked = sorted(self.skipped.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return {rule: {"count": n, "example": reason} for rule, (n, reason) in ranked}
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the run did, for `daemon.backtest` to turn into a `BacktestResult`."""
 
     candles: int = 0
     signals: int = 0
+    decisions: Decisions = field(default_factory=Decisions)
     fills: list[Fill] = field(default_factory=list)
     purposes: dict[str, str] = field(default_factory=dict)  # client order id -> why
     equity: list[tuple[datetime, float]] = field(default_factory=list)
@@ -431,7 +462,7 @@ def simulate(
                 facts,
                 AccountExposure(daily_pnl=facts.bot_realized + facts.unrealized),
             )
-            state, halt = _decide(state, event, config, account, close)
+            state, halt = _decide(state, event, config, account, close, outcome.decisions)
             if halt is not None:
                 outcome.halted = {"at": at.isoformat(), "scope": halt.scope, "reason": halt.reason}
                 account.flatten(flatten_order_id(bot), close, at)
@@ -466,6 +497,7 @@ def _decide(
     config: trader.TraderConfig,
     account: _Account,
     close: Decimal,
+    decisions: Decisions,
 ) -> tuple[trader.TraderState, trader.Halt | None]:
     """Step the core with a candle and carry its actions out on the account, as the runner
     does through the gateway: each outcome goes back to the core before anything else."""
@@ -476,12 +508,23 @@ def _decide(
         action = pending.popleft()
         if isinstance(action, trader.Submit):
             result = account.submit(action.intent, close, now)
+            if action.intent.purpose == trader.ENTRY:
+                decisions.entries += 1
+                if event.signal is not None:
+                    decisions.entry_signals.append((now, event.signal))
+            if result.result in (trader.Result.REJECTED, trader.Result.WOULD_TRIGGER):
+                reason = rejection(
+                    action.intent.account, action.intent.client_order_id, result.reason
+                )
+                decisions.note("order_rejected", {"reason": reason})
         elif isinstance(action, trader.Cancel):
             result = account.cancel(action.order, close)
         elif isinstance(action, trader.Halt):
             return state, action
         else:
-            continue  # the journal and the stored plan have no place in a backtest
+            if isinstance(action, trader.Journal):
+                decisions.note(action.kind, action.data)
+            continue  # the stored plan has no place in a backtest
         state, more = trader.step(state, result, config, now)
         pending.extend(more)
     return state, None

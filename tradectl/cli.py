@@ -5,6 +5,10 @@ Exit codes: 0 done; 1 refused or failed; 2 usage error; 3 daemon not reachable
 (EX_NOINPUT); 74 the state folder or store cannot be used (EX_IOERR); 77 the server on
 the socket is not the daemon (EX_NOPERM); 78 bad configuration or an untrusted folder
 (EX_CONFIG).
+Global options (`--config`, `--json`, `--wait`) are taken before or after any command:
+`main` lifts them out of the command line before Typer parses the rest. With `--json`,
+every failure is one JSON object on stdout, `{"error": {"code", "message", "exit_code"}}`,
+and the exit code stays the same.
 This module imports neither ccxt, polars nor the daemon unless a command needs them.
 """
 
@@ -29,7 +33,14 @@ from tradectl.client import (
 )
 from tradectl.errors import ConfigError
 from tradectl.protocol import Command, ErrorCode
-from tradectl.render import as_json, flatten_text, orders_text, positions_text, status_text
+from tradectl.render import (
+    as_json,
+    flatten_text,
+    orders_text,
+    plural,
+    positions_text,
+    status_text,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,13 +63,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: wrapped to the terminal, no <bool> placeholders
 )
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
-app.add_typer(config_app, name="config")
+GLOBAL_HELP = (
+    "Global options, before or after the command: --config PATH, --json, --wait SECONDS "
+    "(see tradectl --help)."
+)
+config_app = typer.Typer(
+    help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(config_app, name="config", epilog=GLOBAL_HELP)
 
 
 class Context:
     config: Path | None = None
+    json: bool = False
+    wait: float = 0.0
 
 
 state = Context()
@@ -68,22 +88,75 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Config file (else $TRADECTL_CONFIG, ./config.toml, /etc/tradectl/config.toml).",
+        help="Config file; else $TRADECTL_CONFIG, ./config.toml, "
+        "$CONFIGURATION_DIRECTORY/config.toml, /etc/tradectl/config.toml.",
         show_default=False,
-        readable=False,  # an unreadable file is a config error (78) with the reason, not usage
+        metavar="PATH",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 
 
-@app.callback()
-def main_options(config: ConfigOption = None) -> None:
-    state.config = config
+def _show_version(value: bool) -> None:
+    if value:
+        import tradectl
+
+        typer.echo(f"tradectl {tradectl.__version__}")
+        raise typer.Exit(EXIT_OK)
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"tradectl: {message}", err=True)
+@app.callback(epilog=GLOBAL_HELP)
+def main_options(
+    config: ConfigOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON for programs, failures included.")
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Wait up to SECONDS for a daemon that is starting before giving up.",
+            metavar="SECONDS",
+            show_default=False,
+        ),
+    ] = 0.0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_show_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Global options are lifted out of the command line by `main`; these are for --help."""
+
+
+EXIT_NAMES = {
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "usage",
+    EXIT_UNREACHABLE: "daemon_unreachable",
+    EXIT_STORE_MISSING: "store_missing",
+    EXIT_STORAGE: "storage",
+    EXIT_UNTRUSTED: "untrusted_server",
+    EXIT_CONFIG: "config",
+}
+
+
+def _fail(message: str, code: int, error_code: str | None = None) -> NoReturn:
+    """The one way a command fails: a line on stderr, or with --json an error object on
+    stdout (`error_code` is the daemon's when it answered), and the documented exit code."""
+    if state.json:
+        name = error_code or EXIT_NAMES.get(code, "failed")
+        typer.echo(as_json({"error": {"code": name, "message": message, "exit_code": code}}))
+    else:
+        typer.echo(f"tradectl: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _config_error(e: ConfigError) -> NoReturn:
+    """A bad or missing config (78); a missing one lists every place looked at."""
+    message = str(e)
+    if isinstance(e, paths.ConfigNotFound):
+        message = paths.not_found_message(state.config, e.path)
+    _fail(message, EXIT_CONFIG)
 
 
 def _client(timeout: float = 10.0, busy_wait: float | None = None) -> ControlClient:
@@ -91,9 +164,13 @@ def _client(timeout: float = 10.0, busy_wait: float | None = None) -> ControlCli
     try:
         socket_path, state_dir = paths.client_paths(state.config)
     except ConfigError as e:
-        _fail(str(e), EXIT_CONFIG)
+        _config_error(e)
     return ControlClient(
-        socket_path, timeout, trusted_uids=trusted_server_uids(state_dir), busy_wait=busy_wait
+        socket_path,
+        timeout,
+        trusted_uids=trusted_server_uids(state_dir),
+        busy_wait=busy_wait,
+        wait=state.wait,
     )
 
 
@@ -102,25 +179,34 @@ def _call(cmd: str, args: dict[str, Any] | None = None, *, read_timeout: float =
     try:
         return _client(read_timeout).call(cmd, **(args or {}))
     except DaemonUnreachable as e:
-        _fail(str(e), EXIT_UNREACHABLE)
+        _fail(_unreachable(e), EXIT_UNREACHABLE)
     except UntrustedServer as e:
         _fail(str(e), EXIT_UNTRUSTED)
     except DaemonError as e:
-        _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+        _fail(f"{e.message} [{e.code}]", EXIT_FAILED, e.code)
 
 
-def _print(data: Any, as_json_output: bool, render: Any) -> None:
-    typer.echo(as_json(data) if as_json_output else render(data))
+def _unreachable(e: DaemonUnreachable) -> str:
+    if state.wait > 0:
+        return f"{e} (waited {state.wait:g} s)"
+    return f"{e} (a daemon that is starting: add --wait SECONDS)"
 
 
-@app.command()
+def _print(data: Any, render: Any) -> None:
+    typer.echo(as_json(data) if state.json else render(data))
+
+
+@app.command(epilog=GLOBAL_HELP)
 def status(
-    bot: Annotated[str | None, typer.Argument(help="Only this bot.")] = None,
-    json_output: JsonOption = False,
+    bot: Annotated[str | None, typer.Argument(help="Only this bot.", metavar="BOT")] = None,
 ) -> None:
-    """Daemon pid, version and uptime; per bot its state, candle age, position, orders, PnL."""
+    """Daemon and bots: state, candle age, position, orders, PnL.
+
+    The daemon's pid, version and uptime; per bot its state, the age of its last candle,
+    its position and whether a resting stop protects it, open orders, realised PnL.
+    """
     result = _call(Command.STATUS, {"bot": bot} if bot else {})
-    _print(result, json_output, status_text)
+    _print(result, status_text)
 
 
 def _targets(bot: str | None, every: bool) -> dict[str, Any]:
@@ -130,57 +216,53 @@ def _targets(bot: str | None, every: bool) -> dict[str, Any]:
 
 
 AllOption = Annotated[bool, typer.Option("--all", help="Every configured bot.")]
-BotArgument = Annotated[str | None, typer.Argument(help="The bot's name from the config.")]
+BotArgument = Annotated[
+    str | None, typer.Argument(help="The bot's name from the config.", metavar="BOT")
+]
 
 
-def _print_changes(verb: str, result: dict[str, Any], json_output: bool) -> None:
-    if json_output:
+def _print_changes(verb: str, result: dict[str, Any]) -> None:
+    if state.json:
         typer.echo(as_json(result))
         return
     for item in result["bots"]:
-        note = "" if item["changed"] else " (already)"
+        note = "" if item["changed"] else " already, nothing to do"
         typer.echo(f"{item['bot']}: {verb}{note}, now {item['state']}")
 
 
-@app.command()
-def start(
-    bot: BotArgument = None, every: AllOption = False, json_output: JsonOption = False
-) -> None:
+@app.command(epilog=GLOBAL_HELP)
+def start(bot: BotArgument = None, every: AllOption = False) -> None:
     """Start a bot and remember that it should run, across restarts."""
-    _print_changes("started", _call(Command.START, _targets(bot, every)), json_output)
+    _print_changes("started", _call(Command.START, _targets(bot, every)))
 
 
-@app.command()
-def stop(
-    bot: BotArgument = None, every: AllOption = False, json_output: JsonOption = False
-) -> None:
+@app.command(epilog=GLOBAL_HELP)
+def stop(bot: BotArgument = None, every: AllOption = False) -> None:
     """Stop a bot and remember that it should stay stopped. Positions stay open."""
-    _print_changes("stopped", _call(Command.STOP, _targets(bot, every)), json_output)
+    _print_changes("stopped", _call(Command.STOP, _targets(bot, every)))
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def positions(
-    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.")] = None,
-    json_output: JsonOption = False,
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.", metavar="BOT")] = None,
 ) -> None:
     """Open positions on every account, with the bot that owns each."""
-    _print(_call(Command.POSITIONS, {"bot": bot} if bot else {}), json_output, positions_text)
+    _print(_call(Command.POSITIONS, {"bot": bot} if bot else {}), positions_text)
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def orders(
-    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot.", metavar="BOT")] = None,
     history: Annotated[bool, typer.Option("--all", help="Recent finished orders too.")] = False,
-    json_output: JsonOption = False,
 ) -> None:
-    """Open orders (and with --all recent ones), with their client order ids."""
+    """Open orders (--all: recent ones too) and client order ids."""
     args: dict[str, Any] = {"all": history}
     if bot:
         args["bot"] = bot
-    _print(_call(Command.ORDERS, args), json_output, orders_text)
+    _print(_call(Command.ORDERS, args), orders_text)
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def health(
     grace: Annotated[
         float,
@@ -189,17 +271,17 @@ def health(
             "verdict stands; for dead-man's switches that must not fire on a restart.",
             min=0,
             max=3600,
+            metavar="SECONDS",
         ),
     ] = 0.0,
-    json_output: JsonOption = False,
 ) -> None:
-    """Exit 0 when every bot that should run makes progress, 1 with the reasons when not.
+    """Exit 0 when every bot makes progress, 1 with the reasons.
 
     The same verdict keeps the systemd watchdog fed, so the two never disagree.
     Made for monitoring probes and cron; 3 when the daemon does not answer.
     """
     result = _health_within(grace)
-    if json_output:
+    if state.json:
         typer.echo(as_json(result))
     else:
         typer.echo(result["summary"])
@@ -208,24 +290,28 @@ def health(
     raise typer.Exit(EXIT_OK if result["healthy"] else EXIT_FAILED)
 
 
-@app.command()
-def resume(
-    bot: Annotated[str, typer.Argument(help="The halted bot.")], json_output: JsonOption = False
-) -> None:
-    """Clear a bot's halt (loss limit, flatten) and start it again; says what was cleared."""
+@app.command(epilog=GLOBAL_HELP)
+def resume(bot: Annotated[str, typer.Argument(help="The halted bot.", metavar="BOT")]) -> None:
+    """Clear a bot's halt (loss limit, flatten) and start it again.
+
+    Says which halt was cleared. A bot that is not halted is left as it is, with a note,
+    and the exit code is 0, as for `start` on a running bot.
+    """
     result = _call(Command.RESUME, {"bot": bot})
-    if json_output:
+    if state.json:
         typer.echo(as_json(result))
     else:
-        typer.echo(
-            f"{result['bot']}: halt cleared (was: {result['cleared']}), now {result['state']}"
-        )
+        if result.get("changed", True):
+            what = f"halt cleared (was: {result['cleared']})"
+        else:
+            what = result["note"]
+        typer.echo(f"{result['bot']}: {what}, now {result['state']}")
 
 
 DAEMON_PROBE_TIMEOUT_S = 3.0
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def flatten(
     bot: BotArgument = None,
     every: Annotated[
@@ -235,7 +321,13 @@ def flatten(
         bool, typer.Option("--yes", help="Do not ask (required without a terminal).")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to keep trying until flat.", min=1, max=3600)
+        float,
+        typer.Option(
+            help="Seconds to keep trying until flat.",
+            min=1,
+            max=3600,
+            metavar="SECONDS",
+        ),
     ] = 30.0,
     direct: Annotated[
         bool | None,
@@ -246,9 +338,10 @@ def flatten(
             show_default=False,
         ),
     ] = None,
-    json_output: JsonOption = False,
 ) -> None:
-    """Emergency: halt the bots, cancel every order, close every position reduce-only, verify.
+    """Emergency: halt, cancel every order, close every position.
+
+    The bots concerned are halted first; positions are closed reduce-only and read back.
 
     Exit 0 only when everything is flat; 1 with what is left otherwise. Safe to run
     twice. Works from cron with --yes; without a terminal and without --yes it refuses.
@@ -274,10 +367,10 @@ def flatten(
             why_direct = str(e)
             typer.echo(f"tradectl: {why_direct}; flattening directly", err=True)
         except DaemonError as e:  # busy all along, or a refusal: the daemon answers
-            _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+            _fail(f"{e.message} [{e.code}]", EXIT_FAILED, e.code)
     if result is None:
         result = _flatten_direct(args, timeout, why_direct)
-    _print(result, json_output, flatten_text)
+    _print(result, flatten_text)
     raise typer.Exit(EXIT_OK if result["flat"] else EXIT_FAILED)
 
 
@@ -287,7 +380,7 @@ def _flatten_direct(args: dict[str, Any], timeout: float, why: str) -> Any:
     from daemon.emergency import flatten_direct
     from daemon.logging_setup import configure_logging
 
-    loaded = _load(None)
+    loaded = _load()
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
     bots = sorted(loaded.config.bots) if args.get("all") else [args["bot"]]
     unknown = [b for b in bots if b not in loaded.config.bots]
@@ -311,42 +404,44 @@ def _health_within(grace: float) -> Any:
             result = _client(5.0).call(Command.HEALTH)
         except DaemonUnreachable as e:
             if time.monotonic() >= deadline:
-                _fail(str(e), EXIT_UNREACHABLE)
+                _fail(_unreachable(e), EXIT_UNREACHABLE)
         except UntrustedServer as e:
             _fail(str(e), EXIT_UNTRUSTED)
         except DaemonError as e:  # busy is not a verdict: ask again within the grace
             if e.code != ErrorCode.BUSY or time.monotonic() >= deadline:
-                _fail(f"{e.message} [{e.code}]", EXIT_FAILED)
+                _fail(f"{e.message} [{e.code}]", EXIT_FAILED, e.code)
         else:
             if result["healthy"] or time.monotonic() >= deadline:
                 return result
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
 
 
-def _load(config: Path | None) -> Any:
+def _load() -> Any:
     from tradectl.config import check_strategies, load_config
 
-    path = paths.find_config(config or state.config)
+    path = paths.find_config(state.config)
     try:
         loaded = load_config(path)
         check_strategies(loaded)
     except ConfigError as e:
-        _fail(str(e), EXIT_CONFIG)
+        _config_error(e)
     return loaded
 
 
-@config_app.command("check")
-def config_check(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+@config_app.command(
+    "check", epilog=GLOBAL_HELP, short_help="Make every check the daemon makes before it starts."
+)
+def config_check() -> None:
     """Validate the config completely: every check the daemon makes before it starts
     (schema, strategies and parameters, candle data, replay start, owners, admin group,
     credentials present, market minimums against the risk limits)."""
-    loaded = _load(config)
+    loaded = _load()
     from daemon.preflight import check_config
 
     try:
         check_config(loaded)
     except ConfigError as e:
-        _fail(str(e), EXIT_CONFIG)
+        _config_error(e)
     summary = {
         "config": str(loaded.path),
         "state_dir": str(loaded.state_dir),
@@ -354,19 +449,18 @@ def config_check(config: ConfigOption = None, json_output: JsonOption = False) -
         "accounts": sorted(loaded.config.accounts),
         "bots": sorted(loaded.config.bots),
     }
-    if json_output:
+    if state.json:
         typer.echo(as_json(summary))
     else:
         typer.echo(
-            f"{summary['config']}: ok ({len(summary['accounts'])} accounts, "
-            f"{len(summary['bots'])} bots)\nstate folder {summary['state_dir']}\n"
+            f"{summary['config']}: ok ({plural(len(summary['accounts']), 'account')}, "
+            f"{plural(len(summary['bots']), 'bot')})\nstate folder {summary['state_dir']}\n"
             f"socket {summary['socket']}"
         )
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def daemon(
-    config: ConfigOption = None,
     new_store: Annotated[
         bool,
         typer.Option(
@@ -378,7 +472,7 @@ def daemon(
     ] = False,
 ) -> None:
     """Run the daemon in the foreground (systemd runs exactly this)."""
-    loaded = _load(config)
+    loaded = _load()
     from daemon.app import run_daemon
     from daemon.logging_setup import configure_logging
 
@@ -426,25 +520,35 @@ PROGRESS_EVERY_S = 2.0  # on a terminal
 PROGRESS_EVERY_PCT = 10  # otherwise: a line per step
 
 
-@app.command()
+@app.command(epilog=GLOBAL_HELP)
 def backtest(
-    strategy: Annotated[str, typer.Argument(help="Strategy name, e.g. ema_cross or ict.")],
+    strategy: Annotated[
+        str, typer.Argument(help="Strategy name, e.g. ema_cross or ict.", metavar="STRATEGY")
+    ],
     data: Annotated[
         Path,
         typer.Option(
-            "--data", help="1m candles: a freqtrade .feather or .json file.", show_default=False
+            "--data",
+            help="1m candles: a freqtrade .feather or .json file.",
+            show_default=False,
+            metavar="FILE",
         ),
     ],
     symbol: Annotated[
-        str, typer.Option("--symbol", help="Market, e.g. ETH/USDT:USDT.", show_default=False)
+        str,
+        typer.Option(
+            "--symbol", help="Market, e.g. ETH/USDT:USDT.", show_default=False, metavar="SYMBOL"
+        ),
     ],
     start: Annotated[
         str | None,
         typer.Option(
             "--from",
             help="First candle's open time, ISO 8601 (UTC if no zone). "
-            "Default: 3 days into the data, so there is history to warm up on.",
+            "Default: 3 days into the data. The strategy's warm-up is read from the "
+            "candles before it.",
             show_default=False,
+            metavar="WHEN",
         ),
     ] = None,
     end: Annotated[
@@ -453,32 +557,41 @@ def backtest(
             "--to",
             help="End, exclusive: candles opening before it, ISO 8601. Default: end of data.",
             show_default=False,
+            metavar="WHEN",
         ),
     ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(
-            "--param", "-p", help="Strategy parameter k=v (repeatable).", show_default=False
+            "--param",
+            "-p",
+            help="Strategy parameter k=v (repeatable).",
+            show_default=False,
+            metavar="K=V",
         ),
     ] = None,
-    json_output: JsonOption = False,
     plot: Annotated[
         Path | None,
         typer.Option(
-            "--plot", help="Write a PNG equity curve with the trades.", show_default=False
+            "--plot",
+            help="Draw the run: FILE.png (matplotlib) or FILE.html (interactive, plotly): "
+            "candles with every entry, exit and stop, the ICT zones acted on, equity and "
+            "drawdown. Needs: pip install -e '.[plot]'.",
+            show_default=False,
+            metavar="FILE",
         ),
     ] = None,
-    config: ConfigOption = None,
     engine: Annotated[
         str,
         typer.Option(
             "--engine",
             help="fast: the runner's decisions in one loop over the whole history; replay: "
             "the daemon's own runner, feed and store candle by candle (slow, the reference).",
+            metavar="fast|replay",
         ),
     ] = "fast",
 ) -> None:
-    """Backtest a strategy on recorded candles, trading exactly as the daemon would.
+    """Backtest a strategy on recorded candles, as the daemon trades.
 
     The daemon's risk rules, paper fills and multi-timeframe candles, at full speed, with the
     runner's decisions made in the same order; `--engine replay` runs the daemon's own runner
@@ -504,10 +617,18 @@ def backtest(
     params = _parse_params(param or [])
     if not data.is_file():
         _fail(f"--data {data}: no such file", EXIT_USAGE)
-    setup_config = _backtest_config(config)
+    setup_config = _backtest_config()
 
-    from daemon.backtest import BacktestInputError, run_backtest, setup_from_config, write_plot
+    from daemon.backtest import BacktestInputError, run_backtest, setup_from_config
     from daemon.logging_setup import configure_logging
+
+    if plot is not None:
+        from daemon.backtest_plot import check_plot_dependency
+
+        try:
+            check_plot_dependency(plot)  # before the run, not after it
+        except BacktestInputError as e:
+            _fail(str(e), EXIT_USAGE)
 
     configure_logging("console" if sys.stderr.isatty() else "json", "error")
     try:
@@ -527,14 +648,18 @@ def backtest(
     except ConfigError as e:  # strategy, parameters, data file content, market
         _fail(str(e), EXIT_CONFIG)
     summary = result.summary()
+    if state.json and summary["warm_up"].get("note"):
+        typer.echo(f"tradectl: warm-up: {summary['warm_up']['note']}", err=True)
     if plot is not None:
+        from daemon.backtest_plot import write_plot
+
         try:
-            write_plot(result, plot)
+            write_plot(result, data, plot)
         except BacktestInputError as e:
             _fail(str(e), EXIT_FAILED)
         except OSError as e:
             _fail(f"--plot {plot}: {e}", EXIT_FAILED)
-    if json_output:
+    if state.json:
         typer.echo(as_json(summary))
     else:
         typer.echo(_backtest_text(summary))
@@ -557,18 +682,17 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _backtest_config(explicit: Path | None) -> Any:
+def _backtest_config() -> Any:
     """The config named (or found as usual); built-in defaults when none exists anywhere."""
     from tradectl.config import Config, load_config
 
-    chosen = explicit or state.config
-    path = paths.find_config(chosen)
-    if chosen is None and not path.is_file():
+    path = paths.find_config(state.config)
+    if state.config is None and not path.is_file():
         return Config.model_validate({"accounts": {"paper": {"kind": "paper"}}})
     try:
         return load_config(path).config
     except ConfigError as e:
-        _fail(str(e), EXIT_CONFIG)
+        _config_error(e)
 
 
 def _progress_printer() -> Any:
@@ -596,33 +720,124 @@ def _progress_printer() -> Any:
 
 
 def _backtest_text(s: dict[str, Any]) -> str:
-    def opt(value: float | None, fmt: str) -> str:
-        return "n/a" if value is None else format(value, fmt)
-
+    """The report for people: money to the cent, no `n/a %`, every zero explained."""
+    win_rate = "-" if s["win_rate"] is None else f"{s['win_rate'] * 100:.1f} %"
+    factor = "-" if s["profit_factor"] is None else f"{s['profit_factor']:.2f}"
+    sharpe = "-" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
     lines = [
-        f"{s['strategy']} on {s['symbol']}, {s['start']} .. {s['end']} ({s['candles']} candles)",
+        f"{s['strategy']} on {s['symbol']}, {s['start']} .. {s['end']} "
+        f"({plural(s['candles'], 'candle')})",
+        f"signals       {s['signals']}: {plural(s['entries'], 'entry', 'entries')}, "
+        f"{sum(v['count'] for v in s['skipped'].values())} not taken",
+    ]
+    for rule, why in s["skipped"].items():
+        lines.append(f"  {why['count']:>6} x {rule}: {why['example']}")
+    lines += [
         f"trades        {s['trades']}",
-        f"net PnL       {s['net_pnl']:.4f} USDT (fees {s['fees']:.4f})",
-        f"win rate      {opt(s['win_rate'] and s['win_rate'] * 100, '.1f')} %",
-        f"profit factor {opt(s['profit_factor'], '.3f')}",
-        f"max drawdown  {s['max_drawdown']:.4f} USDT ({s['max_drawdown_pct'] * 100:.2f} %)",
-        f"Sharpe        {opt(s['sharpe'], '.2f')} ({s['sharpe_basis']})",
-        f"equity        {s['initial_balance']:.2f} -> {s['end_equity']:.4f} USDT",
+        f"net PnL       {s['net_pnl']:.2f} USDT (fees {s['fees']:.2f})",
+        f"win rate      {win_rate}",
+        f"profit factor {factor}",
+        f"max drawdown  {s['max_drawdown']:.2f} USDT ({s['max_drawdown_pct'] * 100:.2f} %)",
+        f"Sharpe        {sharpe} ({s['sharpe_basis']})",
+        f"equity        {s['initial_balance']:.2f} -> {s['end_equity']:.2f} USDT",
     ]
     if s["open_position"]:
         p = s["open_position"]
         lines.append(f"open at end   {p['side']} {p['qty']} @ {p['entry_price']}")
     if s["halted"]:
         lines.append(f"halted        {s['halted']['at']}: {s['halted']['reason']}")
+    if s["warm_up"].get("note"):
+        lines.append(f"warm-up       {s['warm_up']['note']}")
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Console-script entry point."""
+GLOBAL_VALUES = {"--config": "config", "-c": "config", "--wait": "wait"}
+
+
+def lift_global_options(argv: list[str]) -> list[str]:
+    """Take `--config PATH`, `--json` and `--wait SECONDS` from anywhere on the command line
+    (up to a `--`) into `state`; return the rest for Typer. Raises click's UsageError."""
+    click = _click()
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    state.json = state.json or "--json" in ours  # so a bad --wait before it fails as JSON
+    rest: list[str] = []
+    k = 0
+    while k < len(argv):
+        arg = argv[k]
+        k += 1
+        if arg == "--":
+            rest += argv[k - 1 :]
+            break
+        name, eq, value = arg.partition("=")
+        if arg == "--json":
+            state.json = True
+            continue
+        if name not in GLOBAL_VALUES or (eq and name == "-c"):
+            rest.append(arg)
+            continue
+        if not eq:
+            if k >= len(argv):
+                raise click.exceptions.UsageError(f"Option '{name}' requires an argument.")
+            value, k = argv[k], k + 1
+        if GLOBAL_VALUES[name] == "config":
+            state.config = Path(value)
+            continue
+        try:
+            state.wait = float(value)
+        except ValueError:
+            message = f"--wait {value!r}: expected a number of seconds"
+            raise click.exceptions.UsageError(message) from None
+        if not 0 <= state.wait <= 3600:
+            raise click.exceptions.UsageError(f"--wait {value}: expected 0 to 3600 seconds")
+    return rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: global options lifted, usage errors reported like any
+    other failure (as JSON with --json), exit codes kept."""
+    click = _click()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app()
+        code = app(args=lift_global_options(args), prog_name="tradectl", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        if state.json:
+            where = e.ctx.command_path if e.ctx is not None else "tradectl"
+            code = _report(f"{where}: missing command (see {where} --help)", EXIT_USAGE)
+        else:
+            typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
+            code = EXIT_USAGE
+    except click.exceptions.ClickException as e:  # usage errors, mostly (exit 2)
+        code = _usage_error(e)
+    except click.exceptions.Abort:
+        code = _report("aborted", EXIT_FAILED)
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _click() -> Any:
+    """The click Typer runs on: its own vendored copy in newer Typer, else click itself."""
+    try:
+        from typer import _click as vendored
+    except ImportError:
+        import click
+
+        return click
+    return vendored
+
+
+def _usage_error(e: Any) -> int:
+    if state.json:
+        return _report(e.format_message(), e.exit_code)
+    e.show()
+    return int(e.exit_code)
+
+
+def _report(message: str, code: int) -> int:
+    try:
+        _fail(message, code)
+    except typer.Exit as done:
+        return done.exit_code
 
 
 if __name__ == "__main__":

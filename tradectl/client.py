@@ -32,6 +32,7 @@ from tradectl.protocol import (
 
 BUSY_RETRY_FIRST_S = 0.05
 BUSY_RETRY_MAX_S = 0.5
+START_POLL_S = 0.1  # how often --wait knocks on a starting daemon's socket
 
 
 class DaemonUnreachable(Exception):
@@ -83,23 +84,26 @@ class ControlClient:
         *,
         trusted_uids: frozenset[int] | None = None,
         busy_wait: float | None = None,
+        wait: float = 0.0,
     ) -> None:
         """`timeout`: for connecting and for the reply. `busy_wait`: how long to keep
         retrying a daemon that answers busy (default: `timeout`). `trusted_uids`: the
-        uids a server may run as (None: anyone, for tests and library use)."""
+        uids a server may run as (None: anyone, for tests and library use). `wait`: how
+        long to keep trying a daemon that does not answer yet (one that is starting)."""
         self.socket_path = socket_path
         self.timeout = timeout
         self.trusted_uids = trusted_uids
         self.busy_wait = timeout if busy_wait is None else busy_wait
+        self.wait = wait
 
     def call(self, cmd: str, **args: Any) -> Any:
         """Send one command and return its result, or raise DaemonError, DaemonUnreachable
         or UntrustedServer. A `busy` answer is retried until `busy_wait` has passed."""
         request = Request(id=uuid.uuid4().hex[:16], cmd=cmd, args=args)
+        reply = self._first_reply(request)
         deadline = time.monotonic() + self.busy_wait
         pause = BUSY_RETRY_FIRST_S
         while True:
-            reply = self._exchange(request)
             if reply.ok:
                 return reply.result
             assert reply.error is not None
@@ -107,6 +111,18 @@ class ControlClient:
                 raise DaemonError(reply.error)
             time.sleep(pause)
             pause = min(pause * 2, BUSY_RETRY_MAX_S)
+            reply = self._exchange(request)
+
+    def _first_reply(self, request: Request) -> Reply:
+        """The first answer, waiting up to `wait` for a daemon that does not answer yet."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                return self._exchange(request)
+            except DaemonUnreachable:
+                if time.monotonic() + START_POLL_S > deadline:
+                    raise
+                time.sleep(START_POLL_S)
 
     def _exchange(self, request: Request) -> Reply:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

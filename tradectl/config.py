@@ -142,10 +142,10 @@ class RiskSettings(Strict):
     """Per-bot limits, then account-wide ones; the risk day starts at `daily_reset_utc`."""
 
     max_leverage: Whole = Field(default=3, ge=1, le=125)
-    max_position_usdt: Money = Field(default=Decimal(50), gt=0)
+    max_position_usdt: Money = Field(default=Decimal(250), gt=0)
     risk_per_trade_pct: Money = Field(default=Decimal("0.5"), gt=0, le=100)
     daily_loss_limit_usdt: Money = Field(default=Decimal(20), gt=0)
-    max_account_position_usdt: Money = Field(default=Decimal(200), gt=0)
+    max_account_position_usdt: Money = Field(default=Decimal(500), gt=0)
     account_daily_loss_limit_usdt: Money = Field(default=Decimal(50), gt=0)
     daily_reset_utc: time = time(0, 0)
 

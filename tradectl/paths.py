@@ -21,6 +21,32 @@ DEFAULT_SOCKET = "state/control.sock"
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+class ConfigNotFound(ConfigError):
+    """No file at the config path; `not_found_message` says where else was looked."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: config file not found")
+        self.path = path
+
+
+def not_found_message(
+    explicit: Path | None, path: Path, environ: Mapping[str, str] = os.environ
+) -> str:
+    """Every place the config was looked for, and how to name one."""
+    if explicit is not None:
+        return f"{path}: config file not found (named by --config)"
+    if environ.get("TRADECTL_CONFIG"):
+        return f"{path}: config file not found (named by $TRADECTL_CONFIG)"
+    tried = [f"./config.toml (in {Path.cwd()})"]
+    if environ.get("CONFIGURATION_DIRECTORY"):
+        tried.append(str(Path(environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml"))
+    tried.append(str(SYSTEM_CONFIG))
+    return (
+        f"no config file found; looked for {', '.join(tried)}; name one with --config PATH "
+        "or $TRADECTL_CONFIG"
+    )
+
+
 def find_config(explicit: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
     """`--config`, else TRADECTL_CONFIG, else ./config.toml, else systemd's or /etc's."""
     if explicit is not None:
@@ -54,7 +80,7 @@ def _read_bounded(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigNotFound(path) from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied") from None
     except OSError as e:

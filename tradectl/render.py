@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 
@@ -25,6 +26,21 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 account`, `2 accounts`, `0 trades`."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def money(value: Any) -> str:
+    """USDT to the cent, as a trader reads it; the daemon's JSON keeps every digit."""
+    if value is None:
+        return "-"
+    try:
+        return f"{Decimal(str(value)):.2f}"
+    except InvalidOperation:
+        return str(value)
 
 
 def duration(seconds: float | None) -> str:
@@ -61,7 +77,7 @@ def status_text(status: dict[str, Any]) -> str:
             _position(b),
             _protection(b),
             b["open_orders"],
-            b["realized_pnl"],
+            money(b["realized_pnl"]),
         ]
         for b in bots
     ]
@@ -118,7 +134,7 @@ def positions_text(rows: list[dict[str, Any]]) -> str:
                 r["qty"],
                 r["entry_price"],
                 r["mark_price"],
-                r["unrealized_pnl"],
+                money(r["unrealized_pnl"]),
                 r["leverage"],
             ]
             for r in rows
@@ -172,13 +188,14 @@ def flatten_text(result: dict[str, Any]) -> str:
     for r in result["symbols"]:
         who = r["owner"] or "not ours: no configured bot trades it"
         head = f"{r['account']} {r['symbol']} ({who}): "
-        done = f"cancelled {len(r['cancelled'])} orders, closed {r['closed_qty']}"
+        done = f"cancelled {plural(len(r['cancelled']), 'order')}, closed {r['closed_qty']}"
         if r["flat"]:
             lines.append(head + "flat; " + done)
         else:
             lines.append(
                 head
-                + f"NOT FLAT: {r['remaining_qty']} left, {r['remaining_orders']} open orders; "
+                + f"NOT FLAT: {r['remaining_qty']} left, "
+                + f"{plural(r['remaining_orders'], 'open order')}; "
                 + done
             )
         lines.extend(f"    {e}" for e in r["errors"][-3:])

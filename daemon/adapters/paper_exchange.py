@@ -363,9 +363,7 @@ class PaperExchange:
         except OrderRejected as e:
             book.put_order(order.with_status(OrderStatus.REJECTED, reason=str(e)))
             self._save()
-            raise type(e)(
-                f"paper account {self.account!r} rejected {intent.client_order_id}: {e}"
-            ) from None
+            raise type(e)(rejection(self.account, intent.client_order_id, e)) from None
         self._save()
         return accepted
 
@@ -758,3 +756,8 @@ def _load_state(account: str, text: str) -> _Book:
             f"({type(e).__name__}: {detail}); refusing to start rather than reset its money"
         ) from e
     return book
+
+
+def rejection(account: str, client_order_id: str, reason: object) -> str:
+    """How a paper account words a refused order, in the daemon and in a backtest alike."""
+    return f"paper account {account!r} rejected {client_order_id}: {reason}"

@@ -22,7 +22,7 @@ class RiskLimits:
     max_position_usdt: Decimal  # per bot, notional after the order
     risk_per_trade_pct: Decimal  # of equity, between entry and stop
     daily_loss_limit_usdt: Decimal  # per bot, realised plus unrealised since the reset
-    max_account_position_usdt: Decimal = Decimal(200)  # all positions on one account
+    max_account_position_usdt: Decimal = Decimal(500)  # all positions on one account
     account_daily_loss_limit_usdt: Decimal = Decimal(50)
     daily_reset: time = time(0, 0)  # UTC
 
@@ -63,21 +63,73 @@ def loss_breach(bot_pnl: Decimal, account_pnl: Decimal, limits: RiskLimits) -> L
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """An entry's quantity, or zero with the rule that made it so and the numbers."""
+
+    qty: Decimal
+    rule: str = ""
+    reason: str = ""
+
+
 def entry_quantity(signal: Signal, equity: Decimal, limits: RiskLimits, market: Market) -> Decimal:
     """Quantity that risks `risk_per_trade_pct` of equity between entry and stop.
 
     Capped by the position limit, rounded down to the market's step; zero when the
     result is below the market's minimums (the caller then does not trade).
     """
+    return size_entry(signal, equity, limits, market).qty
+
+
+def size_entry(signal: Signal, equity: Decimal, limits: RiskLimits, market: Market) -> Sizing:
+    """`entry_quantity` with the reason when it is zero, naming the rule and the numbers,
+    e.g. "max_position_usdt 50 < BTC/USDT:USDT minimum order 100 USDT"."""
     stop_distance = abs(signal.entry - signal.stop)
-    if stop_distance <= 0 or equity <= 0 or signal.entry <= 0:
-        return ZERO
+    if signal.entry <= 0:
+        return Sizing(ZERO, "price", f"no usable entry price ({signal.entry})")
+    if stop_distance <= 0:
+        return Sizing(ZERO, "stop", f"the signal's stop {signal.stop} is at its entry")
+    if equity <= 0:
+        return Sizing(ZERO, "equity", f"no equity to risk ({equity:.2f} USDT)")
     risk_budget = equity * limits.risk_per_trade_pct / HUNDRED
-    qty = min(risk_budget / stop_distance, limits.max_position_usdt / signal.entry)
-    qty = market.round_amount(qty)
-    if qty < market.min_amount or qty * signal.entry < market.min_notional:
-        return ZERO
-    return qty
+    by_risk = risk_budget / stop_distance
+    by_cap = limits.max_position_usdt / signal.entry
+    qty = market.round_amount(min(by_risk, by_cap))
+    if qty >= market.min_amount and qty * signal.entry >= market.min_notional:
+        return Sizing(qty)
+    minimum = _minimum(market)
+    if limits.max_position_usdt < market.min_notional:
+        return Sizing(
+            ZERO,
+            "max_position",
+            f"max_position_usdt {limits.max_position_usdt} < {market.symbol} minimum order "
+            f"{market.min_notional} USDT",
+        )
+    if by_cap <= by_risk:
+        return Sizing(
+            ZERO,
+            "max_position",
+            f"max_position_usdt {limits.max_position_usdt} buys {qty} at {signal.entry} "
+            f"({qty * signal.entry:.2f} USDT) < {minimum}",
+        )
+    return Sizing(
+        ZERO,
+        "risk_per_trade",
+        f"risk_per_trade_pct {limits.risk_per_trade_pct} % of equity {equity:.2f} USDT "
+        f"({risk_budget:.2f} USDT over a stop {stop_distance} away) buys {qty} "
+        f"({qty * signal.entry:.2f} USDT) < {minimum}",
+    )
+
+
+def _minimum(market: Market) -> str:
+    """The market's smallest order in words, e.g. "BTC/USDT:USDT minimum order 100 USDT"."""
+    if market.min_amount > market.amount_step:
+        return (
+            f"{market.symbol} minimum order {market.min_notional} USDT "
+            f"and {market.min_amount} (steps of {market.amount_step})"
+        )
+    steps = f"steps of {market.amount_step}"
+    return f"{market.symbol} minimum order {market.min_notional} USDT ({steps})"
 
 
 def shrinks_position(position_qty: Decimal, signed_qty: Decimal) -> bool:
@@ -113,7 +165,11 @@ def check_intent(
         raise RiskRejected("price", f"no usable price for {intent.symbol} ({price})")
     leverage_cap = min(limits.max_leverage, market.max_leverage)
     if leverage > leverage_cap:
-        raise RiskRejected("leverage", f"leverage {leverage} exceeds the limit {leverage_cap}")
+        raise RiskRejected(
+            "leverage",
+            f"leverage {leverage} > the limit {leverage_cap} (max_leverage "
+            f"{limits.max_leverage}, {market.symbol} allows {market.max_leverage})",
+        )
     breach = loss_breach(daily_pnl, account.daily_pnl, limits)
     if breach is not None:
         raise RiskRejected(f"{breach.scope}_daily_loss_limit", breach.reason)
@@ -121,15 +177,16 @@ def check_intent(
     if notional_after > limits.max_position_usdt:
         raise RiskRejected(
             "max_position",
-            f"position after the order {notional_after:.2f} USDT exceeds "
-            f"the limit {limits.max_position_usdt} USDT",
+            f"max_position_usdt {limits.max_position_usdt} < the position after the order "
+            f"({notional_after:.2f} USDT)",
         )
     account_after = account.other_positions_notional + notional_after
     if account_after > limits.max_account_position_usdt:
         raise RiskRejected(
             "max_account_position",
-            f"account positions after the order {account_after:.2f} USDT exceed "
-            f"the limit {limits.max_account_position_usdt} USDT",
+            f"max_account_position_usdt {limits.max_account_position_usdt} < the account's "
+            f"positions after the order ({account_after:.2f} USDT: this bot "
+            f"{notional_after:.2f}, others {account.other_positions_notional:.2f})",
         )
     if intent.qty != market.round_amount(intent.qty):
         raise RiskRejected(
@@ -138,6 +195,5 @@ def check_intent(
     if intent.qty < market.min_amount or intent.qty * price < market.min_notional:
         raise RiskRejected(
             "market_minimum",
-            f"order {intent.qty} at {price} is below the market minimum "
-            f"({market.min_amount} / {market.min_notional} USDT)",
+            f"order {intent.qty} at {price} ({intent.qty * price:.2f} USDT) < {_minimum(market)}",
         )

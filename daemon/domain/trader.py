@@ -57,9 +57,10 @@ from daemon.domain.models import (
 from daemon.domain.risk import (
     AccountExposure,
     RiskLimits,
+    Sizing,
     check_intent,
-    entry_quantity,
     loss_breach,
+    size_entry,
 )
 
 REVERSAL = "reversal"
@@ -473,6 +474,13 @@ def _signal(s: TraderState, config: TraderConfig, actions: list[Action]) -> None
         return
     if (qty > 0) == (signal.direction is Direction.LONG):
         s.signal = None
+        side = "long" if qty > 0 else "short"
+        actions.append(
+            Journal(
+                "signal_ignored",
+                {"rule": "same_direction", "reason": f"the bot is already {side} ({qty})"},
+            )
+        )
         return
     s.todo = ("after_reversal", *s.todo)
     if not _close(s, config, actions, REVERSAL):
@@ -495,17 +503,19 @@ def _enter(s: TraderState, config: TraderConfig, actions: list[Action]) -> None:
     if signal is None or s.facts.position_qty != 0:
         return
     equity = s.facts.equity
-    qty = ZERO if equity is None else entry_quantity(signal, equity, config.limits, config.market)
+    if equity is None:
+        sizing = Sizing(ZERO, "equity", "the account's equity was not read")
+    else:
+        sizing = size_entry(signal, equity, config.limits, config.market)
+    qty = sizing.qty
     if qty <= 0:
         actions.append(
             Journal(
                 "signal_skipped",
-                {
-                    "reason": "size below the market minimum after risk limits",
-                    "equity": str(equity),
-                },
+                {"rule": sizing.rule, "reason": sizing.reason, "equity": str(equity)},
             )
         )
+        s.last_problem = f"signal skipped: {sizing.reason}"
         return
     plan = TradePlan(signal.direction, signal.stop, signal.take_profit, opened_at=_time(s))
     _send(s, config, actions, signal.direction.entry_side, qty, ENTRY, plan=plan)

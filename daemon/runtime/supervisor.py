@@ -75,10 +75,12 @@ class Supervisor:
 
     async def bootstrap(self) -> None:
         """Autostart on the very first start; afterwards resume what was running."""
+        autostarted = set()
         if self._store.meta(BOOTSTRAPPED) is None:
             for name, slot in self._slots.items():
                 if slot.autostart and self._store.bot(name) is None:
                     self._store.set_desired_state(name, DesiredState.RUNNING, cause="autostart")
+                    autostarted.add(name)
             self._store.set_meta(BOOTSTRAPPED, self._clock.now().isoformat())
         configured = set(self._slots)
         for record in self._store.bots():
@@ -92,8 +94,15 @@ class Supervisor:
                 self._log.warning("bot_not_resumed", bot=record.name, reason="not in config")
                 continue
             if record.desired_state is DesiredState.RUNNING:
-                self._store.journal("bot_resumed", record.name, reason="desired state is running")
-                self._log.info("bot_resumed", bot=record.name)
+                # A bot that never ran is started (its runner logs bot_started), not resumed.
+                if record.name in autostarted:
+                    self._store.journal("bot_autostarted", record.name, reason="first start")
+                    self._log.info("bot_autostarted", bot=record.name, reason="first start")
+                else:
+                    self._store.journal(
+                        "bot_resumed", record.name, reason="desired state is running"
+                    )
+                    self._log.info("bot_resumed", bot=record.name)
                 self._launch(self._slots[record.name])
             elif record.desired_state is DesiredState.HALTED:
                 self._move(self._slots[record.name], Trigger.HALT)
@@ -169,14 +178,28 @@ class Supervisor:
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is None or record.desired_state is not DesiredState.HALTED:
-            state = record.desired_state.value if record else "stopped"
-            raise Refused(f"bot {name!r} is not halted (it is {state}); nothing to resume")
+            # Idempotent, like `start` on a running bot: nothing to do is not a failure.
+            desired = record.desired_state.value if record else "stopped"
+            hint = "" if desired == "running" else "; `tradectl start` starts it"
+            return {
+                "bot": name,
+                "cleared": None,
+                "changed": False,
+                "state": slot.state.value,
+                "note": f"not halted (it should be {desired}): nothing to clear{hint}",
+            }
         self._store.set_desired_state(name, DesiredState.RUNNING, owner_uid=uid, cause="resume")
         self._store.journal("halt_cleared", name, reason=record.halt_reason)
         if slot.state is BotState.HALTED:
             self._move(slot, Trigger.RESUME)
         self._launch(slot)
-        return {"bot": name, "cleared": record.halt_reason, "state": slot.state.value}
+        return {
+            "bot": name,
+            "cleared": record.halt_reason,
+            "changed": True,
+            "state": slot.state.value,
+            "note": None,
+        }
 
     def bots_on_account(self, account: str) -> list[str]:
         return [n for n, s in sorted(self._slots.items()) if s.spec.account == account]

@@ -234,3 +234,23 @@ def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(tmp_p
         "bot_resumed",
         "bot_started",
     ]
+
+
+def test_a_first_start_logs_bot_started_and_a_restart_bot_resumed(tmp_path: Path) -> None:
+    """The journal reads right from the first line: nothing is 'resumed' that never ran."""
+
+    async def running(rt: Runtime) -> None:
+        await until(lambda: rt.supervisor.bot_status("eth-ema")["state"] == BotState.RUNNING)
+
+    first = Runtime(tmp_path, {"eth-ema": ema()})
+    asyncio.run(first.run(running))
+    kinds = [e["kind"] for e in first.store.events("eth-ema", limit=1000)]
+    assert "bot_resumed" not in kinds
+    assert kinds.index("bot_autostarted") < kinds.index("bot_started")
+    first.store.close()
+
+    again = Runtime(tmp_path, {"eth-ema": ema()})
+    asyncio.run(again.run(running))
+    kinds = [e["kind"] for e in again.store.events("eth-ema", limit=1000)]
+    assert kinds.count("bot_autostarted") == 1 and kinds.count("bot_resumed") == 1
+    assert kinds.index("bot_resumed") < len(kinds) - 1 - kinds[::-1].index("bot_started")

@@ -92,13 +92,16 @@ CASES = [
     Case("max_leverage_text", sub("max_leverage = 3", 'max_leverage = "3"')),
     Case("max_leverage_bool", sub("max_leverage = 3", "max_leverage = true")),
     Case("max_leverage_float", sub("max_leverage = 3", "max_leverage = 3.0")),
-    Case("max_position_text", sub("max_position_usdt = 50", 'max_position_usdt = "50"')),
-    Case("max_position_bool", sub("max_position_usdt = 50", "max_position_usdt = true")),
-    Case("max_position_inf", sub("max_position_usdt = 50", "max_position_usdt = inf")),
-    Case("max_position_nan", sub("max_position_usdt = 50", "max_position_usdt = nan")),
+    Case("max_position_text", sub("max_position_usdt = 250", 'max_position_usdt = "50"')),
+    Case("max_position_bool", sub("max_position_usdt = 250", "max_position_usdt = true")),
+    Case("max_position_inf", sub("max_position_usdt = 250", "max_position_usdt = inf")),
+    Case("max_position_nan", sub("max_position_usdt = 250", "max_position_usdt = nan")),
     Case("daily_loss_minus_inf", sub("daily_loss_limit_usdt = 20", "daily_loss_limit_usdt = -inf")),
     Case("risk_per_trade_text", sub("risk_per_trade_pct = 0.5", 'risk_per_trade_pct = "0.5"')),
-    Case("account_cap_bool", risk("max_account_position_usdt = false")),
+    Case(
+        "account_cap_bool",
+        sub("max_account_position_usdt = 500", "max_account_position_usdt = false"),
+    ),
     Case("loop_lag_inf", health("loop_lag_max_s = inf")),
     Case("stale_floor_nan", health("stale_floor_s = nan")),
     Case("stale_candles_text", health('stale_candles = "3"')),
@@ -143,8 +146,16 @@ CASES = [
         ).replace('symbol = "ETH/USDT:USDT"', 'symbol = "SOL/USDT:USDT"'),
     ),
     # What the shipped market limits make of the risk limits.
-    Case("btc_bot_below_min_order_value", add(BTC_BOT)),
-    Case("account_cap_below_min_order_value", risk("max_account_position_usdt = 10")),
+    Case(
+        "btc_bot_below_min_order_value",
+        lambda t, d: add(BTC_BOT)(
+            sub("max_position_usdt = 250", "max_position_usdt = 50")(t, d), d
+        ),
+    ),
+    Case(
+        "account_cap_below_min_order_value",
+        sub("max_account_position_usdt = 500", "max_account_position_usdt = 10"),
+    ),
     Case(
         "timeframe_the_replay_cannot_build",
         sub('timeframes = ["1m", "5m"]', 'timeframes = ["1m", "5m", "7m"]'),

@@ -95,7 +95,7 @@ def test_config_with_a_wrong_type_exits_78_naming_the_field(make_daemon: MakeDae
         daemon.config.read_text().replace("leverage = 3\n\n[bots", 'leverage = "x"\n\n[bots')
     )
     daemon.config.write_text(
-        daemon.config.read_text().replace("max_position_usdt = 50", 'max_position_usdt = "lots"')
+        daemon.config.read_text().replace("max_position_usdt = 250", 'max_position_usdt = "lots"')
     )
     for args in (("config", "check"), ("daemon",)):
         result = daemon.cli(*args)

@@ -260,3 +260,34 @@ def test_a_crash_before_the_entry_reply_leaves_a_position_with_its_plan_and_its_
     assert active is not None and json.loads(active)["stop"] == json.loads(plan)["stop"]
     stops = [o for o in rig.resting() if o["orderType"] == "STOP_MARKET"]
     assert len(stops) == 1 and Decimal(stops[0]["quantity"]) == rig.position()
+
+
+def test_a_position_whose_stop_is_refused_fails_health_by_name_until_the_stop_rests(
+    rig: Rig,
+) -> None:
+    refused = {"code": -2010, "msg": "NEW_ORDER_REJECTED"}
+    rig.market.call(
+        lambda s: s.faults.add(
+            "server_error",
+            path="/fapi/v1/algoOrder",
+            method="POST",
+            count=10_000,
+            status=400,
+            body=refused,
+        )
+    )
+    rig.daemon.start()
+    eventually(lambda: rig.position() > 0, timeout=60)
+    assert rig.resting() == [], "every stop was refused"
+    assert rig.daemon.bot(BOT)["protected"] is False
+
+    def unhealthy() -> str | None:
+        result = rig.daemon.cli("health")
+        return result.stdout + result.stderr if result.returncode == 1 else None
+
+    said = eventually(unhealthy, timeout=30)  # the grace is 5 s
+    assert f"unprotected position of bot {BOT}" in said, said
+
+    rig.market.call(lambda s: s.faults.clear())
+    eventually(lambda: protected_position(rig), timeout=60)
+    eventually(lambda: rig.daemon.cli("health").returncode == 0, timeout=30)

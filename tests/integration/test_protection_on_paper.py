@@ -36,7 +36,9 @@ def placed_since_last_start(daemon: DaemonProcess) -> list[dict[str, Any]]:
         events = store.events(BOT, limit=1 << 20)
     finally:
         store.close()
-    started = max(e["id"] for e in events if e["kind"] == "bot_resumed")  # before its launch
+    started = max(
+        e["id"] for e in events if e["kind"] in ("bot_resumed", "bot_autostarted")
+    )  # before its launch
     return [
         e
         for e in events

@@ -34,7 +34,7 @@ def test_shipped_config_is_valid_with_the_documented_risk_defaults() -> None:
     loaded = load_config(REPO / "config.toml", environ={})
     check_strategies(loaded)
     risk = loaded.config.risk
-    assert (risk.max_leverage, risk.max_position_usdt) == (3, 50)
+    assert (risk.max_leverage, risk.max_position_usdt) == (3, 250)
     assert (risk.risk_per_trade_pct, risk.daily_loss_limit_usdt) == (Decimal("0.5"), Decimal(20))
     assert loaded.config.bots["eth-ema"].autostart
 

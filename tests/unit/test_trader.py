@@ -242,10 +242,16 @@ def test_a_reversal_closes_clears_the_protection_and_enters_the_other_way() -> N
     assert isinstance(stop, trader.Submit) and stop.intent.side is Side.BUY
 
 
-def test_a_signal_in_the_position_s_direction_changes_nothing() -> None:
+def test_a_signal_in_the_position_s_direction_changes_nothing_and_says_so() -> None:
     state, f = protected_long()
     state, actions = step(state, candle(f, LONG))
-    assert actions == [] and not state.busy
+    assert actions == [
+        trader.Journal(
+            "signal_ignored",
+            {"rule": "same_direction", "reason": f"the bot is already long ({f.position_qty})"},
+        )
+    ]
+    assert not state.busy
 
 
 def test_a_loss_limit_halts_and_later_candles_decide_nothing() -> None:
@@ -297,3 +303,35 @@ def test_an_outcome_for_another_order_is_a_bug_not_a_decision() -> None:
         step(state, trader.Outcome("nope", trader.Result.DONE, facts()))
     with pytest.raises(ValueError, match="is due before"):
         step(state, candle(facts()))
+
+
+def test_a_skipped_signal_names_the_rule_and_the_numbers() -> None:
+    """BTC's 100 USDT minimum order against a 50 USDT position cap: nothing can be bought."""
+    btc = Market("BTC/USDT:USDT", D("0.001"), D("0.1"), D("0.001"), D(100), 125)
+    config = replace(CONFIG, symbol=btc.symbol, market=btc)
+    signal = Signal(Direction.LONG, D(104000), D(103500), D(105000))
+    event = trader.CandleClosed(T0, D(104100), D(103900), D(104000), signal, facts())
+    state, actions = trader.step(trader.TraderState(), event, config, T0)
+    assert actions == [
+        trader.Journal(
+            "signal_skipped",
+            {
+                "rule": "max_position",
+                "reason": "max_position_usdt 50 < BTC/USDT:USDT minimum order 100 USDT",
+                "equity": "1000",
+            },
+        )
+    ]
+    assert state.last_problem == f"signal skipped: {actions[0].data['reason']}"  # type: ignore[union-attr]
+
+
+def test_a_cap_that_rounds_below_the_minimum_says_what_it_buys() -> None:
+    btc = Market("BTC/USDT:USDT", D("0.001"), D("0.1"), D("0.001"), D(100), 125)
+    config = replace(CONFIG, market=btc, limits=replace(LIMITS, max_position_usdt=D(150)))
+    signal = Signal(Direction.LONG, D(96000), D(95500), D(97000))
+    event = trader.CandleClosed(T0, D(96100), D(95900), D(96000), signal, facts())
+    _, [journal] = trader.step(trader.TraderState(), event, config, T0)
+    assert isinstance(journal, trader.Journal) and journal.data["reason"] == (
+        "max_position_usdt 150 buys 0.001 at 96000 (96.00 USDT) < BTC/USDT:USDT minimum "
+        "order 100 USDT (steps of 0.001)"
+    )
