@@ -163,11 +163,8 @@ def test_a_position_cap_at_the_minimum_order_value_passes_and_below_it_is_refuse
     tmp_path: Path, field: str
 ) -> None:
     def cap(value: str) -> tuple[str, str]:
-        line = "max_position_usdt = 50"
-        return (
-            line,
-            f"{field} = {value}" if field == "max_position_usdt" else f"{line}\n{field} = {value}",
-        )
+        shipped = {"max_position_usdt": "250", "max_account_position_usdt": "500"}[field]
+        return (f"{field} = {shipped}", f"{field} = {value}")
 
     config(tmp_path, cap("20"))  # ETH's minimum order value is 20 USDT
     message = refused(tmp_path, cap("19.5"))
@@ -223,7 +220,7 @@ def test_the_first_problem_is_the_one_reported_in_a_fixed_order(tmp_path: Path) 
     both = refused(tmp_path, (data_dir, str(empty)), environ={"TRADECTL_SOCKET": "/" + "s" * 200})
     assert "daemon.socket_path" in both
     data_first = refused(
-        tmp_path, (data_dir, str(empty)), ("max_position_usdt = 50", "max_position_usdt = 1")
+        tmp_path, (data_dir, str(empty)), ("max_position_usdt = 250", "max_position_usdt = 1")
     )
     assert "replay.data_dir" in data_first
 
@@ -263,7 +260,7 @@ def test_a_paper_bot_after_an_exchange_bot_is_still_held_to_the_paper_markets(
     message = refused(
         tmp_path,
         ("[bots.eth-ema]\n", doge_first),
-        ("max_position_usdt = 50", "max_position_usdt = 19.5"),
+        ("max_position_usdt = 250", "max_position_usdt = 19.5"),
         extra=BINANCE,
     )
     assert "risk.max_position_usdt: 19.5 USDT is below" in message, message

@@ -331,7 +331,7 @@ def test_the_position_limit_is_inclusive() -> None:
     assert rule(Side.SELL, "0.06", position="0.02") is None  # a flip to -0.04: 100 USDT
     assert rule(Side.SELL, "0.061", position="0.02") == "max_position"
     message = reason(qty="0.041")
-    assert "102.50 USDT exceeds the limit 100 USDT" in message
+    assert message == "max_position_usdt 100 < the position after the order (102.50 USDT)"
 
 
 def test_the_account_limit_counts_the_other_symbols_and_is_inclusive() -> None:
@@ -339,14 +339,17 @@ def test_the_account_limit_counts_the_other_symbols_and_is_inclusive() -> None:
     assert rule(qty="0.04", others="50.01") == "max_account_position"
     assert rule(qty="0.039", others="52.5") is None  # 52.5 + 97.5
     message = reason(qty="0.04", others="60")
-    assert "account positions after the order 160.00 USDT exceed the limit 150 USDT" in message
+    assert message == (
+        "max_account_position_usdt 150 < the account's positions after the order "
+        "(160.00 USDT: this bot 100.00, others 60.00)"
+    )
 
 
 def test_the_leverage_cap_is_the_smaller_of_the_configs_and_the_markets() -> None:
     assert rule(leverage=125) is None  # the market's 125 under a config cap of 200
     assert rule(leverage=126) == "leverage"
     message = reason(leverage=150)
-    assert message.startswith("leverage 150 exceeds") and "125" in message
+    assert message == "leverage 150 > the limit 125 (max_leverage 200, ETH/USDT:USDT allows 125)"
     tight = RiskLimits(3, Decimal(100), Decimal(1), Decimal(20))
     assert rule(leverage=3, limits=tight) is None
     assert rule(leverage=4, limits=tight) == "leverage"
@@ -407,7 +410,7 @@ def test_the_markets_minimums_are_inclusive() -> None:
     assert rule(qty="0.008") is None  # 0.008 x 2500 = 20 USDT: the minimum notional
     assert refusal(qty="0.007") == (
         "market_minimum",
-        "order 0.007 at 2500 is below the market minimum (0.001 / 20 USDT)",
+        "order 0.007 at 2500 (17.50 USDT) < ETH/USDT:USDT minimum order 20 USDT (steps of 0.001)",
     )
     assert rule(qty="0.001", price="20000") is None  # the minimum amount, 20 USDT
     assert rule(qty="0.001", price="19999") == "market_minimum"

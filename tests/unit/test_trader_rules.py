@@ -363,11 +363,14 @@ def test_without_equity_or_room_a_signal_is_skipped_and_journalled() -> None:
     _, actions = step(trader.TraderState(), candle(facts(equity=None), LONG))
     assert kinds(actions) == ["journal signal_skipped"]
     assert journal(actions, "signal_skipped") == {
-        "reason": "size below the market minimum after risk limits",
+        "rule": "equity",
+        "reason": "the account's equity was not read",
         "equity": "None",
     }
-    _, poor = step(trader.TraderState(), candle(facts(equity="10"), LONG))
-    assert journal(poor, "signal_skipped")["equity"] == "10"
+    state, poor = step(trader.TraderState(), candle(facts(equity="10"), LONG))
+    skipped = journal(poor, "signal_skipped")
+    assert (skipped["equity"], skipped["rule"]) == ("10", "risk_per_trade")
+    assert state.last_problem == f"signal skipped: {skipped['reason']}"
 
 
 def test_a_short_signal_when_flat_sells_with_a_short_plan() -> None:
@@ -478,12 +481,12 @@ def test_a_failed_take_profit_cancel_is_reported_as_the_take_profit_s() -> None:
 
 
 def test_an_entry_that_would_crowd_the_account_is_refused_by_the_account_limit() -> None:
-    crowded = AccountExposure(other_positions_notional=D(190))
+    crowded = AccountExposure(other_positions_notional=D("450.01"))
     event = replace(candle(facts(), LONG), account=crowded)
     _, actions = step(trader.TraderState(), event)
     assert kinds(actions) == ["journal order_refused"]
     assert journal(actions, "order_refused")["rule"] == "max_account_position"
-    room = replace(event, account=AccountExposure(other_positions_notional=D(150)))
+    room = replace(event, account=AccountExposure(other_positions_notional=D(450)))
     _, actions = step(trader.TraderState(), room)
     assert kinds(actions) == ["submit entry market 0.02"]
 
