@@ -133,3 +133,16 @@ def test_a_bot_that_is_not_judged_never_hides_the_bots_after_it() -> None:
     assert assess(0, bots, [], LIMITS).reasons == (
         "stale bot late: last candle 500s ago, bound 190s (running)",
     )
+
+
+def test_an_unprotected_position_is_unhealthy_past_its_grace_yet_the_daemon_stays_alive() -> None:
+    """Alive feeds the watchdog: a missing stop is a loud problem, not a reason to restart."""
+    at_grace = BotProgress("b1", True, "running", 1, 60, unprotected_s=5.0)
+    assert assess(0, [at_grace], [], LIMITS).healthy
+    past = BotProgress("b1", True, "running", 1, 60, unprotected_s=6.0)
+    verdict = assess(0, [past], [], LIMITS)
+    assert (verdict.healthy, verdict.alive) == (False, True)
+    assert verdict.reasons == ("unprotected position of bot b1: no resting stop covers it for 6s",)
+    stale = assess(0, [bot(1000), past], [], LIMITS)
+    assert (stale.healthy, stale.alive) == (False, False)
+    assert assess(0, [bot(1)], [], LIMITS).alive is True

@@ -236,3 +236,16 @@ def test_a_reply_is_read_field_by_field() -> None:
     bare = decode_reply(b'{"ok":false,"error":{}}')
     assert bare == Reply(id=None, ok=False, error=ErrorInfo("internal", ""), v=0)
     assert decode_reply(b'{"ok":false,"error":{"code":7,"message":8}}').error == ErrorInfo("7", "8")
+
+
+def test_a_frame_nested_too_deeply_is_a_bad_request_that_says_so() -> None:
+    deep = (
+        b'{"v": 1, "id": "d", "cmd": "status", "args": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    )
+    assert len(deep) < MAX_REQUEST_BYTES
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(deep)
+    assert (caught.value.code, caught.value.message) == (
+        ErrorCode.BAD_REQUEST,
+        "frame is nested too deeply",
+    )
