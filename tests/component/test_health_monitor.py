@@ -304,3 +304,31 @@ def test_an_errored_bot_is_reported_with_its_error(tmp_path: Path) -> None:
     assert world.monitor.verdict().reasons == (
         "stale bot btc: last candle 200s ago, bound 190s (errored: RuntimeError: plugin bug)",
     )
+
+
+def test_a_store_file_deleted_or_replaced_makes_the_daemon_unhealthy_at_once(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    store_file = tmp_path / "state.db"
+    monitor = HealthMonitor(
+        world.supervisor,
+        world.feeds,  # type: ignore[arg-type]
+        {"eth": "fast", "btc": "slow"},
+        LIMITS,
+        world.clock,
+        world.notifier,  # type: ignore[arg-type]
+        store_file=store_file,
+    )
+    assert monitor.store_problem() is None and monitor.verdict().healthy
+    store_file.rename(tmp_path / "moved.db")
+    deleted = f"state store {store_file} was deleted; nothing written now survives a restart"
+    assert monitor.store_problem() == deleted
+    verdict = monitor.verdict()
+    assert (verdict.healthy, verdict.reasons[0]) == (False, deleted)
+    store_file.write_bytes(b"another file")
+    assert monitor.store_problem() == (
+        f"state store {store_file} was replaced by another file; "
+        "nothing written now survives a restart"
+    )
+    assert world.monitor.store_problem() is None, "a monitor told of no file never judges one"
