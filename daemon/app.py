@@ -48,8 +48,10 @@ from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
+from daemon.runtime.preflight import BotNeeds, PreflightReport, preflight
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
+from daemon.runtime.user_stream import UserStream
 from daemon.settings import paper_settings, risk_limits
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
@@ -60,6 +62,7 @@ from tradectl.protocol import Command, Request
 FEED_RESTART_DELAY_S = 2.0
 FLATTEN_ON_HALT_TIMEOUT_S = 60.0
 STATE_FILE = STORE_FILE
+PREFLIGHT_RETRY_S = 60.0  # a refused account is checked again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, Exchan
                 testnet=account.testnet,
                 api_base_url=account.api_base_url,
                 requests_per_s=account.requests_per_s,
+                unknown_outcome_window_s=account.order_lookup_window_s,
                 trigger_price_type=account.trigger_price_type,
             )
             continue
@@ -126,6 +130,9 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._supervisor: Supervisor | None = None
         self.reconciliation: list[dict[str, Any]] = []  # what start-up found and fixed
+        self.preflights: dict[str, PreflightReport] = {}  # per exchange account, the last one
+        self.user_streams: dict[str, UserStream] = {}
+        self._brought_up: set[str] = set()  # exchange accounts reconciled, feeds running
         self.limits = risk_limits(self.config.risk)
 
     # -- wiring ------------------------------------------------------------------
@@ -283,20 +290,20 @@ class Daemon:
             self._build(store)
             self._resolve_access()
             for gateway in [*self.gateways.values(), *self.data_gateways.values()]:
-                await gateway.start()
                 started_gateways.append(gateway)
-            for key, feed in self.feeds.items():
-                await feed.prepare(self._warmup_needs(key))
-            self.notifier.status("starting: reconciling accounts with their exchanges")
+                if not self._is_exchange_account(gateway.account, gateway):
+                    await gateway.start()
+            self.notifier.status("starting: checking the exchange accounts")
             for account, gateway in self.gateways.items():
-                bot_symbols = {
-                    bot.symbol: name
-                    for name, bot in self.config.bots.items()
-                    if bot.account == account
-                }
-                self.reconciliation += await reconcile_account(
-                    gateway, store, functools.partial(self._owner, account), bot_symbols
-                )
+                if self._is_exchange_account(account, gateway):
+                    await self._preflight(account)
+            for key, feed in self.feeds.items():
+                if self._account_up(key.account):
+                    await feed.prepare(self._warmup_needs(key))
+            self.notifier.status("starting: reconciling accounts with their exchanges")
+            for account in self.gateways:
+                if self._account_up(account):
+                    await self._reconcile(account)
             server = ControlServer(
                 socket_path, self._handlers(), self._authorize, privileged=self._is_admin
             )
@@ -305,8 +312,15 @@ class Daemon:
             self.notifier.status("starting: reconciling bots with their exchanges")
             await self.supervisor.wait_started(self._still_starting)
             for key, feed in self.feeds.items():
+                if self._account_up(key.account):
+                    self._start_feed(key, feed)
+            for account in self.preflights:
+                if self._account_up(account):
+                    self._start_user_stream(account)
+                    self._brought_up.add(account)
+            if self.preflights:
                 self._tasks.append(
-                    asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}")
+                    asyncio.create_task(self._recheck_accounts(), name="preflight-recheck")
                 )
             self._tasks.append(asyncio.create_task(self.health.probe_loop(), name="loop-probe"))
             self.notifier.ready(self.health.summary(self.health.verdict()))
@@ -371,6 +385,145 @@ class Daemon:
         lock.release()
         self.log.info("daemon_stopped")
         return problems[0] if problems else None
+
+    # -- exchange accounts: preflight, reconcile, and again once fixed -----------------
+
+    def _is_exchange_account(self, account: str, gateway: ExchangeGateway) -> bool:
+        return (
+            isinstance(gateway, CcxtGateway)
+            and account in self.gateways
+            and (self.gateways[account] is gateway)
+        )
+
+    def _account_up(self, account: str) -> bool:
+        """Paper accounts always; exchange accounts once their preflight passed account-wide."""
+        report = self.preflights.get(account)
+        return report is None or report.account_ok
+
+    def _start_feed(self, key: FeedKey, feed: MarketFeed) -> None:
+        self._tasks.append(asyncio.create_task(self._run_feed(key, feed), name=f"feed:{key}"))
+
+    def _start_user_stream(self, account: str) -> None:
+        """Fills and order updates as they happen, where the account streams them."""
+        gateway = self.gateways[account]
+        settings = self.config.accounts[account]
+        if not isinstance(gateway, CcxtGateway) or not isinstance(settings, ExchangeAccount):
+            return
+        if settings.market_data_transport != "websocket" or not gateway.can_watch_user_data:
+            return
+        bot_symbols = {
+            bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
+        }
+        stream = UserStream(gateway, self.store, bot_symbols)
+        self.user_streams[account] = stream
+        self._tasks.append(asyncio.create_task(stream.run(), name=f"user-stream:{account}"))
+
+    def _stream_status(self, account: str) -> dict[str, Any] | None:
+        stream = self.user_streams.get(account)
+        if stream is None:
+            return None
+        return {"connected": stream.connected, "fills_recorded": stream.fills_recorded}
+
+    async def _reconcile(self, account: str) -> None:
+        bot_symbols = {
+            bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
+        }
+        self.reconciliation += await reconcile_account(
+            self.gateways[account],
+            self.store,
+            functools.partial(self._owner, account),
+            bot_symbols,
+        )
+
+    async def _preflight(self, account: str) -> PreflightReport:
+        """Check the account; hold the bots it refuses, journal what changed since last time."""
+        gateway = self.gateways[account]
+        assert isinstance(gateway, CcxtGateway)
+        bots = [
+            BotNeeds(name, bot.symbol, bot.leverage)
+            for name, bot in self.config.bots.items()
+            if bot.account == account
+        ]
+        previous = self.preflights.get(account)
+        started = previous is not None and previous.connected
+        report = await preflight(gateway, bots, self.limits.max_position_usdt, started=started)
+        self.preflights[account] = report
+        known = set() if previous is None else {(f.check, f.bot) for f in previous.failures}
+        for failure in report.failures:
+            if (failure.check, failure.bot) not in known:
+                self.store.journal(
+                    "preflight_failed",
+                    failure.bot,
+                    account=account,
+                    check=failure.check,
+                    reason=failure.reason,
+                )
+            self.log.error(
+                "preflight_failed",
+                account=account,
+                bot=failure.bot,
+                check=failure.check,
+                reason=failure.reason,
+            )
+        if previous is None:  # loud at every start, quiet on rechecks
+            for warning in report.warnings:
+                self.store.journal(
+                    "preflight_warning",
+                    warning.bot,
+                    account=account,
+                    check=warning.check,
+                    reason=warning.reason,
+                )
+                self.log.warning(
+                    "preflight_warning", account=account, check=warning.check, reason=warning.reason
+                )
+        if not report.failures:
+            self.store.journal(
+                "preflight_passed",
+                None,
+                account=account,
+                time_difference_ms=report.time_difference_ms,
+                leverage_brackets=report.brackets,
+            )
+            self.log.info(
+                "preflight_passed", account=account, time_difference_ms=report.time_difference_ms
+            )
+        for bot in bots:
+            reason = report.refusal(bot.name)
+            if reason is not None:
+                self.supervisor.hold(bot.name, reason)
+        return report
+
+    async def _recheck_accounts(self) -> None:
+        """Check refused accounts again; bring an account up once it passes, then its bots."""
+        while True:
+            await asyncio.sleep(PREFLIGHT_RETRY_S)
+            for account, previous in list(self.preflights.items()):
+                if not previous.failures and account in self._brought_up:
+                    continue
+                try:
+                    report = await self._preflight(account) if previous.failures else previous
+                    if report.account_ok and account not in self._brought_up:
+                        await self._bring_up(account)
+                except Exception as e:  # a bad account must not take the daemon down
+                    self.log.error("preflight_recheck_failed", account=account, error=str(e))
+                    continue
+                if report.account_ok:
+                    for name, bot in self.config.bots.items():
+                        if bot.account == account and report.refusal(name) is None:
+                            self.supervisor.release(name)
+
+    async def _bring_up(self, account: str) -> None:
+        """An account that passes now: its feeds' history, a reconcile, then feeds and stream."""
+        for key, feed in self.feeds.items():
+            if key.account == account:
+                await feed.prepare(self._warmup_needs(key))
+        await self._reconcile(account)
+        for key, feed in self.feeds.items():
+            if key.account == account:
+                self._start_feed(key, feed)
+        self._start_user_stream(account)
+        self._brought_up.add(account)
 
     def _still_starting(self, bots: list[str]) -> None:
         """Start-up is making progress: ask systemd for more time, say who we wait for."""
@@ -454,6 +607,10 @@ class Daemon:
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
                 "reconciliation": self.reconciliation,
+                "accounts": {
+                    name: {**r.as_dict(), "user_stream": self._stream_status(name)}
+                    for name, r in self.preflights.items()
+                },
             },
             "bots": self.supervisor.status(bot),
         }
@@ -544,6 +701,8 @@ class Daemon:
         bot = self._bot_filter(request)
         rows = []
         for account, gateway in self.gateways.items():
+            if not self._account_up(account):
+                continue
             for p in await gateway.fetch_positions():
                 owner = self._owner(account, p.symbol)
                 if bot is not None and owner != bot:
@@ -569,6 +728,8 @@ class Daemon:
         seen: set[str] = set()
         rows = []
         for account, gateway in self.gateways.items():
+            if not self._account_up(account):
+                continue
             for o in await gateway.fetch_open_orders():
                 known = self.store.order(o.client_order_id)
                 owner = known.bot if known is not None else None

@@ -6,23 +6,34 @@ Adapters (paper, ccxt, SQLite, replay) implement them; the runtime sees only the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from daemon.domain.models import Balance, Candle, Fill, Market, Order, OrderIntent, Position
+from daemon.domain.models import (
+    Balance,
+    Candle,
+    Fill,
+    FundingPayment,
+    Market,
+    Order,
+    OrderIntent,
+    Position,
+)
 
 
 class ExchangeGateway(Protocol):
     """One trading account on one exchange.
 
-    `submit_order` is idempotent by client order id: sending the same intent twice
-    returns the order the first send created. Trigger orders (stop-market, take-profit-market)
-    are orders like the others: `fetch_open_orders` lists them; `fetch_order` and
-    `cancel_order` take `trigger=True` for them (some exchanges keep them apart).
+    `submit_order` sends once and resolves an unknown outcome by client order id; an intent
+    is never sent twice. An order not found `unknown_outcome_window_s` after it was sent
+    never reached the exchange. Trigger orders (stop-market, take-profit-market) are orders
+    like the others: `fetch_open_orders` lists them; `fetch_order` and `cancel_order` take
+    `trigger=True` for them (some exchanges keep them apart).
     """
 
     account: str
+    unknown_outcome_window_s: float
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -38,7 +49,16 @@ class ExchangeGateway(Protocol):
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]: ...
     async def fetch_positions(self, symbol: str | None = None) -> list[Position]: ...
     async def fetch_balance(self) -> Balance: ...
-    async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]: ...
+    async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+        """Every fill since `since` up to now, however long ago (paged as the exchange needs)."""
+        ...
+
+    async def fetch_funding(
+        self, symbol: str, since: datetime | None = None
+    ) -> list[FundingPayment]: ...
+    def exchange_time_ms(self) -> int:
+        """The exchange's clock (a paper market's: its last candle), for history cursors."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +118,36 @@ class FeedCursorStore(Protocol):
 
     def load_feed_cursor(self, feed_key: str) -> datetime | None: ...
     def save_feed_cursor(self, feed_key: str, closed_at: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSetup:
+    """How an account is set up, as far as the exchange reports it (None: not reported)."""
+
+    hedge_mode: bool | None = None
+    multi_assets: bool | None = None
+    can_trade_futures: bool | None = None
+    can_withdraw: bool | None = None
+    margin_modes: dict[str, str] = field(default_factory=dict)  # symbol -> isolated | crossed
+    notes: tuple[str, ...] = ()  # what could not be asked, and why
+
+
+class AccountAdmin(Protocol):
+    """What the start-up preflight asks of a real exchange account."""
+
+    account: str
+    kind: str
+    time_measured_at: datetime | None
+
+    async def start(self) -> None: ...
+    def missing_credentials(self) -> str | None: ...
+    @property
+    def time_difference_ms(self) -> int: ...
+    async def account_setup(self, symbols: list[str]) -> AccountSetup: ...
+    async def load_leverage_brackets(self, symbols: list[str]) -> dict[str, str]: ...
+    async def set_isolated_margin(self, symbol: str) -> None: ...
+    async def set_leverage(self, symbol: str, leverage: int) -> None: ...
+    async def market(self, symbol: str) -> Market: ...
 
 
 class Clock(Protocol):

@@ -130,6 +130,12 @@ class ExchangeAccount(Strict):
     requests_per_s: Real | None = Field(default=None, gt=0, le=1000)
     # Live candles: ccxt.pro websocket (REST polling as fallback), or REST polling only.
     market_data_transport: Literal["websocket", "rest"] = "websocket"
+    # How long an order whose reply was lost is looked up by its client id before it counts
+    # as never placed. Default: the exchange's window for a late request plus 5 s of lookup
+    # lag (Binance 10 s, Bitget 35 s). Lower it only for an endpoint that refuses late
+    # requests sooner.
+    order_lookup_window_s: Real | None = Field(default=None, gt=0, le=120)
+
     # The price resting stops and take-profits trigger on: the mark price (no wick of one
     # thin trade fires them) or the last traded price.
     trigger_price_type: Literal["mark", "last"] = "mark"

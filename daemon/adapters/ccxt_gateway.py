@@ -1,22 +1,37 @@
 """The exchange port over ccxt (async) for Binance USDT-M and Bitget USDT perpetuals.
 
 The only module that imports ccxt. ccxt's errors are translated here, once, into the
-domain's: transient ones are retried with backoff and jitter (idempotent calls) or
-resolved by client order id (order submission); rejections and authentication
-failures are not retried. One instance per account: every bot on that account
-shares its rate-limit budget, and a 429/418 pauses the whole account until the
-exchange's Retry-After has passed, so twenty bots cannot get the IP banned.
+domain's, first by the exchange's own error code (`ERROR_CODES`, `REFUSALS`), then by
+ccxt's class: transient ones are retried with backoff and jitter (idempotent calls) or
+resolved by client order id (order submission); a refused timestamp re-measures the
+clock and retries; rejections, account refusals and authentication failures are not
+retried. One instance per account: every bot on that account shares its rate-limit
+budget, and a 429/418 pauses the whole account until the exchange's Retry-After has
+passed, so twenty bots cannot get the IP banned.
+
+What ccxt does not do by itself for us, and this module does:
+- signed requests carry the exchange's time: the offset is measured at start
+  (`load_time_difference`) and again whenever a timestamp is refused (-1021, 40008);
+- history (fills, funding) is asked for in windows the exchange accepts (at most 7 days,
+  one page at a time), so any gap is filled and nothing is skipped silently;
+- an order whose reply is lost is looked up by its client id until the exchange can no
+  longer accept it (`unknown_outcome_window_s`); it is never sent twice;
+- Bitget orders carry ``marginMode: isolated`` (ccxt sends "crossed" unless told).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import importlib
+import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,8 +42,10 @@ from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import (
+    AccountRefused,
     ExchangeError,
     NotFound,
+    OrderNeverPlaced,
     OrderRejected,
     RetryableExchangeError,
     WouldTrigger,
@@ -37,6 +54,8 @@ from daemon.domain.models import (
     ZERO,
     Balance,
     Fill,
+    FundingPayment,
+    LeverageBracket,
     Market,
     Order,
     OrderIntent,
@@ -45,12 +64,11 @@ from daemon.domain.models import (
     Position,
     Side,
 )
+from daemon.ports import AccountSetup
 from daemon.redaction import scrub
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
-# Binance answers a reused id so (-20132: a reused clientAlgoId of a conditional order)
-DUPLICATE_CLIENT_ID = ("-4116", "-20132", "duplicate", "duplicated")
 # Bitget keeps position stop-loss / take-profit orders ("tpsl") apart from plain plan orders;
 # loss_plan / profit_plan carry a size (ccxt's default pos_loss / pos_profit close it all).
 BITGET_PLAN_TYPES = {
@@ -62,10 +80,93 @@ MAX_ATTEMPTS = 5
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 20.0
 DEFAULT_BAN_S = 60.0
+SETTLE = "USDT"
+# Binance refuses a signed request that arrives more than recvWindow after its timestamp;
+# orders carry a short one, so a lost order can no longer be accepted 5 s after it was signed.
+BINANCE_ORDER_RECV_WINDOW_MS = 5_000
+# Bitget refuses a request whose ACCESS-TIMESTAMP is more than 30 s off its clock.
+BITGET_TIMESTAMP_WINDOW_S = 30.0
+# How long an accepted order may stay invisible to a lookup by client id (Binance's
+# "Order does not exist" just after acceptance).
+LOOKUP_LAG_S = 5.0
+LOOKUP_FIRST_S = 0.25
+LOOKUP_MAX_S = 2.0
+HISTORY_WINDOW_MS = 7 * 24 * 3600 * 1000 - 1  # both exchanges accept at most 7 days per query
+HISTORY_PAGE = {"binanceusdm": 1000, "bitget": 100}
+# Which end of a window a full page comes from (ccxt sorts every page oldest first).
+HISTORY_NEWEST_FIRST = {"binanceusdm": False, "bitget": True}
+LEVERAGE_TIERS_FILE = Path(__file__).resolve().with_name("binance_usdm_leverage_tiers.json")
 
 
 class AuthenticationFailed(ExchangeError):
     """The exchange refused our keys: not retried; the bot shows it and stops."""
+
+
+class DuplicateClientId(OrderRejected):
+    """The exchange already holds an order with this client id: an earlier send arrived."""
+
+
+class _Rule(enum.Enum):
+    RETRY = "retry"  # refused before it was processed: try again after a pause
+    UNKNOWN = "unknown"  # the exchange does not know whether it executed: look it up
+    CLOCK = "clock"  # our timestamp was refused: measure the clock again, then retry
+    DUPLICATE = "duplicate"
+    NOT_FOUND = "not_found"
+
+
+ERROR_CODES: dict[str, _Rule] = {
+    # Binance USDT-M
+    "-1001": _Rule.RETRY,  # internal error; unable to process your request
+    "-1006": _Rule.UNKNOWN,  # unexpected response from the message bus; execution unknown
+    "-1007": _Rule.UNKNOWN,  # timeout waiting for the backend; send and execution unknown
+    "-1008": _Rule.RETRY,  # server overloaded with other requests
+    "-1021": _Rule.CLOCK,  # timestamp outside the recvWindow
+    "-5028": _Rule.CLOCK,  # timestamp outside the matching engine's recvWindow
+    "-4116": _Rule.DUPLICATE,  # ClientOrderId is duplicated (among open orders)
+    "-20132": _Rule.DUPLICATE,  # a conditional (algo) order's clientAlgoId is duplicated
+    "-2013": _Rule.NOT_FOUND,  # order does not exist
+    # Bitget USDT-FUTURES (v2 mix)
+    "40004": _Rule.CLOCK,  # request timestamp expired
+    "40005": _Rule.CLOCK,
+    "40008": _Rule.CLOCK,
+    "40015": _Rule.RETRY,  # system is abnormal, please try again later
+    "40604": _Rule.RETRY,  # server is busy
+    "40725": _Rule.RETRY,  # service returned an error
+    "40786": _Rule.DUPLICATE,  # Duplicate clientOid
+    "40109": _Rule.NOT_FOUND,  # the order cannot be found
+    "40768": _Rule.NOT_FOUND,
+    "43001": _Rule.NOT_FOUND,
+    "43025": _Rule.NOT_FOUND,  # plan order does not exist (fired or cancelled already)
+}
+
+# Refused because of how the account or the config is set up: (check, what it means).
+REFUSALS: dict[str, tuple[str, str]] = {
+    "-4061": (
+        "position_mode",
+        "the account is in hedge mode (dual side position); tradectl trades one-way mode",
+    ),
+    "40774": (
+        "position_mode",
+        "the account is in hedge mode; tradectl trades one-way mode",
+    ),
+    "-4028": ("leverage", "the leverage is beyond what the exchange allows for this symbol"),
+    "-2027": (
+        "leverage_bracket",
+        "the position would exceed the maximum notional allowed at this leverage",
+    ),
+    "-2028": ("leverage_bracket", "the leverage is too high for the margin balance"),
+    "-4048": (
+        "margin_mode",
+        "the margin mode cannot change while a position is open on the symbol",
+    ),
+    "-4047": ("margin_mode", "the margin mode cannot change while orders are open on the symbol"),
+    "-4168": (
+        "multi_assets",
+        "isolated margin is impossible while the account is in Multi-Assets mode",
+    ),
+}
+_CODE = re.compile(r'"code"\s*:\s*"?(-?\d+)"?')
+_MESSAGE = re.compile(r'"msg"\s*:\s*"([^"]*)"')
 
 
 def _dec(value: Any, default: Decimal = ZERO) -> Decimal:
@@ -76,13 +177,26 @@ def _time(ms: Any) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def exchange_code(error: BaseException) -> tuple[str | None, str]:
+    """The exchange's own error code and message inside a ccxt error's text, if any."""
+    text = str(error)
+    code = _CODE.search(text)
+    message = _MESSAGE.search(text)
+    return (code.group(1) if code else None, message.group(1) if message else text[:200])
+
+
 def point_at_base_url(exchange: Any, base_url: str) -> None:
     """Send every request to `base_url` (a proxy, or a test exchange), keeping each path.
 
     A ccxt.pro instance's websocket URLs (``urls['api']['ws']``) are re-rooted the same way,
     with http(s) turned into ws(s). ccxt picks Binance's USDT-M error table by the request
     host; for another host the USDT-M table is merged over the generic one so errors map as
-    they would for fapi.binance.com.
+    they would for fapi.binance.com. Bitget's URLs carry a ``{hostname}`` placeholder,
+    which a fixed base replaces.
     """
     base = base_url.rstrip("/")
     _reroot(exchange.urls["api"], base, skip="ws")
@@ -102,12 +216,17 @@ def _reroot(urls: dict[str, Any], base: str, skip: str | None = None) -> None:
         if key == skip:
             continue
         if isinstance(url, str):
-            urls[key] = base + urlsplit(url).path
+            path = urlsplit(url.replace("{hostname}", "placeholder")).path
+            urls[key] = base + path
         elif isinstance(url, dict):
             _reroot(url, base)
 
 
-def market_from_ccxt(raw: dict[str, Any], precision_mode: int) -> Market:
+def market_from_ccxt(
+    raw: dict[str, Any],
+    precision_mode: int,
+    brackets: tuple[LeverageBracket, ...] = (),
+) -> Market:
     """A ccxt market structure as our Market; `precision_mode` is the exchange's precisionMode."""
     precision, limits = raw.get("precision", {}), raw.get("limits", {})
     if precision_mode == TICK_SIZE:
@@ -115,15 +234,43 @@ def market_from_ccxt(raw: dict[str, Any], precision_mode: int) -> Market:
     else:
         amount_step = Decimal(1).scaleb(-int(precision.get("amount") or 0))
         price_step = Decimal(1).scaleb(-int(precision.get("price") or 0))
+    max_leverage = int(limits.get("leverage", {}).get("max") or 125)
+    if brackets:
+        max_leverage = brackets[0].max_leverage
     return Market(
         symbol=raw["symbol"],
         amount_step=amount_step,
         price_step=price_step,
         min_amount=_dec(limits.get("amount", {}).get("min"), amount_step),
         min_notional=_dec(limits.get("cost", {}).get("min")),
-        max_leverage=int(limits.get("leverage", {}).get("max") or 125),
+        max_leverage=max_leverage,
         contract_size=_dec(raw.get("contractSize"), Decimal(1)),
+        brackets=brackets,
     )
+
+
+def brackets_from_ccxt(tiers: list[dict[str, Any]]) -> tuple[LeverageBracket, ...]:
+    """ccxt leverage tiers (fetch_leverage_tiers / fetch_market_leverage_tiers) as brackets."""
+    brackets = [
+        LeverageBracket(
+            notional_floor=_dec(t.get("minNotional")),
+            notional_cap=_dec(t.get("maxNotional")),
+            max_leverage=int(Decimal(str(t.get("maxLeverage") or 0))),
+            maint_margin_rate=_dec(t.get("maintenanceMarginRate")),
+        )
+        for t in tiers
+    ]
+    return tuple(sorted(brackets, key=lambda b: b.notional_cap))
+
+
+def shipped_brackets(symbol: str, path: Path = LEVERAGE_TIERS_FILE) -> tuple[LeverageBracket, ...]:
+    """The leverage tiers shipped with tradectl: a fallback when the exchange cannot be asked."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    tiers = raw.get("tiers", {}).get(symbol)
+    return brackets_from_ccxt(tiers) if isinstance(tiers, list) else ()
 
 
 def position_from_ccxt(raw: dict[str, Any], account: str) -> Position | None:
@@ -156,6 +303,7 @@ class CcxtGateway:
         timeout_s: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        unknown_outcome_window_s: float | None = None,
         trigger_price_type: str = "mark",
     ) -> None:
         if kind not in KINDS:
@@ -174,9 +322,22 @@ class CcxtGateway:
         self._trigger_price_type = trigger_price_type
         self._not_before = 0.0  # monotonic time before which the account must not call
         self._cid_by_order_id: dict[str, str] = {}
+        self._fee_prices: dict[tuple[str, int], Decimal] = {}
+        self._brackets: dict[str, tuple[LeverageBracket, ...]] = {}
         self._ex: Any = None
         self._ws: Any = None  # the ccxt.pro instance, made on the first watch
         self._can_watch: bool | None = None
+        self.time_measured_at: datetime | None = None
+        if unknown_outcome_window_s is None:
+            signed_window = (
+                BINANCE_ORDER_RECV_WINDOW_MS / 1000
+                if kind == "binanceusdm"
+                else BITGET_TIMESTAMP_WINDOW_S
+            )
+            unknown_outcome_window_s = signed_window + LOOKUP_LAG_S
+        # After this many seconds from the send, an order not found by its client id never
+        # reached the exchange: it could no longer be accepted, and any lookup lag is over.
+        self.unknown_outcome_window_s = unknown_outcome_window_s
         self.log = structlog.get_logger().bind(account=account, exchange=kind)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -193,6 +354,10 @@ class CcxtGateway:
             "fetchCurrencies": False,
             "warnOnFetchOpenOrdersWithoutSymbol": False,
         }
+        if self.kind == "bitget":
+            # Classic (non-unified) accounts on the v2 mix API; without this ccxt probes the
+            # unified-account endpoint before the first private call.
+            options["uta"] = False
         config: dict[str, Any] = {
             "enableRateLimit": True,
             "timeout": int(self._timeout_s * 1000),
@@ -212,10 +377,28 @@ class CcxtGateway:
             point_at_base_url(ex, self._api_base_url)
         return ex
 
+    def missing_credentials(self) -> str | None:
+        """What the account's credentials lack for this exchange, if anything."""
+        if self._credentials is None:
+            return "no API key: this account can read public market data only"
+        if self.kind == "bitget" and not self._credentials.password:
+            return (
+                f"Bitget needs the API key's passphrase: add `password` to credentials "
+                f"{self._credentials.name!r}"
+            )
+        return None
+
     async def start(self) -> None:
         self._ex = self._make_exchange()
         await self._call("load markets", self._ex.load_markets)
-        self.log.info("exchange_connected", markets=len(self._ex.markets), testnet=self._testnet)
+        if self._credentials is not None:
+            await self.measure_time()
+        self.log.info(
+            "exchange_connected",
+            markets=len(self._ex.markets),
+            testnet=self._testnet,
+            time_difference_ms=self.time_difference_ms,
+        )
 
     async def close(self) -> None:
         if self._ws is not None:
@@ -224,36 +407,60 @@ class CcxtGateway:
         if self._ex is not None:
             await self._ex.close()
 
+    # -- the clock -------------------------------------------------------------------------
+
+    async def measure_time(self) -> int:
+        """Measure our clock against the exchange's; signed requests use it from now on."""
+        try:
+            difference = int(await self._ex.load_time_difference())
+        except ccxt_errors.BaseError as e:
+            raise RetryableExchangeError(
+                f"measure time: {type(e).__name__}: {scrub(str(e))}"
+            ) from e
+        self.time_measured_at = datetime.now(UTC)
+        self.log.info("exchange_time_measured", time_difference_ms=difference)
+        return difference
+
+    @property
+    def time_difference_ms(self) -> int:
+        """Our clock minus the exchange's, as measured (ccxt's ``timeDifference``)."""
+        if self._ex is None:
+            return 0
+        return int(self._ex.options.get("timeDifference") or 0)
+
+    def exchange_time_ms(self) -> int:
+        """The exchange's clock as ccxt knows it: ours, corrected by any measured difference."""
+        if self._ex is None:
+            return int(time.time() * 1000)
+        return int(self._ex.milliseconds() - self.time_difference_ms)
+
     # -- the one place ccxt errors become ours ------------------------------------------
 
     async def _call(
         self, what: str, fn: Callable[..., Awaitable[T]], *args: Any, retry: bool = True, **kw: Any
     ) -> T:
         attempt = 0
+        clock_measured = False
         while True:
             wait = self._not_before - time.monotonic()
             if wait > 0:
                 await self._sleep(wait)
             try:
                 return await fn(*args, **kw)
-            except ccxt_errors.DDoSProtection as e:  # 429 and 418 from Binance
-                self._pause(e, what)
-                error: Exception = e
-            except ccxt_errors.RateLimitExceeded as e:
-                self._pause(e, what)
-                error = e
-            except ccxt_errors.NetworkError as e:  # timeouts, 5xx, dropped connections
-                error = e
-            except ccxt_errors.AuthenticationError as e:
-                raise AuthenticationFailed(f"{what}: {scrub(str(e))}") from e
-            except ccxt_errors.OrderNotFound as e:
-                raise NotFound(f"{what}: {scrub(str(e))}") from e
-            except ccxt_errors.OrderImmediatelyFillable as e:  # Binance -2021
-                raise WouldTrigger(f"{what}: {scrub(str(e))}") from e
-            except (ccxt_errors.InsufficientFunds, ccxt_errors.InvalidOrder) as e:
-                raise OrderRejected(f"{what}: {scrub(str(e))}") from e
             except ccxt_errors.BaseError as e:
-                raise ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}") from e
+                rule = self._translate(what, e)
+                error: Exception = e
+            if rule is _Rule.CLOCK and not clock_measured:
+                clock_measured = True  # once per call: the next refusal backs off as usual
+                self.log.warning(
+                    "exchange_timestamp_refused", what=what, error=scrub(str(error))[:200]
+                )
+                try:
+                    await self.measure_time()
+                except RetryableExchangeError as measure_error:
+                    error = measure_error
+                else:
+                    continue
             attempt += 1
             if not retry or attempt >= MAX_ATTEMPTS:
                 raise RetryableExchangeError(
@@ -267,8 +474,43 @@ class CcxtGateway:
                 attempt=attempt,
                 delay_s=round(delay, 2),
                 error=type(error).__name__,
+                code=exchange_code(error)[0],
             )
             await self._sleep(delay)
+
+    def _translate(self, what: str, e: ccxt_errors.BaseError) -> _Rule:
+        """Raise the domain's error for `e`, or return how to retry a transient one."""
+        code, message = exchange_code(e)
+        if code in REFUSALS:
+            check, meaning = REFUSALS[code]
+            text = f"{what}: {meaning} (exchange code {code}: {scrub(message)})"
+            raise AccountRefused(check, text) from e
+        rule = ERROR_CODES.get(code or "")
+        if rule is _Rule.DUPLICATE:
+            raise DuplicateClientId(
+                f"{what}: client order id already used ({code}: {scrub(message)})"
+            )
+        if rule is _Rule.NOT_FOUND:
+            raise NotFound(f"{what}: {scrub(str(e))}") from e
+        if rule is not None:
+            return rule
+        if isinstance(e, ccxt_errors.InvalidNonce):
+            return _Rule.CLOCK
+        if isinstance(e, ccxt_errors.DDoSProtection | ccxt_errors.RateLimitExceeded):
+            self._pause(e, what)  # 429 and 418 from Binance
+            return _Rule.RETRY
+        if isinstance(e, ccxt_errors.OperationFailed):  # timeouts, 5xx, dropped connections
+            return _Rule.RETRY
+        if isinstance(e, ccxt_errors.AuthenticationError):
+            raise AuthenticationFailed(f"{what}: {scrub(str(e))}") from e
+        if isinstance(e, ccxt_errors.OrderNotFound):
+            raise NotFound(f"{what}: {scrub(str(e))}") from e
+        if isinstance(e, ccxt_errors.OrderImmediatelyFillable):  # Binance -2021
+            raise WouldTrigger(f"{what}: {scrub(str(e))}") from e
+        refused = ccxt_errors.InsufficientFunds | ccxt_errors.InvalidOrder
+        if isinstance(e, refused | ccxt_errors.OperationRejected):
+            raise OrderRejected(f"{what}: {scrub(str(e))}") from e
+        raise ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}") from e
 
     def _pause(self, error: Exception, what: str) -> None:
         """Honour Retry-After for the whole account: every bot waits, nobody hammers."""
@@ -289,20 +531,145 @@ class CcxtGateway:
         raw = self._ex.markets.get(symbol)
         if raw is None:
             raise NotFound(f"{self.kind} has no market {symbol}")
-        return market_from_ccxt({**raw, "symbol": symbol}, self._ex.precisionMode)
+        return market_from_ccxt(
+            {**raw, "symbol": symbol}, self._ex.precisionMode, self._brackets.get(symbol, ())
+        )
 
-    async def set_leverage(self, symbol: str, leverage: int) -> None:
+    async def load_leverage_brackets(self, symbols: list[str]) -> dict[str, str]:
+        """Ask the exchange for each symbol's leverage tiers; `market()` carries them from now.
+
+        Where the exchange cannot be asked, the tiers shipped with tradectl stand in.
+        Returns, per symbol, where the tiers came from ("exchange" or "shipped file"), or why
+        none are known.
+        """
+        sources: dict[str, str] = {}
+        fetched: dict[str, Any] = {}
+        try:
+            if self.kind == "binanceusdm":
+                fetched = await self._call(
+                    "fetch leverage tiers", self._ex.fetch_leverage_tiers, symbols
+                )
+            else:
+                for symbol in symbols:
+                    fetched[symbol] = await self._call(
+                        "fetch leverage tiers", self._ex.fetch_market_leverage_tiers, symbol
+                    )
+        except ExchangeError as e:
+            self.log.warning("leverage_tiers_unavailable", error=str(e)[:200])
+        for symbol in symbols:
+            brackets = brackets_from_ccxt(fetched.get(symbol) or [])
+            source = "exchange"
+            if not brackets and self.kind == "binanceusdm":
+                brackets, source = shipped_brackets(symbol), "shipped file"
+            if brackets:
+                self._brackets[symbol] = brackets
+                sources[symbol] = source
+            else:
+                sources[symbol] = "unknown"
+        return sources
+
+    async def account_setup(self, symbols: list[str]) -> AccountSetup:
+        """Position mode, Multi-Assets mode, key permissions and margin modes, as reported."""
+        if self.kind == "binanceusdm":
+            return await self._binance_setup(symbols)
+        return await self._bitget_setup(symbols)
+
+    async def _binance_setup(self, symbols: list[str]) -> AccountSetup:
+        ex = self._ex
+        mode = await self._call("fetch position mode", ex.fetch_position_mode)
+        assets = await self._call("fetch multi-assets mode", ex.fapiPrivateGetMultiAssetsMargin)
+        account = await self._call("fetch account", ex.fapiPrivateV2GetAccount)
+        notes: list[str] = []
+        can_trade: bool | None = bool(account.get("canTrade", True))
+        can_withdraw: bool | None = None
+        try:
+            restrictions = await self._call(
+                "fetch api key permissions", ex.sapiGetAccountApiRestrictions, retry=False
+            )
+        except ExchangeError as e:  # testnets and proxies often lack the spot API
+            notes.append(f"API key permissions not reported ({str(e)[:120]})")
+        else:
+            can_trade = bool(can_trade and restrictions.get("enableFutures", False))
+            can_withdraw = bool(restrictions.get("enableWithdrawals", False))
+        margin_modes: dict[str, str] = {}
+        wanted = {ex.market(s)["id"]: s for s in symbols if s in ex.markets}
+        for raw in await self._call("fetch position risk", ex.fapiPrivateV2GetPositionRisk):
+            symbol = wanted.get(raw.get("symbol"))
+            if symbol is not None:
+                isolated = str(raw.get("marginType", "")).lower() == "isolated"
+                margin_modes[symbol] = "isolated" if isolated else "crossed"
+        return AccountSetup(
+            hedge_mode=bool(mode.get("hedged")),
+            multi_assets=bool(assets.get("multiAssetsMargin")),
+            can_trade_futures=can_trade,
+            can_withdraw=can_withdraw,
+            margin_modes=margin_modes,
+            notes=tuple(notes),
+        )
+
+    async def _bitget_setup(self, symbols: list[str]) -> AccountSetup:
+        ex = self._ex
+        notes: list[str] = []
+        hedge: bool | None = None
+        union: bool | None = None
+        margin_modes: dict[str, str] = {}
+        for symbol in symbols:
+            market = ex.market(symbol)
+            reply = await self._call(
+                "fetch account",
+                ex.privateMixGetV2MixAccountAccount,
+                {
+                    "symbol": market["id"],
+                    "productType": "USDT-FUTURES",
+                    "marginCoin": market["settleId"],
+                },
+            )
+            data = reply.get("data") or {}
+            hedge = bool(hedge) or data.get("posMode") == "hedge_mode"
+            if data.get("assetMode") is not None:
+                union = bool(union) or data.get("assetMode") == "union"
+            if data.get("marginMode"):
+                margin_modes[symbol] = "isolated" if data["marginMode"] == "isolated" else "crossed"
+        can_trade: bool | None = None
+        can_withdraw: bool | None = None
+        try:
+            info = await self._call(
+                "fetch api key permissions", ex.privateSpotGetV2SpotAccountInfo, retry=False
+            )
+        except ExchangeError as e:
+            notes.append(f"API key permissions not reported ({str(e)[:120]})")
+        else:
+            authorities = {str(a).lower() for a in (info.get("data") or {}).get("authorities", [])}
+            can_trade = bool(authorities & {"contract_trade", "mix_trade", "trade", "coor"})
+            can_withdraw = bool(authorities & {"withdraw", "wdor"})
+        return AccountSetup(
+            hedge_mode=hedge,
+            multi_assets=union,
+            can_trade_futures=can_trade,
+            can_withdraw=can_withdraw,
+            margin_modes=margin_modes,
+            notes=tuple(notes),
+        )
+
+    async def set_isolated_margin(self, symbol: str) -> None:
+        """Make `symbol` isolated; already isolated is fine."""
         try:
             await self._call("set margin mode", self._ex.set_margin_mode, "isolated", symbol)
+        except AccountRefused:
+            raise
         except ExchangeError as e:
-            if "MarginModeAlreadySet" not in str(e) and "No need to change" not in str(e):
+            text = str(e)
+            if not any(m in text for m in ("MarginModeAlreadySet", "No need to change", "-4046")):
                 raise
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        await self.set_isolated_margin(symbol)
         await self._call("set leverage", self._ex.set_leverage, leverage, symbol)
 
     async def fetch_balance(self) -> Balance:
         raw = await self._call("fetch balance", self._ex.fetch_balance)
-        usdt = raw.get("USDT", {})
-        return Balance("USDT", total=_dec(usdt.get("total")), free=_dec(usdt.get("free")))
+        usdt = raw.get(SETTLE, {})
+        return Balance(SETTLE, total=_dec(usdt.get("total")), free=_dec(usdt.get("free")))
 
     async def fetch_positions(self, symbol: str | None = None) -> list[Position]:
         raw = await self._call(
@@ -339,34 +706,74 @@ class CcxtGateway:
             self._can_watch = bool(has.get("watchOHLCV"))
         return self._can_watch
 
+    def _stream(self) -> Any:
+        if self._ws is None:
+            self._ws = self._make_exchange(websocket=True)
+            if self._ex is not None and self._ex.markets:
+                self._ws.set_markets_from_exchange(self._ex)  # no second load_markets
+            if self._ex is not None:
+                self._ws.options["timeDifference"] = self.time_difference_ms
+        return self._ws
+
     async def watch_ohlcv(self, symbol: str, timeframe: str) -> list[list[float]]:
         """The candles the websocket updated since the previous call (the newest is forming).
 
         The first call connects and subscribes; a call after a failure reconnects. Errors
         become ours: RetryableExchangeError for a dropped or refused connection.
         """
-        if self._ws is None:
-            self._ws = self._make_exchange(websocket=True)
-            if self._ex is not None and self._ex.markets:
-                self._ws.set_markets_from_exchange(self._ex)  # no second load_markets
+        ws = self._stream()
         try:
-            rows = await self._ws.watch_ohlcv(symbol, timeframe)
+            rows = await ws.watch_ohlcv(symbol, timeframe)
         except ccxt_errors.BaseError as e:
             # ccxt keeps its candle cache across reconnects; rows from before the drop
             # must not come back as fresh updates of the next connection.
-            self._ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
+            ws.ohlcvs.get(symbol, {}).pop(timeframe, None)
             message = f"watch ohlcv: {type(e).__name__}: {scrub(str(e))}"
             if isinstance(e, ccxt_errors.NetworkError):
                 raise RetryableExchangeError(message) from e
             raise ExchangeError(message) from e
         return [list(row) for row in rows]  # ccxt updates its rows in place: copy
 
-    def exchange_time_ms(self) -> int:
-        """The exchange's clock as ccxt knows it: ours, corrected by any measured difference."""
-        if self._ex is None:
-            return int(time.time() * 1000)
-        difference = self._ex.options.get("timeDifference") or 0
-        return int(self._ex.milliseconds() - difference)
+    @property
+    def can_watch_user_data(self) -> bool:
+        """Whether ccxt.pro streams this account's fills and orders (decided offline)."""
+        if self._credentials is None:
+            return False
+        try:
+            has = self._make_exchange(websocket=True).has
+        except (ImportError, AttributeError):
+            return False
+        return bool(has.get("watchMyTrades") and has.get("watchOrders"))
+
+    def _stream_failed(self, what: str, e: ccxt_errors.BaseError) -> ExchangeError:
+        """A user-data stream failed: ask for a (new) listen key on the next connect."""
+        ws = self._ws
+        if ws is not None:
+            for kind in ("linear", "future", "swap"):
+                if isinstance(ws.options.get(kind), dict):
+                    ws.options[kind] = {**ws.options[kind], "lastAuthenticatedTime": 0}
+        if isinstance(e, ccxt_errors.NetworkError):
+            return RetryableExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
+        return ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
+
+    async def watch_fills(self) -> list[Fill]:
+        """Fills the user-data stream delivered since the previous call (connects the first
+        time, with the listen key ccxt keeps alive; reconnects after a failure)."""
+        ws = self._stream()
+        try:
+            trades = await ws.watch_my_trades()
+        except ccxt_errors.BaseError as e:
+            raise self._stream_failed("watch my trades", e) from e
+        return [await self._fill(t, t.get("symbol") or "") for t in list(trades)]
+
+    async def watch_order_updates(self) -> list[Order]:
+        """Orders the user-data stream updated since the previous call."""
+        ws = self._stream()
+        try:
+            raw = await ws.watch_orders()
+        except ccxt_errors.BaseError as e:
+            raise self._stream_failed("watch orders", e) from e
+        return [self._order(o) for o in list(raw) if o.get("symbol") and o.get("side")]
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -410,6 +817,16 @@ class CcxtGateway:
             trigger_price=_dec(trigger) if order_type.is_trigger and trigger else None,
         )
 
+    def _order_params(self, intent: OrderIntent) -> dict[str, Any]:
+        params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
+        if intent.reduce_only:
+            params["reduceOnly"] = True
+        if self.kind == "binanceusdm":
+            params["recvWindow"] = BINANCE_ORDER_RECV_WINDOW_MS
+        else:
+            params["marginMode"] = "isolated"  # ccxt sends "crossed" unless told
+        return params
+
     def _trigger_params(self, intent: OrderIntent) -> dict[str, Any]:
         """ccxt's unified trigger fields: Binance routes them to its algo-order endpoint as
         STOP_MARKET / TAKE_PROFIT_MARKET; Bitget to its tpsl (plan) endpoint."""
@@ -431,47 +848,92 @@ class CcxtGateway:
         return {"trigger": True}
 
     async def submit_order(self, intent: OrderIntent) -> Order:
-        """Send once; on an unknown outcome ask for the client id before sending again.
+        """Send once. A lost reply is resolved by looking the client id up, never by a resend.
 
-        A resend carries the same client order id, so the exchange refuses a second
-        copy (Binance -4116) and we fetch the first instead: never two orders.
+        An outcome we cannot know (a timeout, a dropped connection, the exchange's own
+        "execution status unknown") is resolved by `resolve_order`: found means it was
+        placed; not found for `unknown_outcome_window_s` after the send means it never
+        reached the exchange (`OrderNeverPlaced`): only then may the caller decide again,
+        and a new order carries a new client order id. Binance keeps client ids unique only
+        among open orders, so a resend of a filled market order would be a second order.
         """
-        params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
-        if intent.reduce_only:
-            params["reduceOnly"] = True
+        params = self._order_params(intent)
         order_type = intent.type.value
         trigger = intent.type.is_trigger
         if trigger:
             params.update(self._trigger_params(intent))
             order_type = "market"
-        last: Exception | None = None
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                raw = await self._call(
-                    "create order",
-                    self._ex.create_order,
-                    intent.symbol,
-                    order_type,
-                    intent.side.value,
-                    float(intent.qty),
-                    None if intent.price is None else float(intent.price),
-                    params,
-                    retry=False,
-                )
+        sent = time.monotonic()
+        try:
+            raw = await self._call(
+                "create order",
+                self._ex.create_order,
+                intent.symbol,
+                order_type,
+                intent.side.value,
+                float(intent.qty),
+                None if intent.price is None else float(intent.price),
+                params,
+                retry=False,
+            )
+        except DuplicateClientId:  # an earlier send of this very intent was accepted
+            self.log.info("order_already_accepted", cid=intent.client_order_id)
+        except RetryableExchangeError as e:
+            self.log.warning("order_outcome_unknown", cid=intent.client_order_id, error=str(e))
+        else:
+            if trigger or raw.get("status") is not None:
                 return _with_intent(self._order(_acknowledged(raw, intent), intent.bot), intent)
+            # Bitget answers a new order with its ids only: read the order itself.
+        order = await self.resolve_order(
+            intent.symbol, intent.client_order_id, sent, trigger=trigger
+        )
+        return _with_intent(order if order.bot else _with_bot(order, intent.bot), intent)
+
+    async def resolve_order(
+        self, symbol: str, client_order_id: str, sent_monotonic: float, *, trigger: bool = False
+    ) -> Order:
+        """Look an order up by client id until found, or until it cannot exist.
+
+        Returns the order when found. Raises `OrderNeverPlaced` when every lookup up to
+        `unknown_outcome_window_s` after `sent_monotonic` said "no such order", and
+        `RetryableExchangeError` when the exchange could not be asked: the outcome stays
+        unknown and the caller must ask again before sending anything new.
+        """
+        deadline = sent_monotonic + self.unknown_outcome_window_s
+        delay = LOOKUP_FIRST_S
+        answered = True
+        lookups = 0
+        while True:
+            last_chance = time.monotonic() >= deadline
+            lookups += 1
+            try:
+                known = await self.fetch_order(symbol, client_order_id, trigger=trigger)
             except RetryableExchangeError as e:
-                last = e  # unknown outcome: the order may exist
-            except ExchangeError as e:
-                duplicate = any(mark in str(e).lower() for mark in DUPLICATE_CLIENT_ID)
-                if isinstance(e, WouldTrigger) or not duplicate:
-                    raise
-                last = e  # already accepted earlier: good news, fetch it below
-            known = await self.fetch_order(intent.symbol, intent.client_order_id, trigger=trigger)
+                answered, known = False, None
+                self.log.warning("order_lookup_failed", cid=client_order_id, error=str(e)[:200])
+            else:
+                answered = True
             if known is not None:
-                self.log.info("order_found_after_unknown_outcome", cid=intent.client_order_id)
-                return known if known.bot else _with_bot(known, intent.bot)
-        raise RetryableExchangeError(
-            f"order {intent.client_order_id}: outcome unknown after {MAX_ATTEMPTS} tries: {last}"
+                if lookups > 1:
+                    self.log.info("order_found_after_unknown_outcome", cid=client_order_id)
+                return known
+            if last_chance:
+                break
+            await self._sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, LOOKUP_MAX_S)
+        if not answered:
+            raise RetryableExchangeError(
+                f"order {client_order_id}: outcome unknown (the exchange could not be asked)"
+            )
+        self.log.warning(
+            "order_never_placed",
+            cid=client_order_id,
+            looked_up_s=round(self.unknown_outcome_window_s, 1),
+            lookups=lookups,
+        )
+        raise OrderNeverPlaced(
+            f"order {client_order_id} never reached the exchange (not found by its client id "
+            f"for {self.unknown_outcome_window_s:.0f} s after it was sent)"
         )
 
     async def fetch_order(
@@ -546,8 +1008,10 @@ class CcxtGateway:
             raw = await self._call("cancel order", self._ex.cancel_order, order_id, symbol, params)
         except NotFound:
             return await self.fetch_order(symbol, client_order_id, trigger=trigger)
-        if trigger:  # Binance answers a conditional cancel with a bare {"code": "200"}
-            return await self.fetch_order(symbol, client_order_id, trigger=True)
+        if trigger or raw.get("status") is None or raw.get("side") is None:
+            # Binance answers a conditional cancel with a bare {"code": "200"}, Bitget any
+            # cancel with the ids only: read the order itself.
+            return await self.fetch_order(symbol, client_order_id, trigger=trigger)
         return self._order(raw)
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
@@ -563,33 +1027,131 @@ class CcxtGateway:
         )
         return [self._order(o) for o in [*raw, *triggers]]
 
+    # -- history: fills and funding, in windows the exchange accepts ---------------------
+
+    async def _history(
+        self,
+        what: str,
+        fetch: Callable[..., Awaitable[list[dict[str, Any]]]],
+        symbol: str,
+        since_ms: int | None,
+    ) -> list[dict[str, Any]]:
+        """Every entry from `since_ms` to now: 7-day windows, each read page by page.
+
+        A full page holds a window's oldest entries (Binance) or its newest (Bitget); the
+        bound then moves past the page just read, so reading always advances. Entries are
+        deduplicated by id.
+        """
+        newest_first = HISTORY_NEWEST_FIRST[self.kind]
+        limit = HISTORY_PAGE[self.kind]
+        # A minute past our estimate of the exchange's clock: the estimate errs early by up
+        # to a round trip, and an execution of this very moment must not fall outside.
+        now = self.exchange_time_ms() + 60_000
+        start = since_ms if since_ms is not None else now - HISTORY_WINDOW_MS
+        found: dict[str, dict[str, Any]] = {}
+        while start <= now:
+            end = min(start + HISTORY_WINDOW_MS, now)
+            low, high = start, end
+            while True:
+                rows = await self._call(what, fetch, symbol, low, limit, {"until": high})
+                for row in rows:
+                    found[str(row.get("id"))] = row
+                if len(rows) < limit:
+                    break
+                times = [int(r["timestamp"]) for r in rows]
+                if newest_first:  # go on before the oldest of the page
+                    if min(times) >= high:
+                        break
+                    high = min(times)
+                else:  # go on after the newest of the page
+                    if max(times) <= low:
+                        break
+                    low = max(times)
+            start = end + 1
+        return sorted(found.values(), key=lambda r: (int(r["timestamp"]), str(r.get("id"))))
+
     async def fetch_fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
-        since_ms = None if since is None else int(since.timestamp() * 1000) + 1
-        raw = await self._call("fetch my trades", self._ex.fetch_my_trades, symbol, since_ms)
-        fills = []
-        for t in raw:
-            order_id = str(t.get("order"))
-            cid = self._cid_by_order_id.get(order_id)
-            if cid is None:
-                known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
-                cid = self._order(known).client_order_id
-            fee = t.get("fee") or {}
-            info = t.get("info") or {}
-            fills.append(
-                Fill(
-                    account=self.account,
-                    fill_id=str(t["id"]),
-                    client_order_id=cid,
-                    symbol=t["symbol"],
-                    side=Side(t["side"]),
-                    qty=_dec(t.get("amount")),
-                    price=_dec(t.get("price")),
-                    fee=_dec(fee.get("cost")),
-                    realized_pnl=_dec(info.get("realizedPnl") or info.get("profit")),
-                    timestamp=_time(t.get("timestamp")) or datetime.now(UTC),
-                )
+        """Every fill on `symbol` since `since` (by default the last 7 days), oldest first."""
+        since_ms = None if since is None else _ms(since)
+        raw = await self._history("fetch my trades", self._ex.fetch_my_trades, symbol, since_ms)
+        return [await self._fill(t, symbol) for t in raw]
+
+    async def _fill(self, t: dict[str, Any], symbol: str) -> Fill:
+        """A ccxt trade (REST or stream) as our Fill, with its order's client id."""
+        info = t.get("info") or {}
+        order_id = str(t.get("order"))
+        cid = info.get("c") or self._cid_by_order_id.get(order_id)  # "c": the stream says
+        if cid is None:
+            known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
+            cid = self._order(known).client_order_id
+        timestamp = _time(t.get("timestamp")) or datetime.now(UTC)
+        pnl = info.get("realizedPnl") or info.get("profit") or info.get("rp")
+        return Fill(
+            account=self.account,
+            fill_id=str(t["id"]),
+            client_order_id=str(cid),
+            symbol=t["symbol"],
+            side=Side(t["side"]),
+            qty=_dec(t.get("amount")),
+            price=_dec(t.get("price")),
+            fee=await self._fee_in_usdt(t.get("fee") or {}, timestamp),
+            realized_pnl=_dec(pnl),
+            timestamp=timestamp,
+            kind=_fill_kind(str(cid), info),
+        )
+
+    async def _fee_in_usdt(self, fee: dict[str, Any], at: datetime) -> Decimal:
+        """A fee paid in another asset (BNB) as USDT at that minute's price."""
+        cost = _dec(fee.get("cost"))
+        currency = fee.get("currency")
+        if cost == 0 or currency in (None, SETTLE):
+            return cost
+        symbol = f"{currency}/{SETTLE}:{SETTLE}"
+        minute = _ms(at) // 60_000 * 60_000
+        price = self._fee_prices.get((currency, minute))
+        if price is None:
+            if symbol not in self._ex.markets:
+                self.log.error("fee_not_converted", asset=currency, cost=str(cost))
+                return ZERO
+            rows = await self._call(
+                "fetch fee price", self._ex.fetch_ohlcv, symbol, "1m", minute, 1
             )
-        return fills
+            if not rows:
+                self.log.error("fee_not_converted", asset=currency, cost=str(cost))
+                return ZERO
+            price = _dec(rows[0][4])
+            self._fee_prices[(currency, minute)] = price
+        return cost * price
+
+    async def fetch_funding(
+        self, symbol: str, since: datetime | None = None
+    ) -> list[FundingPayment]:
+        """Funding paid or received on `symbol` since `since` (default: 7 days), oldest first."""
+        since_ms = None if since is None else _ms(since)
+        raw = await self._history(
+            "fetch funding history", self._ex.fetch_funding_history, symbol, since_ms
+        )
+        return [
+            FundingPayment(
+                account=self.account,
+                payment_id=f"{r.get('id')}:{symbol}",
+                symbol=r.get("symbol") or symbol,
+                amount=_dec(r.get("amount")),
+                timestamp=_time(r.get("timestamp")) or datetime.now(UTC),
+            )
+            for r in raw
+        ]
+
+
+def _fill_kind(cid: str, info: dict[str, Any]) -> str:
+    """Binance names the exchange's own closing orders (autoclose-: liquidation,
+    adl_autoclose: auto-deleveraging); Bitget marks the fill's tradeSide (burst_, _adl_)."""
+    trade_side = str(info.get("tradeSide") or "").lower()
+    if cid.startswith("adl_autoclose") or "adl" in trade_side:
+        return "adl"
+    if cid.startswith("autoclose-") or "burst" in trade_side:
+        return "liquidation"
+    return "trade"
 
 
 def _with_bot(order: Order, bot: str | None) -> Order:

@@ -44,6 +44,7 @@ from daemon.domain.models import (
     Balance,
     Candle,
     Fill,
+    FundingPayment,
     Market,
     Order,
     OrderIntent,
@@ -150,6 +151,7 @@ class PaperExchange:
                     f"{market.contract_size}; only linear contracts of size 1 are simulated"
                 )
         self.account = account
+        self.unknown_outcome_window_s = 0.0  # a paper order is never lost on the way
         self._settings = settings
         self._ledger = ledger
         self._markets = dict(markets)
@@ -238,6 +240,17 @@ class PaperExchange:
             for f in self._book.fills
             if f.symbol == symbol and (since is None or f.timestamp > since)
         ]
+
+    def exchange_time_ms(self) -> int:
+        """The paper market's clock: the close of the last candle it saw (fills carry it)."""
+        market_time = self._state.market_time if self._state is not None else None
+        return int((market_time or datetime.now(UTC)).timestamp() * 1000)
+
+    async def fetch_funding(
+        self, symbol: str, since: datetime | None = None
+    ) -> list[FundingPayment]:
+        """A paper account pays and receives no funding."""
+        return []
 
     # -- synchronous core --
 

@@ -69,4 +69,11 @@ def _market(symbol: str, spec: Any) -> Market:
     leverage = spec.get("max_leverage")
     if not isinstance(leverage, int) or isinstance(leverage, bool) or leverage < 1:
         raise ValueError(f"max_leverage must be an integer >= 1, got {leverage!r}")
-    return Market(symbol=symbol, max_leverage=leverage, **values)
+    return Market(
+        symbol=symbol,
+        amount_step=values["amount_step"],
+        price_step=values["price_step"],
+        min_amount=values["min_amount"],
+        min_notional=values["min_notional"],
+        max_leverage=leverage,
+    )

@@ -27,6 +27,7 @@ from daemon.domain.models import (
     ZERO,
     Direction,
     Fill,
+    FundingPayment,
     Order,
     OrderIntent,
     OrderStatus,
@@ -125,6 +126,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE orders ADD COLUMN trigger_price TEXT;
     ALTER TABLE orders ADD COLUMN plan TEXT;
+    """,
+    # 4: real accounts: liquidation and ADL fills told apart, funding payments counted in
+    # realised PnL, and how far each history (fills, funding) has been read
+    """
+    ALTER TABLE fills ADD COLUMN kind TEXT NOT NULL DEFAULT 'trade';
+    CREATE TABLE funding (
+        account TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        bot TEXT,
+        symbol TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (account, payment_id)
+    );
+    CREATE INDEX funding_by_bot ON funding(bot, ts);
+    CREATE INDEX funding_by_account ON funding(account, ts);
+    CREATE TABLE history_cursors (
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        read_until TEXT NOT NULL,
+        PRIMARY KEY (account, symbol, stream)
+    );
     """,
 )
 
@@ -440,12 +464,14 @@ class SqliteStore:
     # -- fills and positions -------------------------------------------------
 
     def record_fill(self, fill: Fill, bot: str | None) -> bool:
-        """Record a fill once; True when it was new. Recording it again is harmless."""
+        """Record a fill once; True when it was new. Recording it again is harmless.
+
+        A liquidation or auto-deleveraging fill is journalled under its own name."""
         with self._transaction() as db:
             cursor = db.execute(
                 """INSERT OR IGNORE INTO fills (account, fill_id, client_order_id, bot, symbol,
-                       side, qty, price, fee, realized_pnl, ts)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       side, qty, price, fee, realized_pnl, ts, kind)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     fill.account,
                     fill.fill_id,
@@ -458,13 +484,14 @@ class SqliteStore:
                     str(fill.fee),
                     str(fill.realized_pnl),
                     fill.timestamp.isoformat(),
+                    fill.kind,
                 ),
             )
             if cursor.rowcount == 0:
                 return False
             self._journal(
                 db,
-                "order_filled",
+                "order_filled" if fill.kind == "trade" else f"{fill.kind}_filled",
                 bot,
                 {
                     "cid": fill.client_order_id,
@@ -499,35 +526,95 @@ class SqliteStore:
                 fee=Decimal(r["fee"]),
                 realized_pnl=Decimal(r["realized_pnl"]),
                 timestamp=datetime.fromisoformat(r["ts"]),
+                kind=r["kind"],
             )
             for r in rows
         ]
 
+    def record_funding(self, payment: FundingPayment, bot: str | None) -> bool:
+        """Record a funding payment once; True when it was new."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                """INSERT OR IGNORE INTO funding (account, payment_id, bot, symbol, amount, ts)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    payment.account,
+                    payment.payment_id,
+                    bot,
+                    payment.symbol,
+                    str(payment.amount),
+                    payment.timestamp.isoformat(),
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            self._journal(
+                db,
+                "funding_recorded",
+                bot,
+                {
+                    "payment_id": payment.payment_id,
+                    "symbol": payment.symbol,
+                    "amount": str(payment.amount),
+                    "at": payment.timestamp.isoformat(),
+                },
+            )
+            return True
+
+    def funding(self, bot: str) -> list[FundingPayment]:
+        rows = self._db.execute(
+            "SELECT * FROM funding WHERE bot = ? ORDER BY ts, payment_id", (bot,)
+        )
+        return [
+            FundingPayment(
+                account=r["account"],
+                payment_id=r["payment_id"],
+                symbol=r["symbol"],
+                amount=Decimal(r["amount"]),
+                timestamp=datetime.fromisoformat(r["ts"]),
+            )
+            for r in rows
+        ]
+
+    def history_cursor(self, account: str, symbol: str, stream: str) -> datetime | None:
+        """How far a history (`fills`, `funding`) of one symbol has been read completely."""
+        row = self._db.execute(
+            "SELECT read_until FROM history_cursors WHERE account = ? AND symbol = ? "
+            "AND stream = ?",
+            (account, symbol, stream),
+        ).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def save_history_cursor(self, account: str, symbol: str, stream: str, until: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO history_cursors (account, symbol, stream, read_until) "
+                "VALUES (?, ?, ?, ?)",
+                (account, symbol, stream, until.isoformat()),
+            )
+
     def realized_pnl(self, bot: str, since: datetime | None = None) -> Decimal:
-        """Realised PnL net of fees (since a time, by fill time), summed exactly in Decimal."""
-        if since is None:
-            rows = self._db.execute(
-                "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ?", (bot,)
-            ).fetchall()
-        else:  # ISO 8601 UTC text sorts by time; _net_since checks each row exactly again
-            rows = self._db.execute(
-                "SELECT realized_pnl, fee, ts FROM fills WHERE bot = ? AND ts >= ?",
-                (bot, since.astimezone(UTC).isoformat()[:19]),
-            ).fetchall()
-        return _net_since(rows, since)
+        """Realised PnL net of fees plus funding received (since a time, by fill or funding
+        time), summed exactly in Decimal."""
+        return self._realized("bot", bot, since)
 
     def account_realized_pnl(self, account: str, since: datetime | None = None) -> Decimal:
         """The same for a whole account, fills of no bot (manual, flatten) included."""
-        if since is None:
-            rows = self._db.execute(
-                "SELECT realized_pnl, fee, ts FROM fills WHERE account = ?", (account,)
-            ).fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT realized_pnl, fee, ts FROM fills WHERE account = ? AND ts >= ?",
-                (account, since.astimezone(UTC).isoformat()[:19]),
-            ).fetchall()
-        return _net_since(rows, since)
+        return self._realized("account", account, since)
+
+    def _realized(self, column: str, value: str, since: datetime | None) -> Decimal:
+        # ISO 8601 UTC text sorts by time; _net_since checks each row exactly again.
+        where = f"{column} = ?" + ("" if since is None else " AND ts >= ?")
+        params: tuple[Any, ...] = (value,)
+        if since is not None:
+            params = (value, since.astimezone(UTC).isoformat()[:19])
+        fills = self._db.execute(
+            f"SELECT realized_pnl, fee, ts FROM fills WHERE {where}", params
+        ).fetchall()
+        funding = self._db.execute(
+            f"SELECT amount, '0', ts FROM funding WHERE {where}", params
+        ).fetchall()
+        return _net_since(fills, since) + _net_since(funding, since)
 
     def save_position(self, bot: str, position: Position) -> None:
         with self._transaction() as db:

@@ -43,6 +43,22 @@ class OrderRejected(ExchangeError):
     """The exchange refused the order (bad size, insufficient margin, ...)."""
 
 
+class AccountRefused(OrderRejected):
+    """The exchange refused because of how the account is set up (position mode, leverage
+    bracket, margin mode): the same request will be refused again until someone changes the
+    account or the config. `check` names what to change, as the preflight names its checks."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class OrderNeverPlaced(OrderRejected):
+    """An order whose outcome was unknown was looked up by its client id until the exchange
+    could no longer accept it, and was never found: it did not reach the exchange. Only then
+    may the bot decide again, and a new order carries a new client id."""
+
+
 class WouldTrigger(OrderRejected):
     """A trigger order refused because the price is already beyond its trigger (Binance
     -2021 "Order would immediately trigger"): for a stop, the stop has been hit."""

@@ -85,8 +85,22 @@ class Candle:
 
 
 @dataclass(frozen=True, slots=True)
+class LeverageBracket:
+    """One notional tier of a symbol: up to `notional_cap` USDT, at most `max_leverage`."""
+
+    notional_floor: Decimal
+    notional_cap: Decimal
+    max_leverage: int
+    maint_margin_rate: Decimal = ZERO
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
-    """What an exchange accepts for one symbol."""
+    """What an exchange accepts for one symbol.
+
+    `brackets`, when known, are the exchange's leverage tiers (lowest notional first):
+    the higher the position's notional, the lower the leverage allowed.
+    """
 
     symbol: str
     amount_step: Decimal
@@ -95,6 +109,21 @@ class Market:
     min_notional: Decimal
     max_leverage: int
     contract_size: Decimal = Decimal(1)
+    brackets: tuple[LeverageBracket, ...] = ()
+
+    def bracket_for(self, notional: Decimal) -> LeverageBracket | None:
+        """The tier a position of `notional` USDT falls in; None beyond the last tier."""
+        for bracket in self.brackets:
+            if notional <= bracket.notional_cap:
+                return bracket
+        return None
+
+    def max_leverage_at(self, notional: Decimal) -> int:
+        """The leverage the exchange allows for a position of `notional` USDT (0: none)."""
+        if not self.brackets:
+            return self.max_leverage
+        bracket = self.bracket_for(notional)
+        return 0 if bracket is None else bracket.max_leverage
 
     def round_amount(self, qty: Decimal) -> Decimal:
         """Round a quantity down to the amount step (never up: never more than allowed)."""
@@ -169,6 +198,21 @@ class Fill:
     price: Decimal
     fee: Decimal
     realized_pnl: Decimal
+    timestamp: datetime
+    kind: str = "trade"  # trade | liquidation | adl (the exchange closed it, not a bot)
+
+
+FILL_KINDS = ("trade", "liquidation", "adl")
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding settlement on a position: `amount` USDT received (negative: paid)."""
+
+    account: str
+    payment_id: str
+    symbol: str
+    amount: Decimal
     timestamp: datetime
 
 

@@ -163,17 +163,19 @@ def check_intent(
         raise RiskRejected("quantity", f"quantity must be positive, got {intent.qty}")
     if price <= 0:
         raise RiskRejected("price", f"no usable price for {intent.symbol} ({price})")
-    leverage_cap = min(limits.max_leverage, market.max_leverage)
+    notional_after = abs(position_qty + intent.qty * intent.side.sign) * price
+    exchange_cap = market.max_leverage_at(notional_after)
+    leverage_cap = min(limits.max_leverage, exchange_cap)
     if leverage > leverage_cap:
         raise RiskRejected(
             "leverage",
             f"leverage {leverage} > the limit {leverage_cap} (max_leverage "
-            f"{limits.max_leverage}, {market.symbol} allows {market.max_leverage})",
+            f"{limits.max_leverage}, {market.symbol}'s bracket for {notional_after:.2f} USDT "
+            f"allows {exchange_cap}x)",
         )
     breach = loss_breach(daily_pnl, account.daily_pnl, limits)
     if breach is not None:
         raise RiskRejected(f"{breach.scope}_daily_loss_limit", breach.reason)
-    notional_after = abs(position_qty + intent.qty * intent.side.sign) * price
     if notional_after > limits.max_position_usdt:
         raise RiskRejected(
             "max_position",

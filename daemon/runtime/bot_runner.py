@@ -25,6 +25,7 @@ from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import (
     ExchangeError,
     HaltRequested,
+    OrderNeverPlaced,
     OrderRejected,
     RetryableExchangeError,
     WouldTrigger,
@@ -41,6 +42,8 @@ from daemon.domain.risk import AccountExposure, RiskLimits, day_start
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
 from daemon.runtime.fills import record_new_fills
+from daemon.runtime.refusals import RefusalBackoff
+from daemon.runtime.unknown_outcome import resolve_pending
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
 
@@ -104,6 +107,7 @@ class BotRunner:
         self._account_positions: list[Position] = []
         self._config: trader.TraderConfig | None = None
         self.state = trader.TraderState()
+        self._refusals = RefusalBackoff()
         self.log = structlog.get_logger().bind(bot=spec.name, symbol=spec.symbol)
 
     async def run(self) -> None:
@@ -183,12 +187,13 @@ class BotRunner:
                 known = await self.gateway.fetch_order(
                     order.symbol, order.client_order_id, trigger=order.type.is_trigger
                 )
+            if known is None and order.status is OrderStatus.PENDING_SUBMIT:
+                # Outcome unknown: looked up until it could no longer exist (bounded).
+                resolved = await resolve_pending(self.gateway, order, self.clock)
+                self.store.update_order(_with_bot(resolved, self.spec.name))
+                continue
             if known is None:
-                if order.status is OrderStatus.PENDING_SUBMIT:
-                    self.store.update_order(
-                        order.with_status(OrderStatus.REJECTED, reason="never reached the exchange")
-                    )
-                elif order.type.is_trigger:
+                if order.type.is_trigger:
                     self.store.update_order(
                         order.with_status(OrderStatus.CANCELED, reason="gone from the exchange")
                     )
@@ -197,7 +202,10 @@ class BotRunner:
                 self.store.update_order(_with_bot(known, self.spec.name))
 
     async def _sync_fills(self) -> None:
-        for fill in await record_new_fills(self.gateway, self.store, self.spec.symbol):
+        new = await record_new_fills(
+            self.gateway, self.store, self.spec.symbol, funding_owner=self.spec.name
+        )
+        for fill in new:
             self.log.info(
                 "order_filled",
                 cid=fill.client_order_id,
@@ -344,6 +352,10 @@ class BotRunner:
     async def _submit(self, action: trader.Submit) -> trader.Outcome:
         """Commit the intent (with its plan and sequence), send it, record the outcome."""
         intent = action.intent
+        if intent.purpose == "entry" and not self._refusals.allows(self.clock.now()):
+            held = f"held back: {self._refusals.describe()}"  # never sent, so not recorded
+            self.log.info("order_held_back", cid=intent.client_order_id, why=held)
+            return await self._outcome(intent, trader.Result.REJECTED, None, held, moved=False)
         self.store.record_intent(intent, action.plan, action.sequence)
         self.log.info(
             "order_submitted",
@@ -367,16 +379,26 @@ class BotRunner:
                 if rejected is not None
                 else _intent_order(intent, OrderStatus.REJECTED, str(e))
             )
-            self.log.warning("order_rejected", cid=cid, reason=str(e))
-            self.store.journal("order_rejected", self.spec.name, cid=cid, reason=str(e))
+            check = getattr(e, "check", None)  # AccountRefused names what to change
+            self.log.warning("order_rejected", cid=cid, check=check, reason=str(e))
+            self.store.journal(
+                "order_rejected", self.spec.name, cid=cid, check=check, reason=str(e)
+            )
+            reason = str(e)
+            if intent.purpose == "entry" and not isinstance(e, OrderNeverPlaced | WouldTrigger):
+                self._refusals.refused(f"{check or 'rejected'}: {e}", self.clock.now())
+                if self._refusals.until is not None:
+                    reason = f"{e} ({self._refusals.describe()})"
             result = trader.Result.WOULD_TRIGGER if isinstance(e, WouldTrigger) else None
             return await self._outcome(
-                intent, result or trader.Result.REJECTED, None, str(e), moved=False
+                intent, result or trader.Result.REJECTED, None, reason, moved=False
             )
         except RetryableExchangeError as e:
             self.log.warning("order_outcome_unknown", cid=cid, reason=str(e))
             return await self._outcome(intent, trader.Result.UNKNOWN, None, str(e), moved=False)
         self.store.update_order(order)
+        if intent.purpose == "entry":
+            self._refusals.accepted()
         return await self._outcome(
             intent, trader.Result.DONE, order, "", moved=not intent.type.is_trigger
         )

@@ -20,8 +20,17 @@ from typing import Any
 import structlog
 
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.domain.errors import ExchangeError, NotFound
-from daemon.domain.models import ZERO, OrderIntent, OrderType, Position, bot_tag, closing_side
+from daemon.domain.errors import ExchangeError, NotFound, OrderRejected
+from daemon.domain.models import (
+    ZERO,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    bot_tag,
+    closing_side,
+)
 from daemon.ports import Clock, ExchangeGateway
 from daemon.runtime.fills import record_new_fills
 
@@ -182,10 +191,31 @@ class Flattener:
         )
         if self._store is not None:
             self._store.record_intent(intent)
-        order = await gateway.submit_order(intent)
+        try:
+            order = await gateway.submit_order(intent)
+        except OrderRejected as e:  # never placed, or refused: the next pass tries afresh
+            if self._store is not None:
+                self._store.update_order(_refused(intent, str(e)))
+            raise
         if self._store is not None:
             self._store.update_order(order)
         report.closed_qty += order.filled_qty
+
+
+def _refused(intent: OrderIntent, reason: str) -> Order:
+    return Order(
+        account=intent.account,
+        symbol=intent.symbol,
+        client_order_id=intent.client_order_id,
+        side=intent.side,
+        type=intent.type,
+        qty=intent.qty,
+        price=intent.price,
+        reduce_only=intent.reduce_only,
+        status=OrderStatus.REJECTED,
+        bot=intent.bot,
+        reason=reason,
+    )
 
 
 def flatten_order_id(owner: str) -> str:

@@ -75,7 +75,12 @@ class HealthMonitor:
         listened: set[str] = set()
         for slot in self._supervisor.slots():
             name = slot.spec.name
-            should_run = self._supervisor.desired_state(name) is DesiredState.RUNNING
+            # A bot held by the preflight waits for its account to be fixed; a restart of the
+            # daemon would not fix it, so it must not starve the watchdog (status shows it).
+            should_run = (
+                self._supervisor.desired_state(name) is DesiredState.RUNNING
+                and slot.blocked is None
+            )
             feed_name = self._feed_of_bot[name]
             if should_run:
                 listened.add(feed_name)

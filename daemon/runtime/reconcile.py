@@ -96,7 +96,7 @@ async def reconcile_account(
         if owner_of(symbol) is None:
             report("foreign_position_seen", None, symbol=symbol, qty=str(position.qty))
     for symbol, owner in sorted(bot_symbols.items()):
-        await record_new_fills(gateway, store, symbol)
+        await record_new_fills(gateway, store, symbol, funding_owner=owner, force_funding=True)
         last = store.position(owner)
         held = positions.get(symbol)
         held_qty = held.qty if held is not None else ZERO

@@ -44,6 +44,7 @@ class BotSlot:
     restarts: int = 0
     failures_in_a_row: int = 0
     launched_monotonic: float | None = None  # when the operator (or a resume) last started it
+    blocked: str | None = None  # why the account preflight holds it back (see preflight.py)
 
     def last_progress_monotonic(self) -> float | None:
         """The last candle this bot processed, else when it was launched."""
@@ -235,8 +236,35 @@ class Supervisor:
         slot.error = None
         slot.failures_in_a_row = 0
         slot.launched_monotonic = self._clock.monotonic()
-        self._move(slot, Trigger.START)
+        self._move(slot, Trigger.RETRY if slot.state is BotState.ERRORED else Trigger.START)
+        if slot.blocked is not None:  # held by the preflight: errored, no task, no restarts
+            slot.error = slot.blocked
+            self._move(slot, Trigger.FAIL)
+            self._log.error("bot_held_by_preflight", bot=slot.spec.name, reason=slot.blocked)
+            return
         slot.task = asyncio.create_task(self._run(slot), name=f"bot:{slot.spec.name}")
+
+    # -- the account preflight ----------------------------------------------------
+
+    def hold(self, name: str, reason: str) -> None:
+        """The preflight refused this bot: it may not start until `release`; say why."""
+        slot = self._slot(name)
+        if slot.blocked != reason:
+            self._store.journal("bot_held_by_preflight", name, reason=reason)
+        slot.blocked = reason
+        if slot.state is BotState.ERRORED and (slot.task is None or slot.task.done()):
+            slot.error = reason
+
+    def release(self, name: str) -> None:
+        """The preflight passes now: start the bot if it should run."""
+        slot = self._slot(name)
+        if slot.blocked is None:
+            return
+        slot.blocked = None
+        self._store.journal("bot_released_by_preflight", name)
+        running = slot.task is not None and not slot.task.done()
+        if self.desired_state(name) is DesiredState.RUNNING and not running:
+            self._launch(slot)
 
     async def _run(self, slot: BotSlot) -> None:
         name = slot.spec.name
@@ -363,6 +391,7 @@ class Supervisor:
             "protected": is_protected(qty, live),
             "realized_pnl": str(self._store.realized_pnl(name)),
             "error": slot.error,
+            "held_by_preflight": slot.blocked,
             "last_problem": runner.snapshot.last_problem if runner is not None else None,
             "restarts": slot.restarts,
         }

@@ -1,9 +1,11 @@
-"""kill -9 the daemon at random moments of the order flow against the loopback Binance,
-restart it each time, and check that the store and the exchange agree at the end.
+"""kill -9 the daemon at random moments of the order flow against a loopback exchange (Binance
+USDT-M or Bitget USDT-M), restart it each time, and check that the store and the exchange
+agree at the end.
 
 Shared by the crash-consistency test (a few dozen kills) and bench/crash_consistency.py
 (hundreds). A plugin strategy flips long/short on every candle, so orders are always
-in flight; some replies are lost on purpose, so restarts must resolve unknown outcomes.
+in flight; some replies are lost on purpose, and an accepted order shows in a lookup only
+after a lag, so restarts must resolve unknown outcomes without sending anything twice.
 """
 
 from __future__ import annotations
@@ -20,10 +22,26 @@ from typing import Any
 
 from tests.conftest import REPO, eventually
 from tests.integration.daemon_process import DaemonProcess, short_socket_dir
+from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
 
 BOT = "eth-flip"
 SYMBOL_ID = "ETHUSDT"
+PASSPHRASE = "crash-passphrase"
+# Where each exchange takes new orders, and the request field carrying the client id.
+ORDER_POST = {
+    "binanceusdm": ("/fapi/v1/order", "newClientOrderId"),
+    "bitget": ("/api/v2/mix/order/place-order", "clientOid"),
+}
+# Where the resting stops and take-profits go (Binance's algo orders, Bitget's tpsl plans).
+TRIGGER_POST = {
+    "binanceusdm": ("/fapi/v1/algoOrder", "clientAlgoId"),
+    "bitget": ("/api/v2/mix/order/place-tpsl-order", "clientOid"),
+}
+# The loopback Bitget refuses requests 5 s off its clock (Bitget: 30 s), so an order whose
+# reply was lost is known never placed 5 s + 5 s of lookup lag after it was sent, as on Binance.
+BITGET_TIMESTAMP_WINDOW_MS = 5_000
+LOOKUP_LAG_MS = 800
 
 FLIPPER = '''
 """Long, short, long...: one reversal per candle, so orders are always in flight."""
@@ -65,7 +83,11 @@ class Flipper(Strategy):
 '''
 
 
-def config_text(url: str, plugins: Path) -> str:
+def config_text(url: str, plugins: Path, exchange: str = "binanceusdm") -> str:
+    # The loopback Bitget has no websocket: candles by REST.
+    lookup = 'order_lookup_window_s = 10\nmarket_data_transport = "rest"'
+    lookup = lookup if exchange == "bitget" else ""
+    age = "max_candle_age_s = 2592000" if exchange == "bitget" else ""  # 30 days
     return f"""
 [daemon]
 log_format = "json"
@@ -80,11 +102,12 @@ account_daily_loss_limit_usdt = 1000
 user_dir = "{plugins}"
 
 [accounts.binance]
-kind = "binanceusdm"
+kind = "{exchange}"
 credentials = "loopback"
 api_base_url = "{url}"
 poll_interval_s = 0.05
 requests_per_s = 1000
+{lookup}
 
 [bots.{BOT}]
 account = "binance"
@@ -93,6 +116,7 @@ strategy = "flipper"
 timeframes = ["1m"]
 autostart = true
 leverage = 3
+{age}
 """
 
 
@@ -100,11 +124,14 @@ leverage = 3
 class CrashReport:
     kills: int = 0
     exchange_orders: int = 0
+    trigger_orders: int = 0
     resends: int = 0
     lost_replies: int = 0
     unknown_to_store: list[str] = field(default_factory=list)
     pending_left: list[str] = field(default_factory=list)
     missing_fills: list[str] = field(default_factory=list)
+    # Stops and take-profits the store believes open and the exchange does not, or the reverse.
+    trigger_disagreements: list[str] = field(default_factory=list)
     position_exchange: Decimal = Decimal(0)
     position_store: Decimal = Decimal(0)
     flattened: dict[str, Any] | None = None
@@ -115,50 +142,66 @@ class CrashReport:
             len(self.unknown_to_store)
             + len(self.pending_left)
             + len(self.missing_fills)
+            + len(self.trigger_disagreements)
             + int(self.position_exchange != self.position_store)
         )
 
     def summary(self) -> str:
         return (
-            f"kills={self.kills} orders={self.exchange_orders} resends={self.resends} "
+            f"kills={self.kills} orders={self.exchange_orders} "
+            f"trigger_orders={self.trigger_orders} resends={self.resends} "
             f"lost_replies={self.lost_replies} mismatches={self.mismatches} "
             f"(unknown={len(self.unknown_to_store)} pending={len(self.pending_left)} "
             f"missing_fills={len(self.missing_fills)} "
+            f"triggers={len(self.trigger_disagreements)} "
             f"position exchange={self.position_exchange} store={self.position_store})"
         )
 
 
 def run_crash_test(
-    folder: Path, kills: int, seed: int = 7, finish_with_flatten: bool = False
+    folder: Path,
+    kills: int,
+    seed: int = 7,
+    finish_with_flatten: bool = False,
+    exchange: str = "binanceusdm",
 ) -> CrashReport:
     rng = random.Random(seed)
     plugins = folder / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     (plugins / "flipper.py").write_text(FLIPPER)
+    server = None
+    env = {"TRADECTL_LOOPBACK_API_KEY": API_KEY, "TRADECTL_LOOPBACK_SECRET": API_SECRET}
+    if exchange == "bitget":
+        server = LoopbackBitget(
+            API_KEY, API_SECRET, PASSPHRASE, timestamp_window_ms=BITGET_TIMESTAMP_WINDOW_MS
+        )
+        env["TRADECTL_LOOPBACK_PASSWORD"] = PASSPHRASE
+    candles = real_candles(REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather")
+    if exchange == "bitget":
+        # ccxt never asks Bitget for candles after its own clock, so they stay in the past
+        # (and within the 30 days its recent-candles endpoint serves); the bot is told to
+        # decide on candles that old (max_candle_age_s).
+        candles = recent(candles, days_ago=20)
     market = ServerThread(
-        SYMBOL_ID,
-        real_candles(REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"),
-        interval_s=0.1,
+        SYMBOL_ID, candles, interval_s=0.1, server=server, retime=exchange != "bitget"
     )
     url = market.start()
+    # As on the real exchanges, an accepted order cannot be looked up at once: a lost reply
+    # resolved by a lookup too soon would count it never placed and send the entry again.
+    market.call(lambda s: setattr(s, "lookup_lag_ms", LOOKUP_LAG_MS))
     socket_dir = short_socket_dir()
     config = folder / "config.toml"
-    config.write_text(config_text(url, plugins))
+    config.write_text(config_text(url, plugins, exchange))
     daemon = DaemonProcess(
-        config,
-        folder / "state",
-        socket_dir / "control.sock",
-        folder / "daemon.log",
-        extra_env={"TRADECTL_LOOPBACK_API_KEY": API_KEY, "TRADECTL_LOOPBACK_SECRET": API_SECRET},
+        config, folder / "state", socket_dir / "control.sock", folder / "daemon.log", extra_env=env
     )
+    order_path, _ = ORDER_POST[exchange]
     report = CrashReport()
     try:
         for _ in range(kills):
             if rng.random() < 0.3:  # the next order is accepted but its reply never arrives
                 market.call(
-                    lambda s: s.faults.add(
-                        "accepted_reply_lost", path="/fapi/v1/order", method="POST"
-                    )
+                    lambda s: s.faults.add("accepted_reply_lost", path=order_path, method="POST")
                 )
                 report.lost_replies += 1
             during_startup = rng.random() < 0.25  # also kill while it reconciles
@@ -180,16 +223,31 @@ def run_crash_test(
         daemon.stop()
         daemon.start()  # one more reconciliation with the bot stopped: the last word
         daemon.stop()
-        check(report, market, folder / "state" / "state.db")
+        check(report, market, folder / "state" / "state.db", exchange)
     finally:
         daemon.stop()
         market.stop()
     return report
 
 
-def check(report: CrashReport, market: ServerThread, state_db: Path) -> None:
+def recent(candles: list[Any], days_ago: int) -> list[Any]:
+    """The same candles, moved in time to start `days_ago` days before now."""
+    shift = int(time.time() * 1000) // 60_000 * 60_000 - days_ago * 86_400_000 - candles[0][0]
+    return [(ts + shift, *rest) for ts, *rest in candles]
+
+
+def check(
+    report: CrashReport, market: ServerThread, state_db: Path, exchange: str = "binanceusdm"
+) -> None:
     orders = market.call(lambda s: s.orders_by_client_id())
+    if exchange == "bitget":
+        plans = market.call(lambda s: s.plan_orders_by_client_id())
+        triggers = {cid: p["planStatus"] == "live" for cid, p in plans.items()}
+    else:
+        algos = market.call(lambda s: s.algo_orders_by_client_id())
+        triggers = {cid: a["algoStatus"] == "NEW" for cid, a in algos.items()}
     trades = market.call(lambda s: s.trades())
+    trade_ids = [str(t["id"] if "id" in t else t["tradeId"]) for t in trades]
     requests = market.call(lambda s: list(s.requests))
     position = market.call(lambda s: s.position(SYMBOL_ID))[0]
     db = sqlite3.connect(state_db)
@@ -200,16 +258,23 @@ def check(report: CrashReport, market: ServerThread, state_db: Path) -> None:
     row = db.execute("SELECT qty FROM positions WHERE bot = ?", (BOT,)).fetchone()
     db.close()
     posts = [
-        p.get("newClientOrderId")
+        p.get(cid_field)
+        for order_path, cid_field in (ORDER_POST[exchange], TRIGGER_POST[exchange])
         for m, path, p in requests
-        if m == "POST" and path == "/fapi/v1/order"
+        if m == "POST" and path == order_path
     ]
     report.exchange_orders = len(orders)
+    report.trigger_orders = len(triggers)
     report.resends = len(posts) - len(set(posts))
-    report.unknown_to_store = sorted(cid for cid in orders if cid not in store_orders)
+    report.unknown_to_store = sorted(cid for cid in [*orders, *triggers] if cid not in store_orders)
+    report.trigger_disagreements = sorted(
+        cid
+        for cid, live in triggers.items()
+        if cid in store_orders and live != (store_orders[cid] in ("open", "partially_filled"))
+    )
     report.pending_left = sorted(
         cid for cid, status in store_orders.items() if status == "pending_submit"
     )
-    report.missing_fills = sorted(str(t["id"]) for t in trades if str(t["id"]) not in store_fills)
+    report.missing_fills = sorted(fid for fid in trade_ids if fid not in store_fills)
     report.position_exchange = position
     report.position_store = Decimal(row[0]) if row else Decimal(0)

@@ -2,19 +2,18 @@
 a config that check passes is one the daemon starts on, and one the daemon refuses
 (with 78, file and field, no traceback) is refused by check the same way.
 
-Each command runs in a child forked from this process (imports already warm, so sixty
+Each command runs in a child forked from a warm server process (imports already done, so sixty
 configs take seconds, not minutes); a daemon that does not exit on its own within the
 timeout started, which is itself a verdict.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
-import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,40 +206,47 @@ def materialise(case: Case, folder: Path) -> Path:
     return config
 
 
+def _run_in_child(args: list[str], env: dict[str, str], out: str, run_as: int | None) -> None:
+    code = 70
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        os.environ.clear()
+        os.environ.update(env)
+        if run_as is not None:
+            os.setgroups([])
+            os.setgid(run_as)
+            os.setuid(run_as)
+        sys.argv = ["tradectl", *args]
+        try:
+            tradectl.cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os._exit(code)
+
+
+# Children fork from a fresh server process with the CLI and daemon imported, never from
+# this one: once an earlier test has used polars here, its thread pool makes a forked child
+# deadlock.
+_FORKS = multiprocessing.get_context("forkserver")
+_FORKS.set_forkserver_preload(["tradectl.cli", "daemon.app", "daemon.preflight"])
+
+
 def run_cli(args: list[str], env: dict[str, str], out: Path, run_as: int | None) -> int:
     """`tradectl ARGS` in a forked child; its exit code, or STARTED if it kept running."""
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            sys.stdout = os.fdopen(1, "w", buffering=1)
-            sys.stderr = os.fdopen(2, "w", buffering=1)
-            os.environ.clear()
-            os.environ.update(env)
-            if run_as is not None:
-                os.setgroups([])
-                os.setgid(run_as)
-                os.setuid(run_as)
-            sys.argv = ["tradectl", *args]
-            try:
-                tradectl.cli.main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGTERM)
-    os.waitpid(pid, 0)
-    return STARTED
+    child = _FORKS.Process(target=_run_in_child, args=(args, env, str(out), run_as))
+    child.start()
+    child.join(30)
+    if child.exitcode is None:
+        child.terminate()
+        child.join()
+        return STARTED
+    return child.exitcode
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the unreadable case runs as another uid")

@@ -1,5 +1,6 @@
 """The daemon killed at random moments of the order flow never sends an order twice,
-never forgets one, and ends with the store agreeing with the exchange."""
+never forgets one, and ends with the store agreeing with the exchange, on Binance and on
+Bitget."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from tests.integration.crash_harness import run_crash_test
 def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(tmp_path: Path) -> None:
     report = run_crash_test(tmp_path, kills=24)
     print(report.summary())
-    assert report.kills == 24 and report.exchange_orders > 20, report.summary()
+    # Enough order flow to mean something: orders and the stops and take-profits they carry.
+    assert report.kills == 24, report.summary()
+    assert report.exchange_orders + report.trigger_orders > 20, report.summary()
     assert report.unknown_to_store == [], "every order on the exchange must be known to the store"
     assert report.pending_left == [], "no intent may stay unresolved"
     assert report.missing_fills == [], "every fill must be in the journal"
@@ -22,4 +25,13 @@ def test_flatten_all_flattens_a_loopback_account_after_kills(tmp_path: Path) -> 
     report = run_crash_test(tmp_path, kills=3, seed=3, finish_with_flatten=True)
     assert report.flattened is not None and report.flattened["flat"], report.flattened
     assert report.position_exchange == report.position_store == 0, report.summary()
+    assert report.mismatches == 0, report.summary()
+
+
+def test_kill_9_on_bitget_leaves_store_and_exchange_in_agreement(tmp_path: Path) -> None:
+    report = run_crash_test(tmp_path, kills=16, seed=5, exchange="bitget")
+    print(report.summary())
+    assert report.kills == 16, report.summary()
+    assert report.exchange_orders + report.trigger_orders > 15, report.summary()
+    assert report.resends == 0, "an intent is sent once, never again under its id"
     assert report.mismatches == 0, report.summary()

@@ -27,6 +27,29 @@ Simulation rules (what a test can rely on):
   open of the next pushed candle, or, with ``remainder="expire"``, the order ends EXPIRED like a
   Binance market order that ran out of liquidity.
 
+Account behaviours of real accounts (each off by default, switched on by a test):
+
+- ``hedge_mode``: dual-side positions; an order without positionSide LONG/SHORT is refused
+  -4061, as Binance does (GET/POST /fapi/v1/positionSide/dual read and switch it).
+- ``multi_assets``: Multi-Assets margin; switching a symbol to ISOLATED is refused -4168.
+- leverage brackets: leverage above the first bracket is refused -4028, and an order whose
+  position would pass the notional cap of the current leverage's bracket -2027.
+- the clock (``clock``): a signed request more than recvWindow behind it, or 1 s ahead, is
+  refused -1021; ``fapi/v1/time`` tells the truth so a client can measure its offset.
+- ``lookup_lag_ms``: an order cannot be found by a query for that long after acceptance
+  (-2013), as Binance's query path lags its matching engine.
+- client order ids are unique only among open orders: a filled order's id is accepted again.
+- fill history (/fapi/v1/userTrades) and income history (/fapi/v1/income) answer at most
+  7 days per query, oldest first, ``limit`` rows at most.
+- ``pay_funding`` settles funding on open positions (income type FUNDING_FEE, into the
+  wallet); ``liquidate`` closes a position by an ``autoclose-`` order, ``deleverage`` by an
+  ``adl_autoclose`` one, as Binance names them.
+- ``bnb_fees``: commissions are paid in BNB at the BNBUSDT price (BNBUSDT is then listed).
+- API key permissions at /sapi/v1/account/apiRestrictions (``key_permissions``).
+- the ``overloaded`` fault answers 503 with -1008, as Binance does in busy minutes;
+  ``execution_unknown`` applies the request, then answers 503 with -1007 ("execution status
+  unknown"), as Binance does when its backend times out.
+
 Every request is recorded in ``requests``; an unknown path is logged, kept in
 ``unknown_requests`` and answered 404 with a Binance error body, never silently.
 """
@@ -68,6 +91,8 @@ FAULT_KINDS = frozenset(
         "drop",
         "accepted_reply_lost",
         "partial_fill",
+        "overloaded",
+        "execution_unknown",
     }
 )
 _TRANSPORT_FAULTS = FAULT_KINDS - {"partial_fill"}
@@ -86,6 +111,7 @@ _INTERVAL_MS = {
 _TAKER_FEE = Decimal("0.0005")
 _MAKER_FEE = Decimal("0.0002")
 _MAX_RECV_WINDOW = 60_000
+_WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 def _d(value: Number) -> Decimal:
@@ -174,6 +200,21 @@ SYMBOLS: dict[str, SymbolSpec] = {
         ),
     ),
 }
+
+
+BNB_SPEC = SymbolSpec(
+    symbol="BNBUSDT",
+    base="BNB",
+    tick_size=Decimal("0.010"),
+    step_size=Decimal("0.01"),
+    min_qty=Decimal("0.01"),
+    max_qty=Decimal("10000"),
+    market_max_qty=Decimal("2000"),
+    min_notional=Decimal("5"),
+    price_precision=3,
+    quantity_precision=2,
+    brackets=((0, Decimal("0.005"), 75), (10_000, Decimal("0.01"), 50)),
+)
 
 
 def add_symbol_like(symbol: str, base: str, template: str = "ETHUSDT") -> SymbolSpec:
@@ -341,6 +382,7 @@ class _Trade:
     commission: Decimal
     time: int
     maker: bool
+    commission_asset: str = "USDT"
 
 
 @dataclass
@@ -366,6 +408,15 @@ class _Position:
         elif (self.qty > 0) != (direction > 0):  # flipped: the rest opened at this price
             self.entry = price
         return realized
+
+
+@dataclass
+class _Income:
+    tran_id: int
+    symbol: str
+    income_type: str
+    income: Decimal
+    time: int
 
 
 @dataclass
@@ -395,9 +446,32 @@ class LoopbackBinance:
         slippage: Number = Decimal(0),
         interval: str = "1m",
         clock: Callable[[], int] | None = None,
+        hedge_mode: bool = False,
+        multi_assets: bool = False,
+        lookup_lag_ms: int = 0,
+        bnb_fees: bool = False,
     ) -> None:
         if interval not in _INTERVAL_MS:
             raise ValueError(f"unsupported candle interval {interval!r}")
+        self.hedge_mode = hedge_mode
+        self.multi_assets = multi_assets
+        self.lookup_lag_ms = lookup_lag_ms
+        self.bnb_fees = bnb_fees
+        self.key_permissions: Json | None = {
+            "ipRestrict": True,
+            "createTime": 1_700_000_000_000,
+            "enableReading": True,
+            "enableWithdrawals": False,
+            "enableInternalTransfer": False,
+            "enableMargin": False,
+            "enableFutures": True,
+            "permitsUniversalTransfer": False,
+            "enableVanillaOptions": False,
+            "enableFixApiTrade": False,
+            "enableFixReadOnly": False,
+            "enableSpotAndMarginTrading": False,
+            "enablePortfolioMarginTrading": False,
+        }
         self.api_key = api_key
         self.api_secret = api_secret
         self.slippage = _d(slippage)
@@ -407,9 +481,15 @@ class LoopbackBinance:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.unknown_requests: list[tuple[str, str, dict[str, str]]] = []
         self._clock = clock or (lambda: int(time.time() * 1000))
-        self._symbols = {name: _SymbolState(spec) for name, spec in SYMBOLS.items()}
+        specs = dict(SYMBOLS)
+        if bnb_fees:
+            specs[BNB_SPEC.symbol] = BNB_SPEC
+        self._symbols = {name: _SymbolState(spec) for name, spec in specs.items()}
         self._realized = Decimal(0)
         self._fees = Decimal(0)
+        self._funding = Decimal(0)
+        self._bnb_paid = Decimal(0)
+        self._incomes: list[_Income] = []
         self._orders: dict[int, _Order] = {}
         self._algo_orders: dict[int, _AlgoOrder] = {}
         self._trades: list[_Trade] = []
@@ -443,7 +523,20 @@ class LoopbackBinance:
             ("GET", "/fapi/v1/algoOrder"): (True, self._query_algo_order),
             ("DELETE", "/fapi/v1/algoOrder"): (True, self._cancel_algo_order),
             ("GET", "/fapi/v1/openAlgoOrders"): (True, self._open_algo_orders),
+            ("GET", "/fapi/v1/positionSide/dual"): (True, self._position_mode),
+            ("POST", "/fapi/v1/positionSide/dual"): (True, self._set_position_mode),
+            ("GET", "/fapi/v1/multiAssetsMargin"): (True, self._multi_assets_mode),
+            ("GET", "/fapi/v1/income"): (True, self._income),
+            ("GET", "/sapi/v1/account/apiRestrictions"): (True, self._api_restrictions),
         }
+        # The user-data stream's listen key: the API key header only, no signature.
+        self._key_only_routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/fapi/v1/listenKey"): self._new_listen_key,
+            ("PUT", "/fapi/v1/listenKey"): self._keep_listen_key,
+            ("DELETE", "/fapi/v1/listenKey"): self._close_listen_key,
+        }
+        self.listen_keys: dict[str, int] = {}  # listen key -> when it expires (server ms)
+        self.listen_key_requests: list[str] = []  # POST, PUT, DELETE as they came
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -520,8 +613,76 @@ class LoopbackBinance:
 
     @property
     def wallet_balance(self) -> Decimal:
-        """Initial balance + realised PnL - fees."""
-        return self.initial_balance + self._realized - self._fees
+        """Initial balance + realised PnL - USDT fees + funding (BNB fees leave it alone)."""
+        return self.initial_balance + self._realized - self._fees + self._funding
+
+    @property
+    def bnb_paid(self) -> Decimal:
+        """Commission paid in BNB (with ``bnb_fees``)."""
+        return self._bnb_paid
+
+    def incomes(self) -> list[Json]:
+        """Every income record, in the shape of /fapi/v1/income."""
+        return [self._income_json(i) for i in self._incomes]
+
+    def shift_history(self, ms: int) -> None:
+        """Move every order and fill `ms` in time (negative: into the past), as if the
+        account had traded then: a test's way to make a bot idle for days."""
+        for order in self._orders.values():
+            order.time += ms
+            order.update_time += ms
+        for trade in self._trades:
+            trade.time += ms
+        for income in self._incomes:
+            income.time += ms
+
+    def pay_funding(self, symbol: str, rate: Number) -> Decimal:
+        """Settle funding on `symbol`'s position at `rate` (longs pay a positive rate);
+        returns the income (negative: paid)."""
+        state = self._state(symbol)
+        mark = state.last or state.position.entry
+        income = -(state.position.qty * mark * _d(rate)).quantize(Decimal("0.00000001"))
+        if state.position.qty == 0:
+            return Decimal(0)
+        self._funding += income
+        self._next_trade_id += 1
+        self._incomes.append(
+            _Income(self._next_trade_id, symbol, "FUNDING_FEE", income, self._clock())
+        )
+        self._on_account_event("FUNDING_FEE")
+        return income
+
+    def _on_account_event(self, reason: str) -> None:
+        """The wallet or a position changed (the user-data stream publishes it)."""
+
+    def liquidate(self, symbol: str, price: Number, *, adl: bool = False) -> str:
+        """Close `symbol`'s whole position at `price` by the exchange's own order (a
+        liquidation, or with `adl` an auto-deleveraging); returns its client order id."""
+        state = self._state(symbol)
+        qty = state.position.qty
+        if qty == 0:
+            raise ValueError(f"no position on {symbol} to liquidate")
+        now = self._clock()
+        prefix = "adl_autoclose" if adl else "autoclose-"
+        order = _Order(
+            order_id=self._next(),
+            symbol=symbol,
+            client_id=f"{prefix}{now}",
+            side="SELL" if qty > 0 else "BUY",
+            type="LIMIT",
+            qty=abs(qty),
+            price=_d(price),
+            stop_price=Decimal(0),
+            time_in_force="IOC",
+            reduce_only=True,
+            time=now,
+            update_time=now,
+            orig_type="LIMIT",
+        )
+        self._orders[order.order_id] = order
+        self._fill(order, order.qty, order.price, maker=False, now=now)
+        self._on_order_event(order)
+        return order.client_id
 
     def orders_by_client_id(self) -> dict[str, Json]:
         """Every order the exchange holds (any status), in Binance's shape, by clientOrderId."""
@@ -552,6 +713,15 @@ class LoopbackBinance:
             if early is not None:
                 return early
 
+        key_only = self._key_only_routes.get((method, path))
+        if key_only is not None:
+            if request.headers.get("X-MBX-APIKEY") != self.api_key:
+                return _json_reply(401, {"code": -2015, "msg": "Invalid API-key."})
+            try:
+                status, payload = key_only(params)
+            except BinanceError as e:
+                status, payload = e.status, {"code": e.code, "msg": e.msg}
+            return _json_reply(status, payload)
         route = self._routes.get((method, path))
         if route is None:
             log.warning("unknown_endpoint_requested method=%s path=%s", method, path)
@@ -566,6 +736,13 @@ class LoopbackBinance:
             status, payload = e.status, {"code": e.code, "msg": e.msg}
         if fault is not None and fault.kind == "accepted_reply_lost":
             return self._drop(request)
+        if fault is not None and fault.kind == "execution_unknown":
+            body = {
+                "code": -1007,
+                "msg": "Timeout waiting for response from backend server. Send status unknown; "
+                "execution status unknown.",
+            }
+            return _json_reply(503, body)
         return _json_reply(status, payload)
 
     async def _apply_fault(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
@@ -594,6 +771,13 @@ class LoopbackBinance:
             if isinstance(raw, dict):
                 return _json_reply(status, raw)
             return web.Response(status=status, text=str(raw), content_type="text/html")
+        if kind == "overloaded":
+            body = {
+                "code": -1008,
+                "msg": "Server is currently overloaded with other requests. Please try again "
+                "in a few minutes.",
+            }
+            return _json_reply(503, body)
         if kind == "slow":
             await self._hold(float(opts.get("seconds", 0.2)))
             return None
@@ -602,7 +786,7 @@ class LoopbackBinance:
             return self._drop(request)
         if kind == "drop":
             return self._drop(request)
-        return None  # accepted_reply_lost: apply first, drop after
+        return None  # accepted_reply_lost, execution_unknown: apply first, answer after
 
     async def _hold(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -755,6 +939,10 @@ class LoopbackBinance:
             raise BinanceError(400, -4044, "The margin type is invalid.")
         if margin_type == state.margin_type:
             raise BinanceError(400, -4046, "No need to change margin type.")
+        if margin_type == "ISOLATED" and self.multi_assets:
+            raise BinanceError(
+                400, -4168, "Unable to adjust to isolated-margin mode under the Multi-Assets mode."
+            )
         if state.position.qty != 0:
             raise BinanceError(
                 400, -4048, "Margin type cannot be changed if there exists position."
@@ -942,7 +1130,7 @@ class LoopbackBinance:
             "canWithdraw": True,
             "tradeGroupId": -1,
             "updateTime": 0,
-            "multiAssetsMargin": False,
+            "multiAssetsMargin": self.multi_assets,
             "totalInitialMargin": m(initial),
             "totalMaintMargin": m(maint),
             "totalWalletBalance": m(wallet),
@@ -1000,6 +1188,14 @@ class LoopbackBinance:
         if _d(account["availableBalance"]) < increase * price / state.leverage:
             raise BinanceError(400, -2019, "Margin is insufficient.")
 
+    def _check_bracket(self, state: _SymbolState, side: str, qty: Decimal, price: Decimal) -> None:
+        signed = qty if side == "BUY" else -qty
+        notional = abs(state.position.qty + signed) * price
+        if notional > _max_notional(state.spec, state.leverage):
+            raise BinanceError(
+                400, -2027, "Exceeded the maximum allowable position at current leverage."
+            )
+
     def _new_order(self, params: dict[str, str]) -> tuple[int, Any]:
         state = self._state(_mandatory(params, "symbol"))
         spec = state.spec
@@ -1016,8 +1212,11 @@ class LoopbackBinance:
                     "endpoints instead.",
                 )
             raise BinanceError(400, -1116, "Invalid orderType.")
-        if params.get("positionSide", "BOTH") != "BOTH":
+        position_side = params.get("positionSide", "BOTH").upper()
+        if (position_side == "BOTH") == self.hedge_mode:
             raise BinanceError(400, -4061, "Order's position side does not match user's setting.")
+        if self.hedge_mode:
+            raise BinanceError(400, -4061, "This loopback trades one-way mode only.")
         client_id = params.get("newClientOrderId") or f"loopback-{self._next_id + 1}"
         if not _CLIENT_ID.match(client_id):
             raise BinanceError(
@@ -1026,7 +1225,7 @@ class LoopbackBinance:
                 "Illegal characters found in parameter 'newClientOrderId'; legal range is "
                 "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
             )
-        if any(o.client_id == client_id for o in self._orders.values()):
+        if any(o.client_id == client_id and o.is_open for o in self._orders.values()):
             raise BinanceError(400, -4116, "ClientOrderId is duplicated.")
         market = order_type == "MARKET"
         qty = self._check_quantity(spec, _mandatory(params, "quantity"), market)
@@ -1051,6 +1250,7 @@ class LoopbackBinance:
         if reduce_only and self._reducible(spec.symbol, side) == 0:
             raise BinanceError(400, -2022, "ReduceOnly Order is rejected.")
         if not reduce_only:
+            self._check_bracket(state, side, qty, reference)
             self._check_margin(state, side, qty, reference)
         now = self._clock()
         order = _Order(
@@ -1082,7 +1282,11 @@ class LoopbackBinance:
                 self._fill_taker(order, state.last, now)
             elif time_in_force in ("IOC", "FOK"):
                 order.status = "EXPIRED"
+        self._on_order_event(order)
         return 200, self._order_json(order, created=True)
+
+    def _on_order_event(self, order: _Order) -> None:
+        """An order was created or changed (the user-data stream publishes it)."""
 
     def _execute_market(
         self, order: _Order, state: _SymbolState, partial: Fault | None, now: int
@@ -1124,8 +1328,15 @@ class LoopbackBinance:
         commission = (qty * price * (_MAKER_FEE if maker else _TAKER_FEE)).quantize(
             Decimal("0.00000001")
         )
+        commission_asset = "USDT"
+        bnb = self._symbols.get(BNB_SPEC.symbol)
+        if self.bnb_fees and bnb is not None and bnb.last:
+            commission = (commission / bnb.last).quantize(Decimal("0.00000001"))
+            commission_asset = "BNB"
+            self._bnb_paid += commission
+        else:
+            self._fees += commission
         self._realized += realized
-        self._fees += commission
         self._next_trade_id += 1
         self._trades.append(
             _Trade(
@@ -1139,6 +1350,7 @@ class LoopbackBinance:
                 commission=commission,
                 time=now,
                 maker=maker,
+                commission_asset=commission_asset,
             )
         )
         order.executed += qty
@@ -1146,6 +1358,10 @@ class LoopbackBinance:
         order.update_time = now
         if order.status != "EXPIRED":
             order.status = "FILLED" if order.executed == order.qty else "PARTIALLY_FILLED"
+        self._on_trade(order, self._trades[-1])
+
+    def _on_trade(self, order: _Order, trade: _Trade) -> None:
+        """An order traded (the user-data stream publishes it)."""
 
     def _find_order(self, params: dict[str, str]) -> _Order | None:
         symbol = _mandatory(params, "symbol")
@@ -1155,7 +1371,8 @@ class LoopbackBinance:
             order = self._orders.get(int(params["orderId"]))
         elif params.get("origClientOrderId"):
             wanted = params["origClientOrderId"]
-            order = next((o for o in self._orders.values() if o.client_id == wanted), None)
+            same = [o for o in self._orders.values() if o.client_id == wanted]
+            order = max(same, key=lambda o: o.order_id) if same else None
         else:
             raise BinanceError(
                 400,
@@ -1164,6 +1381,8 @@ class LoopbackBinance:
             )
         if order is not None and order.symbol != symbol:
             return None
+        if order is not None and self._clock() - order.time < self.lookup_lag_ms:
+            return None  # accepted, but the query path has not caught up yet
         return order
 
     def _query_order(self, params: dict[str, str]) -> tuple[int, Any]:
@@ -1184,6 +1403,7 @@ class LoopbackBinance:
             raise BinanceError(400, -2011, "Unknown order sent.")
         order.status = "CANCELED"
         order.update_time = self._clock()
+        self._on_order_event(order)
         return 200, self._order_json(order, created=True)
 
     def _cancel_all(self, params: dict[str, str]) -> tuple[int, Any]:
@@ -1211,23 +1431,108 @@ class LoopbackBinance:
         orders = [o for o in sorted(self._orders.values(), key=lambda o: o.order_id)]
         return 200, [self._order_json(o) for o in orders if o.symbol == symbol][-limit:]
 
-    def _user_trades(self, params: dict[str, str]) -> tuple[int, Any]:
-        symbol = self._state(_mandatory(params, "symbol")).spec.symbol
+    def _window(self, params: dict[str, str]) -> tuple[int, int]:
+        """Binance's history window: at most 7 days; by default the last 7 days."""
         start = int(params["startTime"]) if params.get("startTime") else None
         end = int(params["endTime"]) if params.get("endTime") else None
+        if start is not None and end is not None:
+            if end - start > _WEEK_MS:
+                raise BinanceError(400, -1127, "More than 168 hours between startTime and endTime.")
+            return start, end
+        if start is not None:
+            return start, start + _WEEK_MS
+        if end is not None:
+            return end - _WEEK_MS, end
+        now = self._clock()
+        return now - _WEEK_MS, now
+
+    def _user_trades(self, params: dict[str, str]) -> tuple[int, Any]:
+        symbol = self._state(_mandatory(params, "symbol")).spec.symbol
         from_id = int(params["fromId"]) if params.get("fromId") else None
         order_id = int(params["orderId"]) if params.get("orderId") else None
         limit = min(int(params.get("limit") or 500), 1000)
+        if from_id is not None and (params.get("startTime") or params.get("endTime")):
+            raise BinanceError(400, -1128, "fromId cannot be sent with startTime or endTime.")
+        start, end = self._window(params) if from_id is None else (0, 2**63)
         rows = [
             t
-            for t in self._trades
+            for t in sorted(self._trades, key=lambda t: (t.time, t.trade_id))
             if t.symbol == symbol
-            and (start is None or t.time >= start)
-            and (end is None or t.time <= end)
+            and start <= t.time <= end
             and (from_id is None or t.trade_id >= from_id)
             and (order_id is None or t.order_id == order_id)
         ]
-        return 200, [self._trade_json(t) for t in rows[-limit:]]
+        return 200, [self._trade_json(t) for t in rows[:limit]]
+
+    def _income(self, params: dict[str, str]) -> tuple[int, Any]:
+        symbol = params.get("symbol")
+        if symbol:
+            self._state(symbol)
+        income_type = params.get("incomeType")
+        limit = min(int(params.get("limit") or 100), 1000)
+        start, end = self._window(params)
+        rows = [
+            i
+            for i in sorted(self._incomes, key=lambda i: (i.time, i.tran_id))
+            if (not symbol or i.symbol == symbol)
+            and (not income_type or i.income_type == income_type)
+            and start <= i.time <= end
+        ]
+        return 200, [self._income_json(i) for i in rows[:limit]]
+
+    def _income_json(self, income: _Income) -> Json:
+        return {
+            "symbol": income.symbol,
+            "incomeType": income.income_type,
+            "income": _fmt(income.income, 8),
+            "asset": "USDT",
+            "info": income.income_type,
+            "time": income.time,
+            "tranId": income.tran_id,
+            "tradeId": "",
+        }
+
+    def _new_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        """One key per account, as Binance: asking again extends and returns the same one."""
+        self.listen_key_requests.append("POST")
+        key = next(iter(self.listen_keys), None) or f"lk{self._next()}loopback"
+        self.listen_keys[key] = self._clock() + 3_600_000
+        return 200, {"listenKey": key}
+
+    def _keep_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        self.listen_key_requests.append("PUT")
+        if not self.listen_keys:
+            raise BinanceError(400, -1125, "This listenKey does not exist.")
+        for key in self.listen_keys:
+            self.listen_keys[key] = self._clock() + 3_600_000
+        return 200, {}
+
+    def _close_listen_key(self, params: dict[str, str]) -> tuple[int, Any]:
+        self.listen_key_requests.append("DELETE")
+        self.listen_keys.clear()
+        return 200, {}
+
+    def _position_mode(self, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"dualSidePosition": self.hedge_mode}
+
+    def _set_position_mode(self, params: dict[str, str]) -> tuple[int, Any]:
+        hedge = _mandatory(params, "dualSidePosition").lower() == "true"
+        if hedge == self.hedge_mode:
+            raise BinanceError(400, -4059, "No need to change position side.")
+        if any(s.position.qty != 0 for s in self._symbols.values()):
+            raise BinanceError(
+                400, -4068, "Position side cannot be changed if there exists position."
+            )
+        self.hedge_mode = hedge
+        return 200, {"code": 200, "msg": "success"}
+
+    def _multi_assets_mode(self, params: dict[str, str]) -> tuple[int, Any]:
+        return 200, {"multiAssetsMargin": self.multi_assets}
+
+    def _api_restrictions(self, params: dict[str, str]) -> tuple[int, Any]:
+        if self.key_permissions is None:
+            raise BinanceError(404, -1000, "Not available on this endpoint (no spot API).")
+        return 200, dict(self.key_permissions)
 
     # ------------------------------------------------------- algo (conditional)
 
@@ -1445,7 +1750,7 @@ class LoopbackBinance:
             "marginAsset": "USDT",
             "quoteQty": _fmt(trade.qty * trade.price, 5),
             "commission": _fmt(trade.commission, 8),
-            "commissionAsset": "USDT",
+            "commissionAsset": trade.commission_asset,
             "time": trade.time,
             "positionSide": "BOTH",
             "maker": trade.maker,

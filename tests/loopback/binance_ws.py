@@ -11,6 +11,14 @@ What ccxt.pro 4.5.90 does for ``watch_ohlcv("ETH/USDT:USDT", "1m")`` on a linear
   with ``k`` = t, T, s, i, f, L, o, c, h, l, v, n, x, q, V, Q, B; it keeps only
   ``[t, o, h, l, c, v]`` in a cache updated in place, so the ``x`` (closed) flag is lost.
 
+The user-data stream, as ccxt.pro 4.5.90 uses it for ``watch_orders`` / ``watch_my_trades`` on
+a linear market: ``POST /fapi/v1/listenKey`` (API key header only) gives a listen key, ccxt
+connects to ``urls['api']['ws']['linear']`` turned into ``.../private/ws?listenKey=<key>`` and
+keeps the key alive with ``PUT /fapi/v1/listenKey`` every ``listenKeyRefreshRate``. The server
+pushes ``ORDER_TRADE_UPDATE`` (x NEW, TRADE, CANCELED, EXPIRED; a liquidation's client id starts
+``autoclose-``) and ``ACCOUNT_UPDATE`` (m ORDER, FUNDING_FEE) events, Binance's field names.
+A connection with an unknown or expired listen key is closed at once.
+
 `LoopbackBinanceWs` is `LoopbackBinance` answering those upgrades on the same port: every
 `push_candle` sends a kline event to the connections subscribed to that symbol's stream (a
 candle that starts a new period first re-sends the previous one with ``"x": true``, as
@@ -25,14 +33,24 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from daemon.adapters.ccxt_gateway import point_at_base_url
-from tests.loopback.binance_usdm import _INTERVAL_MS, Candle, LoopbackBinance, Number, _fmt
+from tests.loopback.binance_usdm import (
+    _INTERVAL_MS,
+    SYMBOLS,
+    Candle,
+    LoopbackBinance,
+    Number,
+    _fmt,
+    _Order,
+    _Trade,
+)
 
-WS_PREFIXES = ("/market/ws", "/public/ws", "/ws", "/stream")
+WS_PREFIXES = ("/market/ws", "/public/ws", "/private/ws", "/ws", "/stream")
 _CLOSE = object()  # queue sentinel: close the connection with a close frame
 
 
@@ -42,6 +60,7 @@ class _Connection:
     request: web.Request
     streams: set[str] = field(default_factory=set)
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    listen_key: str | None = None  # a user-data stream connection
 
 
 class LoopbackBinanceWs(LoopbackBinance):
@@ -117,10 +136,16 @@ class LoopbackBinanceWs(LoopbackBinance):
         if self._refuse_status is not None:
             self.ws_refused += 1
             return web.Response(status=self._refuse_status, text="websocket refused")
+        listen_key = None
+        if request.path.startswith("/private/ws"):
+            listen_key = request.query.get("listenKey", "")
+            if self.listen_keys.get(listen_key, 0) < self._clock():
+                self.ws_refused += 1
+                return web.Response(status=400, text="invalid listen key")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.ws_connections_accepted += 1
-        conn = _Connection(request.path, request)
+        conn = _Connection(request.path, request, listen_key=listen_key)
         self._connections.append(conn)
         writer = asyncio.ensure_future(self._write(ws, conn))
         try:
@@ -161,6 +186,108 @@ class LoopbackBinanceWs(LoopbackBinance):
         else:
             reply = {"error": {"code": 2, "msg": f"Invalid request: {method}"}, "id": request_id}
         conn.queue.put_nowait(json.dumps(reply))
+
+    # ------------------------------------------------------------ user data
+
+    @property
+    def user_stream_connections(self) -> int:
+        return sum(c.listen_key is not None for c in self._connections)
+
+    def _push_user(self, event: dict[str, Any]) -> None:
+        text = json.dumps(event)
+        for conn in self._connections:
+            if conn.listen_key is not None:
+                conn.queue.put_nowait(text)
+
+    def _on_order_event(self, order: _Order) -> None:
+        if order.status in ("NEW", "CANCELED", "EXPIRED"):
+            self._push_user(self._order_update(order, None))
+
+    def _on_trade(self, order: _Order, trade: _Trade) -> None:
+        self._push_user(self._order_update(order, trade))
+        self._on_account_event("ORDER")
+
+    def _on_account_event(self, reason: str) -> None:
+        now = self._clock()
+        positions = []
+        for state in self._symbols.values():
+            pos, spec = state.position, state.spec
+            if pos.qty == 0 and reason != "ORDER":
+                continue
+            mark = state.last if state.last is not None else pos.entry
+            positions.append(
+                {
+                    "s": spec.symbol,
+                    "pa": _fmt(pos.qty, spec.quantity_precision),
+                    "ep": _fmt(pos.entry, 8),
+                    "bep": _fmt(pos.entry, 8),
+                    "cr": "0",
+                    "up": _fmt(pos.qty * (mark - pos.entry), 8),
+                    "mt": "isolated" if state.margin_type == "ISOLATED" else "cross",
+                    "iw": "0",
+                    "ps": "BOTH",
+                }
+            )
+        wallet = _fmt(self.wallet_balance, 8)
+        self._push_user(
+            {
+                "e": "ACCOUNT_UPDATE",
+                "E": now,
+                "T": now,
+                "a": {
+                    "m": reason,
+                    "B": [{"a": "USDT", "wb": wallet, "cw": wallet, "bc": "0"}],
+                    "P": positions,
+                },
+            }
+        )
+
+    def _order_update(self, order: _Order, trade: _Trade | None) -> dict[str, Any]:
+        spec = SYMBOLS.get(order.symbol) or self._state(order.symbol).spec
+        pp, qp = spec.price_precision, spec.quantity_precision
+        avg = order.cum_quote / order.executed if order.executed else Decimal(0)
+        now = self._clock()
+        return {
+            "e": "ORDER_TRADE_UPDATE",
+            "E": now,
+            "T": trade.time if trade is not None else order.update_time,
+            "o": {
+                "s": order.symbol,
+                "c": order.client_id,
+                "S": order.side,
+                "o": order.type,
+                "f": order.time_in_force,
+                "q": _fmt(order.qty, qp),
+                "p": _fmt(order.price, pp),
+                "ap": _fmt(avg, 5),
+                "sp": _fmt(order.stop_price, pp),
+                "x": "TRADE" if trade is not None else order.status,
+                "X": order.status,
+                "i": order.order_id,
+                "l": _fmt(trade.qty, qp) if trade is not None else "0",
+                "z": _fmt(order.executed, qp),
+                "L": _fmt(trade.price, pp) if trade is not None else "0",
+                "N": trade.commission_asset if trade is not None else "USDT",
+                "n": _fmt(trade.commission, 8) if trade is not None else "0",
+                "T": trade.time if trade is not None else order.update_time,
+                "t": trade.trade_id if trade is not None else 0,
+                "b": "0",
+                "a": "0",
+                "m": trade.maker if trade is not None else False,
+                "R": order.reduce_only,
+                "wt": "CONTRACT_PRICE",
+                "ot": order.orig_type or order.type,
+                "ps": "BOTH",
+                "cp": False,
+                "rp": _fmt(trade.realized_pnl, 8) if trade is not None else "0",
+                "pP": False,
+                "si": 0,
+                "ss": 0,
+                "V": "EXPIRE_MAKER",
+                "pm": "NONE",
+                "gtd": 0,
+            },
+        }
 
     def _publish(self, symbol: str, candle: Candle, closed: bool) -> None:
         stream = f"{symbol.lower()}@kline_{self.interval}"

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from tests.loopback.binance_usdm import LoopbackBinance
+from tests.loopback.binance_ws import LoopbackBinanceWs
 
 T = TypeVar("T")
 API_KEY, API_SECRET = "crash-key", "crash-secret"
@@ -41,16 +42,22 @@ class ServerThread:
         candles: list[tuple[int, float, float, float, float, float]],
         interval_s: float,
         preload: int = 100,
+        server: Any = None,
+        retime: bool = True,
     ) -> None:
+        """`retime=False` keeps the candles' own times (an exchange whose ccxt never asks
+        for candles after its own clock, like Bitget's, needs them all in the past)."""
         self.symbol = symbol
-        self._candles = _now_based(candles, preload)
+        self._candles = _now_based(candles, preload) if retime else candles
         self._interval = interval_s
         self._preload = preload
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._pushing = threading.Event()
         self._pushing.set()
-        self.server = LoopbackBinance(API_KEY, API_SECRET)
+        # Any loopback exchange with start/close/push_candle (Binance, with its market and
+        # user-data websockets, unless given).
+        self.server = server if server is not None else LoopbackBinanceWs(API_KEY, API_SECRET)
         self.url = ""
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -83,6 +90,9 @@ class ServerThread:
 
     def pause_market(self) -> None:
         self._pushing.clear()
+
+    def resume_market(self) -> None:
+        self._pushing.set()
 
     def call(self, fn: Callable[[LoopbackBinance], T]) -> T:
         """Run `fn(server)` on the server's own thread and return its result."""

@@ -251,20 +251,36 @@ def test_cancel_of_unknown_order_is_OrderNotFound() -> None:
     play(story)
 
 
-def test_lost_reply_still_leaves_exactly_one_order_on_the_exchange() -> None:
+def test_a_resend_after_a_lost_reply_is_a_second_order_as_on_binance() -> None:
+    """Binance keeps client order ids unique only among open orders: a filled market order's
+    id is accepted again, so a blind resend doubles the position. A resting order's is not."""
+
     async def story(server: LoopbackBinance, ex: Any) -> None:
         await ex.load_markets()
         server.faults.add("accepted_reply_lost", method="POST", path="/fapi/v1/order")
         with pytest.raises(ccxt.NetworkError):
             await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "lost-1"})
-        with pytest.raises(ccxt.InvalidOrder, match="-4116"):  # the resend is refused
-            await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "lost-1"})
-        found = await ex.fetch_order(None, BTC, {"clientOrderId": "lost-1"})
-        assert (found["status"], found["filled"]) == ("closed", 0.01)
-        assert list(server.orders_by_client_id()) == ["lost-1"]
-        assert server.position("BTCUSDT") == (Decimal("0.01"), Decimal(50_000))
+        again = await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "lost-1"})
+        assert again["status"] == "closed"
+        assert server.position("BTCUSDT") == (Decimal("0.02"), Decimal(50_000))
+        await ex.create_order(BTC, "limit", "buy", 0.01, 49_000, {"clientOrderId": "rest-1"})
+        with pytest.raises(ccxt.InvalidOrder, match="-4116"):  # open: the id is taken
+            await ex.create_order(BTC, "limit", "buy", 0.01, 49_000, {"clientOrderId": "rest-1"})
 
     play(story)
+
+
+def test_an_order_is_not_found_just_after_acceptance_with_lookup_lag() -> None:
+    async def story(server: LoopbackBinance, ex: Any) -> None:
+        await ex.load_markets()
+        await ex.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "lag-1"})
+        with pytest.raises(ccxt.OrderNotFound, match="-2013"):
+            await ex.fetch_order(None, BTC, {"clientOrderId": "lag-1"})
+        await asyncio.sleep(0.35)
+        found = await ex.fetch_order(None, BTC, {"clientOrderId": "lag-1"})
+        assert found["status"] == "closed"
+
+    play(story, lookup_lag_ms=300)
 
 
 def test_reduce_only_never_flips() -> None:
@@ -553,3 +569,42 @@ def test_replies_have_the_shape_of_binances_recorded_replies() -> None:
         assert problems == []
 
     play(story)
+
+
+def test_fill_and_income_replies_carry_every_field_ccxt_recorded() -> None:
+    recorded = json.loads(
+        (FIXTURES / "ccxt_static" / "response__binance__futures_subset.json").read_text()
+    )
+
+    def reply(method: str) -> dict[str, Any]:
+        return dict(recorded["methods"][method][0]["httpResponse"][0])
+
+    async def story(server: LoopbackBinance, ex: Any) -> None:
+        await ex.create_order(BTC, "market", "buy", 0.01)
+        server.pay_funding("BTCUSDT", "0.0001")
+        [trade] = await ex.fetch_my_trades(BTC)
+        [funding] = await ex.fetch_funding_history(BTC)
+        assert set(reply("fetchMyTrades")) <= set(trade["info"])
+        assert set(reply("fetchFundingHistory")) <= set(funding["info"])
+        assert funding["amount"] == -0.05  # 0.01 BTC at 50 000, 0.01 %
+
+    play(story)
+
+
+def test_account_modes_key_permissions_and_a_liquidation_as_binance_reports_them() -> None:
+    async def story(server: LoopbackBinance, ex: Any) -> None:
+        assert (await ex.fetch_position_mode())["hedged"] is True
+        assert (await ex.fapiPrivateGetMultiAssetsMargin())["multiAssetsMargin"] is True
+        assert (await ex.sapiGetAccountApiRestrictions())["enableFutures"] is True
+        with pytest.raises(ccxt.OperationRejected, match="-4061"):
+            await ex.create_order(BTC, "market", "buy", 0.01)
+        await ex.set_position_mode(False)
+        with pytest.raises(ccxt.BadRequest, match="-4168"):
+            await ex.set_margin_mode("isolated", BTC)
+        await ex.create_order(BTC, "market", "buy", 0.01)
+        cid = server.liquidate("BTCUSDT", 49_000)
+        assert cid.startswith("autoclose-") and server.position("BTCUSDT")[0] == 0
+        liquidation = await ex.fetch_order(None, BTC, {"clientOrderId": cid})
+        assert (liquidation["status"], liquidation["side"]) == ("closed", "sell")
+
+    play(story, hedge_mode=True, multi_assets=True)
