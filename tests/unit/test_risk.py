@@ -349,7 +349,10 @@ def test_the_leverage_cap_is_the_smaller_of_the_configs_and_the_markets() -> Non
     assert rule(leverage=125) is None  # the market's 125 under a config cap of 200
     assert rule(leverage=126) == "leverage"
     message = reason(leverage=150)
-    assert message == "leverage 150 > the limit 125 (max_leverage 200, ETH/USDT:USDT allows 125)"
+    assert message == (
+        "leverage 150 > the limit 125 (max_leverage 200, "
+        "ETH/USDT:USDT's bracket for 25.00 USDT allows 125x)"
+    )
     tight = RiskLimits(3, Decimal(100), Decimal(1), Decimal(20))
     assert rule(leverage=3, limits=tight) is None
     assert rule(leverage=4, limits=tight) == "leverage"
