@@ -71,7 +71,7 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "flatten": Module("daemon/runtime/flatten.py", ("tests/component/test_flatten.py",)),
-    "reconcile": Module("daemon/runtime/reconcile.py", ("tests/component/test_reconcile.py",)),
+    "reconcile": Module("daemon/runtime/reconcile.py", ("tests/component/test_reconcile*.py",)),
     "protocol": Module("tradectl/protocol.py", ("tests/unit/test_protocol.py",)),
     "control-server": Module(
         "daemon/control/server.py",
