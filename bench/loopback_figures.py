@@ -4,12 +4,17 @@
 - flatten of 10 symbols with positions and resting orders, command to flat
   (`tradectl flatten --all --yes --direct`, a fresh process, as cron would run it).
 
-Usage: python bench/loopback_figures.py [seconds of trading]
+With `--flatten-only [--baseline REV] [--rounds N]`: only the flatten, alternately for
+the code of now and of REV (`git archive`d, run through PYTHONPATH), N times each.
+
+Usage: python bench/loopback_figures.py [seconds of trading] [--flatten-only]
+       [--baseline REV] [--rounds N]
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import subprocess
 import sys
@@ -105,7 +110,8 @@ async def open_positions(url: str, symbols: list[str]) -> None:
         await gateway.close()
 
 
-def flatten_ten(folder: Path) -> tuple[float, str]:
+def flatten_ten(folder: Path, code: Path | None = None) -> tuple[float, str]:
+    folder.mkdir(parents=True, exist_ok=True)
     for base in EXTRA:
         add_symbol_like(f"{base}USDT", base)
     candles = real_candles(REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather", 200)
@@ -127,23 +133,51 @@ def flatten_ten(folder: Path) -> tuple[float, str]:
         env = dict(
             DaemonProcess(config, folder / "fstate", folder / "x.sock", folder / "f.log").env, **ENV
         )
+        if code is not None:
+            env["PYTHONPATH"] = str(code)
         began = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
             [sys.executable, "-m", "tradectl.cli", "flatten", "--all", "--yes", "--direct"],
             env=env,
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
+            cwd=folder,  # not the checkout, which would shadow a baseline on PYTHONPATH
         )
         took = time.monotonic() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         left = market.call(lambda s: [sym for sym in s._symbols if s.position(sym)[0] != 0])
-        verdict = f"exit {done.returncode}, positions left: {left or 'none'}"
+        verdict = f"CPU {cpu:.2f} s, exit {done.returncode}, positions left: {left or 'none'}"
         return took, verdict
     finally:
         market.stop()
 
 
+def flatten_rounds() -> None:
+    baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+    with tempfile.TemporaryDirectory(prefix="tc-loop-", dir="/tmp") as tmp:
+        codes: list[tuple[str, Path | None]] = [("now", None)]
+        if baseline is not None:
+            old = Path(tmp) / "baseline"
+            old.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", baseline], cwd=REPO, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            codes.append((baseline, old))
+        for r in range(rounds):
+            for label, code in codes:
+                took, verdict = flatten_ten(Path(tmp) / f"{label}-{r}", code)
+                print(f"{label:>10}: flatten --all of 10 symbols: {took:.2f} s; {verdict}")
+
+
 def main() -> None:
+    if "--flatten-only" in sys.argv:
+        flatten_rounds()
+        return
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 15
     with tempfile.TemporaryDirectory(prefix="tc-loop-") as tmp:
         lat = trading_latency(Path(tmp) / "latency", seconds)

@@ -13,16 +13,14 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 import tradectl
 from daemon.adapters.candle_files import replay_file
-from daemon.adapters.ccxt_gateway import CcxtGateway
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
-from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
@@ -39,10 +37,10 @@ from daemon.control.server import (
     claim_socket_path,
     current_peer,
 )
-from daemon.credentials import load_credentials
-from daemon.domain.errors import ConfigError, NotFound
+from daemon.domain.errors import NotFound
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
+from daemon.gateways import build_gateways, ccxt_gateway_class, is_ccxt_gateway, owner_of
 from daemon.ports import Clock, ExchangeGateway, MarketFeed
 from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
@@ -52,11 +50,14 @@ from daemon.runtime.preflight import BotNeeds, PreflightReport, preflight
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
 from daemon.runtime.user_stream import UserStream
-from daemon.settings import paper_settings, risk_limits
+from daemon.settings import risk_limits
 from daemon.systemd import SystemdNotifier
 from strategies.base import Strategy
 from strategies.registry import build_strategy
-from tradectl.config import Config, ExchangeAccount, LoadedConfig, PaperAccount
+from tradectl.config import ExchangeAccount, LoadedConfig, PaperAccount
+
+if TYPE_CHECKING:
+    from daemon.adapters.ccxt_gateway import CcxtGateway
 from tradectl.protocol import Command, Request
 
 FEED_RESTART_DELAY_S = 2.0
@@ -72,41 +73,6 @@ class FeedKey:
 
     def __str__(self) -> str:
         return f"{self.account}:{self.symbol}"
-
-
-def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
-    """One gateway per configured account; the daemon and a direct flatten share this."""
-    config = loaded.config
-    gateways: dict[str, ExchangeGateway] = {}
-    markets = None
-    for name, account in config.accounts.items():
-        if isinstance(account, ExchangeAccount):
-            try:
-                credentials = load_credentials(account.credentials)
-            except ConfigError as e:
-                raise ConfigError(f"{loaded.path}: accounts.{name}.credentials: {e}") from None
-            gateways[name] = CcxtGateway(
-                name,
-                account.kind,
-                credentials,
-                testnet=account.testnet,
-                api_base_url=account.api_base_url,
-                requests_per_s=account.requests_per_s,
-                unknown_outcome_window_s=account.order_lookup_window_s,
-                trigger_price_type=account.trigger_price_type,
-            )
-            continue
-        markets = markets or load_paper_markets()
-        gateways[name] = PaperExchange(name, paper_settings(account, config.risk), store, markets)
-    return gateways
-
-
-def owner_of(config: Config, account: str, symbol: str) -> str | None:
-    """The configured bot that trades `symbol` on `account` (at most one, by validation)."""
-    for name, bot in config.bots.items():
-        if bot.account == account and bot.symbol == symbol:
-            return name
-    return None
 
 
 class Daemon:
@@ -222,13 +188,13 @@ class Daemon:
         if isinstance(account, PaperAccount):  # paper fills on live public prices
             source = self.data_gateways.get(key.account)
             if source is None:
-                source = CcxtGateway(
+                source = ccxt_gateway_class()(
                     key.account, account.market_data, None, api_base_url=account.api_base_url
                 )
                 self.data_gateways[key.account] = source
         else:
             gateway = self.gateways[key.account]
-            assert isinstance(gateway, CcxtGateway)
+            assert is_ccxt_gateway(gateway)
             source = gateway
         watch = None
         if account.market_data_transport == "websocket" and source.can_watch_ohlcv:
@@ -282,6 +248,11 @@ class Daemon:
         except BaseException:
             lock.release()
             raise
+        # Paper-only: the exchange's own state is in this file, so there is nothing a
+        # synced log protects that a power cut would not roll back with it.
+        store.sync_critical_writes = any(
+            isinstance(a, ExchangeAccount) for a in self.config.accounts.values()
+        )
         self.store = store
         server: ControlServer | None = None
         started_gateways: list[ExchangeGateway] = []
@@ -390,7 +361,7 @@ class Daemon:
 
     def _is_exchange_account(self, account: str, gateway: ExchangeGateway) -> bool:
         return (
-            isinstance(gateway, CcxtGateway)
+            is_ccxt_gateway(gateway)
             and account in self.gateways
             and (self.gateways[account] is gateway)
         )
@@ -407,7 +378,7 @@ class Daemon:
         """Fills and order updates as they happen, where the account streams them."""
         gateway = self.gateways[account]
         settings = self.config.accounts[account]
-        if not isinstance(gateway, CcxtGateway) or not isinstance(settings, ExchangeAccount):
+        if not is_ccxt_gateway(gateway) or not isinstance(settings, ExchangeAccount):
             return
         if settings.market_data_transport != "websocket" or not gateway.can_watch_user_data:
             return
@@ -438,7 +409,7 @@ class Daemon:
     async def _preflight(self, account: str) -> PreflightReport:
         """Check the account; hold the bots it refuses, journal what changed since last time."""
         gateway = self.gateways[account]
-        assert isinstance(gateway, CcxtGateway)
+        assert is_ccxt_gateway(gateway)
         bots = [
             BotNeeds(name, bot.symbol, bot.leverage)
             for name, bot in self.config.bots.items()

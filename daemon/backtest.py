@@ -70,7 +70,7 @@ from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.replay_feed import DEFAULT_WARMUP, ReplayFeed
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.backtest_simulator import Costs, Decisions, signals_by_candle, simulate
+from daemon.backtest_simulator import Costs, Decisions, EquityCurve, signals_by_candle, simulate
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import HaltRequested, TradectlError
@@ -150,7 +150,8 @@ class BacktestResult:
     candles: int = 0
     trades: list[Trade] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
-    equity: list[tuple[datetime, float]] = field(default_factory=list)  # at every 1m close
+    # at every 1m close: a list from the replay engine, an EquityCurve from the fast one
+    equity: list[tuple[datetime, float]] | EquityCurve = field(default_factory=list)
     open_position: dict[str, str] | None = None
     halted: dict[str, str] | None = None
     signals: int = 0
@@ -163,9 +164,13 @@ class BacktestResult:
         wins = [n for n in nets if n > 0]
         losses = [n for n in nets if n <= 0]
         gross_loss = -sum(n for n in losses if n < 0)
-        drawdown, drawdown_pct = max_drawdown([e for _, e in self.equity])
-        end_equity = self.equity[-1][1] if self.equity else float(self.initial_balance)
-        sharpe, periods = daily_sharpe(self.equity, float(self.initial_balance))
+        equity = self.equity
+        values = (
+            equity.values.tolist() if isinstance(equity, EquityCurve) else [e for _, e in equity]
+        )
+        drawdown, drawdown_pct = max_drawdown(values)
+        end_equity = values[-1] if values else float(self.initial_balance)
+        sharpe, periods = daily_sharpe(equity, float(self.initial_balance))
         return {
             "strategy": self.strategy,
             "params": self.params,
@@ -465,6 +470,8 @@ async def _drive(
     runner_task = asyncio.create_task(runner.run(), name="backtest-runner")
     finished = asyncio.Event()
     halt_seen = False
+    equity: list[tuple[datetime, float]] = []
+    result.equity = equity
 
     async def record(event: CandlesClosed) -> None:
         """After the bot: equity, progress, halts; holds the feed once the window is done."""
@@ -473,7 +480,7 @@ async def _drive(
             halt_seen = True
             await _on_runner_end(result, runner_task, exchange, store, clock, event)
         balance = await exchange.fetch_balance()
-        result.equity.append((event.closed_at, float(balance.equity)))
+        equity.append((event.closed_at, float(balance.equity)))
         result.candles += 1
         if progress is not None:
             progress(result.candles, total)
@@ -626,14 +633,20 @@ def _sharpe_basis(periods: int) -> str:
     return basis
 
 
-def daily_sharpe(equity: list[tuple[datetime, float]], initial: float) -> tuple[float | None, int]:
+def daily_sharpe(
+    equity: list[tuple[datetime, float]] | EquityCurve, initial: float
+) -> tuple[float | None, int]:
     """Annualised Sharpe of daily equity returns (see the module docstring), and how many
     daily returns it rests on."""
-    closes: dict[date, float] = {}
-    for when, value in equity:
-        # a close at 00:00 ends the previous day's last candle
-        closes[(when.astimezone(UTC) - _MINUTE).date()] = value
-    levels = [initial, *closes.values()]
+    if isinstance(equity, EquityCurve):
+        days = equity.day_closes()
+    else:
+        closes: dict[date, float] = {}
+        for when, value in equity:
+            # a close at 00:00 ends the previous day's last candle
+            closes[(when.astimezone(UTC) - _MINUTE).date()] = value
+        days = list(closes.values())
+    levels = [initial, *days]
     returns = [b / a - 1 for a, b in itertools.pairwise(levels) if a > 0]
     if len(returns) < 2:
         return None, len(returns)

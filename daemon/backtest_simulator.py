@@ -30,19 +30,24 @@ and `tests/integration/test_backtest_parity.py` holds the backtest to a real dae
 
 from __future__ import annotations
 
+import bisect
+import decimal
+import gc
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from daemon.adapters.candle_files import (
     CandleFile,
     aggregate,
+    minute_to_datetime,
     timeframe_minutes,
 )
 from daemon.adapters.paper_exchange import rejection
@@ -134,9 +139,66 @@ class Outcome:
     decisions: Decisions = field(default_factory=Decisions)
     fills: list[Fill] = field(default_factory=list)
     purposes: dict[str, str] = field(default_factory=dict)  # client order id -> why
-    equity: list[tuple[datetime, float]] = field(default_factory=list)
+    equity: EquityCurve = field(default_factory=lambda: EquityCurve(0, np.empty(0)))
     halted: dict[str, str] | None = None
     open_position: dict[str, str] | None = None
+
+
+class EquityCurve(Sequence[tuple[datetime, float]]):
+    """Equity marked at every 1m close, kept as one float array: the (close time, equity)
+    pairs are made only when read, since a run of months would otherwise build a datetime
+    and a tuple per candle that most callers (the summary's metrics) never look at."""
+
+    def __init__(self, first_close_minute: int, values: npt.NDArray[np.float64]) -> None:
+        self.first_close_minute = first_close_minute
+        self.values = values
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[datetime, float]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[datetime, float]]: ...
+
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[datetime, float] | list[tuple[datetime, float]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return minute_to_datetime(self.first_close_minute + index), float(self.values[index])
+
+    def __iter__(self) -> Iterator[tuple[datetime, float]]:
+        minute = self.first_close_minute
+        return (
+            (minute_to_datetime(minute + i), value) for i, value in enumerate(self.values.tolist())
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EquityCurve):
+            return self.first_close_minute == other.first_close_minute and bool(
+                np.array_equal(self.values, other.values)
+            )
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
+
+    def day_closes(self) -> list[float]:
+        """The equity at each UTC day's last 1m close, in order (a close at 00:00 ends the
+        day before)."""
+        if not len(self):
+            return []
+        days = (np.arange(len(self)) + self.first_close_minute - 1) // DAY_MINUTES
+        last = [*np.flatnonzero(np.diff(days)).tolist(), len(self) - 1]
+        closes: list[float] = self.values[last].tolist()
+        return closes
 
 
 def strategy_frames(candles: pl.DataFrame, timeframes: tuple[str, ...]) -> dict[str, pl.DataFrame]:
@@ -235,7 +297,7 @@ class _Account:
         self.qty_f = 0.0
         self.entry_f = 0.0
         self.resting: list[Order] = []
-        self._triggers_f: list[tuple[float, bool]] = []  # (trigger, fires on a rise)
+        self.triggers_f: list[tuple[float, bool]] = []  # (trigger, fires on a rise)
 
     @property
     def day_net(self) -> Decimal:
@@ -261,7 +323,7 @@ class _Account:
 
     def may_fire(self, high: float, low: float) -> bool:
         """False only when no resting trigger can have been reached (floats never decide)."""
-        for trigger, rises in self._triggers_f:
+        for trigger, rises in self.triggers_f:
             if (high >= trigger) if rises else (low <= trigger):
                 return True
         return False
@@ -300,7 +362,7 @@ class _Account:
     def flatten(self, cid: str, close: Decimal, at: datetime) -> None:
         """A flatten: every resting order cancelled, the position closed at market."""
         self.resting.clear()
-        self._triggers_f.clear()
+        self.triggers_f.clear()
         held = self.holding.qty
         if held:
             self.outcome.purposes[cid] = "flatten"
@@ -339,14 +401,14 @@ class _Account:
             raise WouldTrigger(f"order would immediately trigger at {trigger}, last {close}")
         order = _order(intent, OrderStatus.OPEN)
         self.resting.append(order)
-        self._triggers_f.append((float(trigger), trigger_rises(intent.type, intent.side)))
+        self.triggers_f.append((float(trigger), trigger_rises(intent.type, intent.side)))
         return order
 
     def _unrest(self, order: Order) -> None:
         for i, resting in enumerate(self.resting):
             if resting.client_order_id == order.client_order_id:
                 del self.resting[i]
-                del self._triggers_f[i]
+                del self.triggers_f[i]
                 return
 
     def _book(self, cid: str, side: Side, qty: Decimal, price: Decimal, at: datetime) -> None:
@@ -412,18 +474,42 @@ def simulate(
 ) -> Outcome:
     """Run the 1m candles `first <= i < end` of `data` (see the module docstring).
 
-    `progress` hears only the end: the loop takes well under a second for a month of candles.
+    `progress` hears only the end: the loop takes about a second for a month of candles.
+    The cyclic garbage collector is paused meanwhile: the loop makes no reference cycles, and
+    each of its passes would walk every fill and order made so far again (15 % of a run of
+    six months).
     """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(data, first, end, signals, symbol, bot, costs, limits, market, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _simulate(
+    data: CandleFile,
+    first: int,
+    end: int,
+    signals: Mapping[int, Signal],
+    symbol: str,
+    bot: str,
+    costs: Costs,
+    limits: RiskLimits,
+    market: Market,
+    progress: Progress | None,
+) -> Outcome:
     frame = data.frame.slice(first, end - first)
     closes = _Decimals(frame["close"])
-    close_f = frame["close"].cast(pl.Float64).to_list()
-    high_f = frame["high"].cast(pl.Float64).to_list()
-    low_f = frame["low"].cast(pl.Float64).to_list()
+    arrays = tuple(frame[c].cast(pl.Float64).to_numpy() for c in ("high", "low", "close"))
+    high_f, low_f, close_f = (a.tolist() for a in arrays)
     opens, highs, lows = _Decimals(frame["open"]), _Decimals(frame["high"]), _Decimals(frame["low"])
     total = end - first
-    times = _close_times(data.first_minute + first + 1, total)
+    first_close = data.first_minute + first + 1
     outcome = Outcome(candles=total)
-    equity = outcome.equity
+    curve = outcome.equity = EquityCurve(first_close, np.empty(total))
+    values = curve.values
     account = _Account(costs, market, outcome, symbol)
     config = trader.TraderConfig(
         bot, "paper", symbol, market, costs.leverage, limits, timedelta(minutes=2)
@@ -431,14 +517,30 @@ def simulate(
     state = trader.TraderState()
     attention = False
     reset = limits.daily_reset.hour * 60 + limits.daily_reset.minute
-    min_limit = float(min(limits.daily_loss_limit_usdt, limits.account_daily_loss_limit_usdt))
-    first_close = data.first_minute + first + 1
+    limit_f = float(min(limits.daily_loss_limit_usdt, limits.account_daily_loss_limit_usdt))
+    near_f = limit_f - _LOSS_CHECK_SLACK  # a loss of this much (floats) asks the Decimals
+    days = (np.arange(first_close - reset, first_close - reset + total) // DAY_MINUTES).tolist()
+    signalled = sorted(i - first for i in signals if first <= i < end)
+    marker = _Marker(closes)
     day = None
-    for k in range(total):
-        today = (first_close + k - reset) // DAY_MINUTES
+    k = 0
+    while k < total:
+        today = days[k]
         if today != day:
             day, account.day_net = today, ZERO
-        at = times[k]
+        if not attention:  # candles where nothing can happen are marked, not stepped
+            skip_to = _quiet_until(
+                account, k, total, signalled, days, near_f, high_f, low_f, close_f, arrays
+            )
+            if skip_to > k:
+                held = account.holding
+                if held.qty:
+                    marker.mark(values, k, skip_to, account.wallet, held)
+                else:
+                    values[k:skip_to] = account.wallet_f
+                k = skip_to
+                continue
+        at = minute_to_datetime(first_close + k)
         fired = bool(account.resting) and account.may_fire(high_f[k], low_f[k])
         if fired:
             fired = account.fire(opens[k], highs[k], lows[k], at)
@@ -449,9 +551,8 @@ def simulate(
             pnl_f = account.day_net_f + (close_f[k] - account.entry_f) * account.qty_f
         else:
             pnl_f = account.day_net_f
-        near_limit = -pnl_f >= min_limit - _LOSS_CHECK_SLACK
         close = closes[k]
-        if fired or signal is not None or near_limit or attention:
+        if fired or signal is not None or -pnl_f >= near_f or attention:
             facts = account.facts(close)
             event = trader.CandleClosed(
                 at,
@@ -466,16 +567,16 @@ def simulate(
             if halt is not None:
                 outcome.halted = {"at": at.isoformat(), "scope": halt.scope, "reason": halt.reason}
                 account.flatten(flatten_order_id(bot), close, at)
-                equity.extend((t, float(account.wallet)) for t in times[k:])
+                values[k:] = float(account.wallet)
                 if progress is not None:
                     progress(total, total)
                 return outcome
             attention = trader.needs_attention(state, config)
         if account.holding.qty:
-            marked = account.wallet + _unrealized(account.holding, close)
-            equity.append((at, float(marked)))
+            marker.mark(values, k, k + 1, account.wallet, account.holding)
         else:
-            equity.append((at, account.wallet_f))
+            values[k] = account.wallet_f
+        k += 1
     if progress is not None:
         progress(total, total)
     holding = account.holding
@@ -489,6 +590,160 @@ def simulate(
             "unrealized_pnl": str(_unrealized(holding, last)),
         }
     return outcome
+
+
+_SCAN_FIRST = 8  # candles of a quiet stretch looked at in Python, before numpy takes over
+
+
+def _quiet_until(
+    account: _Account,
+    k: int,
+    total: int,
+    signalled: list[int],
+    days: list[int],
+    near_f: float,
+    high_f: list[float],
+    low_f: list[float],
+    close_f: list[float],
+    arrays: tuple[npt.NDArray[np.float64], ...],
+) -> int:
+    """The first candle from k on that the loop must look at: one with a signal, one whose
+    range may reach a resting trigger, one whose floats come near the loss limits, or a new
+    risk day (it resets the day's PnL); the pre-screens are the loop's own, on arrays.
+
+    Only asked while the core needs no attention: then a candle without any of these cannot
+    lead to an action (`trader.needs_attention`), and only its equity is marked.
+    """
+    stop = total
+    i = bisect.bisect_left(signalled, k)
+    if i < len(signalled):
+        stop = signalled[i]
+    if stop <= k:
+        return k
+    qty_f, day_net_f = account.qty_f, account.day_net_f
+    if not qty_f and not account.resting:  # flat and nothing rests: only the limit is left
+        if -day_net_f >= near_f or near_f <= 0:
+            return k
+        return stop
+    day = days[k]
+    triggers, entry_f = account.triggers_f, account.entry_f
+    # A trade lasts a few candles as a rule: look at the first ones in plain Python before
+    # paying numpy's fixed cost per call.
+    for j in range(k, min(stop, k + _SCAN_FIRST)):
+        if days[j] != day:
+            return j
+        high, low = high_f[j], low_f[j]
+        for trigger, rises in triggers:
+            if (high >= trigger) if rises else (low <= trigger):
+                return j
+        pnl = day_net_f + (close_f[j] - entry_f) * qty_f if qty_f else day_net_f
+        if -pnl >= near_f:
+            return j
+    scan, width = k + _SCAN_FIRST, _SCAN_FIRST * 4
+    highs, lows, closes = arrays
+    while scan < stop:
+        upto = min(stop, scan + width)
+        busy = np.zeros(upto - scan, dtype=bool)
+        for trigger, rises in triggers:
+            if rises:
+                busy |= highs[scan:upto] >= trigger
+            else:
+                busy |= lows[scan:upto] <= trigger
+        if qty_f:
+            busy |= -(day_net_f + (closes[scan:upto] - entry_f) * qty_f) >= near_f
+        elif -day_net_f >= near_f:
+            return k
+        hit = int(np.argmax(busy)) if busy.any() else upto - scan
+        end_of_day = bisect.bisect_right(days, day, scan, scan + hit)
+        if end_of_day < scan + hit:
+            return end_of_day
+        if hit < upto - scan:
+            return scan + hit
+        scan, width = upto, width * 2
+    return stop
+
+
+class _Marker:
+    """Equity of an open position at each close, exactly `float(wallet + (close - entry) *
+    qty)` as the Decimal code computes it, in Python integers (cheaper than a Decimal per
+    candle); falls back to Decimals where 28 digits (Decimal's precision) might not hold it."""
+
+    def __init__(self, closes: _Decimals) -> None:
+        self._closes = closes
+        self._units = closes.units
+        self._exponent = closes.exponent
+        self._for: tuple[Decimal, Holding] | None = None
+        self._terms = (0, 0, 0, 0, 0, 0)
+
+    def mark(
+        self,
+        values: npt.NDArray[np.float64],
+        begin: int,
+        end: int,
+        wallet: Decimal,
+        holding: Holding,
+    ) -> None:
+        units = self._units
+        if self._for is None or self._for[0] is not wallet or self._for[1] is not holding:
+            self._for = (wallet, holding)
+            self._terms = self._integer_terms(wallet, holding)
+        c_scale, e_scaled, q_int, p_scale, w_scaled, b = self._terms
+        stretch: list[int] = units[begin:end].tolist()
+        biggest = max(max(stretch), -min(stretch)) * c_scale + abs(e_scaled)
+        exact = (
+            biggest < _DIGITS
+            and biggest * abs(q_int) < _DIGITS
+            and biggest * abs(q_int) * p_scale + abs(w_scaled) < _DIGITS
+        )
+        if not exact:
+            closes = self._closes
+            for j in range(begin, end):
+                values[j] = float(wallet + _unrealized(holding, closes[j]))
+            return
+        if b < 0:
+            divisor = 10**-b
+            values[begin:end] = [
+                ((u * c_scale - e_scaled) * q_int * p_scale + w_scaled) / divisor for u in stretch
+            ]
+        else:
+            factor = 10**b
+            values[begin:end] = [
+                float(((u * c_scale - e_scaled) * q_int * p_scale + w_scaled) * factor)
+                for u in stretch
+            ]
+
+    def _integer_terms(
+        self, wallet: Decimal, holding: Holding
+    ) -> tuple[int, int, int, int, int, int]:
+        """close * c_scale - e_scaled is (close - entry) in units of 10**a; times q_int *
+        p_scale plus w_scaled, the equity in units of 10**b."""
+        q_int, q_exp = _integer(holding.qty)
+        e_int, e_exp = _integer(holding.entry_price)
+        w_int, w_exp = _integer(wallet)
+        c_exp = self._exponent
+        a = min(c_exp, e_exp)
+        b = min(a + q_exp, w_exp)
+        return (
+            10 ** (c_exp - a),
+            e_int * 10 ** (e_exp - a),
+            q_int,
+            10 ** (a + q_exp - b),
+            w_int * 10 ** (w_exp - b),
+            b,
+        )
+
+
+_DIGITS = 10**28  # Decimal's default precision: below it, its sums and products are exact
+
+
+def _integer(value: Decimal) -> tuple[int, int]:
+    """`value` as (integer, exponent): value == integer * 10**exponent."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    return int(value.scaleb(-exponent, _EXACT)), exponent
+
+
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 
 def _decide(
@@ -532,23 +787,18 @@ def _decide(
 
 class _Decimals:
     """A Decimal column's values, made one at a time when asked: most candles never need
-    theirs, and polars' own Decimal conversion costs more than the whole loop."""
+    theirs, and polars' own Decimal conversion costs more than the whole loop. Held as
+    integers in units of the column's scale (a strict cast: a value beyond int64 raises)."""
 
     def __init__(self, column: pl.Series) -> None:
         dtype = column.dtype
         assert isinstance(dtype, pl.Decimal) and dtype.scale is not None
-        self._units = column.to_physical().to_list()
-        self._exponent = -dtype.scale
+        self.units: npt.NDArray[np.int64] = column.to_physical().cast(pl.Int64).to_numpy()
+        self.exponent = -dtype.scale
 
     def __getitem__(self, k: int) -> Decimal:
-        return Decimal(self._units[k]).scaleb(self._exponent)
+        return Decimal(int(self.units[k])).scaleb(self.exponent)
 
 
 def _unrealized(holding: Holding, mark: Decimal) -> Decimal:
     return (mark - holding.entry_price) * holding.qty
-
-
-def _close_times(first_close_minute: int, count: int) -> list[datetime]:
-    """Close times as UTC datetimes, built by polars rather than one timedelta at a time."""
-    minutes = pl.int_range(first_close_minute, first_close_minute + count, eager=True)
-    return (minutes * 60_000_000).cast(FRAME_SCHEMA["timestamp"]).to_list()

@@ -18,11 +18,11 @@ from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
-from daemon.adapters.store_identity import store_missing_warning
-from daemon.app import STATE_FILE, build_gateways, owner_of
+from daemon.adapters.store_identity import STORE_FILE, store_missing_warning
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import StateLocked
+from daemon.gateways import build_gateways, owner_of
 from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
@@ -51,7 +51,7 @@ async def flatten_direct(
     lost = store_missing_warning(loaded.state_dir)
     if lost is not None:
         structlog.get_logger().critical("state_store_missing", problem=lost)
-    store = SqliteStore(loaded.state_dir / STATE_FILE)
+    store = SqliteStore(loaded.state_dir / STORE_FILE)
     try:
         for name in bots:
             store.set_desired_state(

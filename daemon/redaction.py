@@ -10,6 +10,7 @@ URLs are dropped, and anything shaped like a key, signature or passphrase is mas
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words; no real key is that short
 
 _known: tuple[str, ...] = ()
+_known_in_json: tuple[str, ...] = ()  # the same as JSON text writes them inside a string
 _lock = threading.Lock()
 
 _URL_QUERY = re.compile(r"(?i)\b((?:https?|wss?)://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
@@ -44,11 +46,12 @@ _KEYWORDS = (
 
 def register_secret(value: str | None) -> None:
     """Remember a credential's value, so that it is masked wherever it shows up."""
-    global _known
+    global _known, _known_in_json
     if value and len(value) >= MIN_SECRET_CHARS:
         with _lock:
             if value not in _known:
                 _known = (*_known, value)
+                _known_in_json = (*_known_in_json, json.dumps(value, ensure_ascii=False)[1:-1])
 
 
 def scrub(text: str) -> str:
@@ -62,6 +65,19 @@ def scrub(text: str) -> str:
     if any(word in lowered for word in _KEYWORDS):
         text = _NAMED.sub(r"\1\2" + MASK, text)
     return text
+
+
+def may_need_scrub(json_text: str) -> bool:
+    """False when `scrub_value` would change no string of the value `json_text` encodes:
+    no URL, no key-like word (in keys too), no known credential, raw or as JSON escapes it.
+    A few substring searches over a whole reply (the tests `scrub` makes first, on the
+    same lower-casing) instead of `scrub` on each of its strings."""
+    if "://" in json_text:
+        return True
+    lowered = json_text.lower()
+    if any(word in lowered for word in _KEYWORDS):
+        return True
+    return any(secret in json_text for secret in (*_known, *_known_in_json))
 
 
 def scrub_value(value: Any) -> Any:

@@ -35,6 +35,10 @@ Definitions (the indicators are those of `strategies.indicators`; read their doc
 - None: before warm-up, against or without a trend, without a fresh retrace, or when
   quantised levels collapse (risk 0) or a level would be <= 0.
 
+Backtests: `signal_series` gives every signal of a whole history at once, equal to `evaluate`
+on the live runner's windows: the indicators run once over the history and
+`strategies.indicators.windows` says which of their facts each window sees.
+
 Known-at rules, respected strictly: every pattern is used only when its `*_known_at` (or its
 own row, for FVGs and structure) is `<= k`, and treated as mitigated or swept only when that
 `*_at` is `<= k`. The frames are cut to the candles closed by row k's close before any
@@ -43,11 +47,14 @@ indicator runs, so nothing computed here can see a later candle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -55,11 +62,19 @@ from daemon.domain.models import Direction, Signal
 from daemon.domain.timeframes import timeframe_delta, timeframe_seconds
 from strategies.base import Strategy
 from strategies.indicators import fair_value_gaps, liquidity, order_blocks, structure
+from strategies.indicators.windows import (
+    SwingRuns,
+    ZoneInstances,
+    fvg_instances,
+    order_block_instances,
+    window_trend,
+)
 
 PRICE_QUANTUM = Decimal("1e-8")
 FALLBACK_CONFIDENCE = 0.5
 
 Zones = Literal["both", "fvg", "ob"]
+Side = Literal["buy", "sell"]
 
 
 class IctParams(BaseModel):
@@ -150,12 +165,108 @@ class Ict(Strategy):
         trend = self._trend(frames, base)
         if trend == 0:
             return None
-        direction = Direction.LONG if trend > 0 else Direction.SHORT
         zone = self._retraced_zone(base, trend)
         if zone is None:
             return None
+        side: Side = "buy" if trend > 0 else "sell"
+        return self._conclude(
+            trend, zone, float(base["close"][-1]), lambda: self._pool_levels(base, side)
+        )
+
+    def signal_series(
+        self, frames: Mapping[str, pl.DataFrame], windows: Mapping[str, int]
+    ) -> dict[int, Signal]:
+        """`evaluate` on every window of a whole history; see Strategy's contract.
+
+        The indicators run once over each whole frame; `strategies.indicators.windows` says
+        which of their facts each window sees (a window's state machines start at its first
+        row). The rows where a fresh retrace meets the trend go through the same scalar code
+        as `evaluate` (`_conclude`), with the window's liquidity pools.
+        """
+        p = self._p
+        base = _require(frames, p.timeframe)
+        higher = _require(frames, p.trend_timeframe)
+        base_window = _window(windows, p.timeframe)
+        trend_window = _window(windows, p.trend_timeframe)
+        n = base.height
+        if n < p.lookback or base_window < p.lookback or trend_window < p.trend_lookback:
+            return {}  # every window too short: evaluate says None
+        trend = self._trend_series(base, higher)
+        found = self._retraces(base, trend)
+        if not found:
+            return {}
+        close = base["close"].to_numpy()
+        runs = SwingRuns(base, p.left, p.right, p.tolerance, p.min_touches)
+        signals: dict[int, Signal] = {}
+        for k, zone in found.items():
+            direction = int(trend[k])
+            side: Side = "buy" if direction > 0 else "sell"
+            start = k - p.lookback + 1
+            levels = functools.partial(runs.unswept_levels, start, k, side)
+            signal = self._conclude(direction, zone, float(close[k]), levels)
+            if signal is not None:
+                signals[k] = signal
+        return signals
+
+    def _trend_series(self, base: pl.DataFrame, higher: pl.DataFrame) -> npt.NDArray[np.int8]:
+        """`_trend` for every base row: the structure trend of the last `trend_lookback`
+        trend candles closed by the row's close, 0 with fewer."""
+        p = self._p
+        on_trend = window_trend(higher, p.left, p.right, p.trend_lookback)
+        # trend candles closed by each base close, as in `_trend`: in ns
+        shift = (timeframe_seconds(p.timeframe) - timeframe_seconds(p.trend_timeframe)) * 10**9
+        cutoff = base["timestamp"].dt.epoch("ns").to_numpy() + shift
+        closed = np.searchsorted(higher["timestamp"].dt.epoch("ns").to_numpy(), cutoff, "right")
+        warm = closed >= p.trend_lookback
+        return np.where(warm, on_trend[np.maximum(closed - 1, 0)], 0).astype(np.int8)
+
+    def _retraces(
+        self, base: pl.DataFrame, trend: npt.NDArray[np.int8]
+    ) -> dict[int, tuple[str, float, float]]:
+        """`_retraced_zone` for every base row whose window is full and has a trend."""
+        p = self._p
+        kinds: list[tuple[str, ZoneInstances]] = []
+        if p.zones in ("both", "fvg"):
+            kinds.append(("fvg", fvg_instances(base, p.min_gap)))
+        if p.zones in ("both", "ob"):
+            kinds.append(("order block", order_block_instances(base, p.left, p.right)))
+        close = base["close"].to_numpy()
+        best: dict[int, tuple[int, int, str, float, float]] = {}  # k -> (known, -rank, zone)
+        for rank, (kind, zones) in enumerate(kinds):
+            k = zones.mitigated_at
+            start = k - p.lookback + 1
+            at = np.maximum(k, 0)
+            direction = zones.direction.astype(np.int8)
+            holds = np.where(direction > 0, close[at] >= zones.bottom, close[at] <= zones.top)
+            fresh = (
+                (start >= 0)
+                & (zones.min_start <= start)
+                & (start <= zones.max_start)
+                & (zones.known_at >= k - p.max_age)
+                & (trend[at] == direction)
+                & holds
+            )
+            for z in np.flatnonzero(fresh).tolist():
+                key = (int(zones.known_at[z]), -rank)
+                row = int(k[z])
+                if row not in best or key > best[row][:2]:
+                    best[row] = (*key, kind, float(zones.bottom[z]), float(zones.top[z]))
+        return {k: (kind, bottom, top) for k, (_, _, kind, bottom, top) in sorted(best.items())}
+
+    def _conclude(
+        self,
+        trend: int,
+        zone: tuple[str, float, float],
+        close: float,
+        pool_levels: Callable[[], list[float]],
+    ) -> Signal | None:
+        """The Signal for a retrace into `zone` closing at `close`, or None (see the module
+        docstring); `pool_levels` gives the unswept opposite pools' levels, asked only when
+        the levels hold."""
+        p = self._p
+        direction = Direction.LONG if trend > 0 else Direction.SHORT
         kind, bottom, top = zone
-        entry = _price(float(base["close"][-1]))
+        entry = _price(close)
         if direction is Direction.LONG:
             stop = _price(bottom * (1 - p.stop_buffer))
         else:
@@ -163,7 +274,7 @@ class Ict(Strategy):
         risk = abs(entry - stop)
         if risk <= 0 or min(entry, stop) <= 0:
             return None
-        target = self._liquidity_target(base, direction, entry, risk)
+        target = self._liquidity_target(pool_levels(), direction, entry, risk)
         side = "bullish" if direction is Direction.LONG else "bearish"
         trend_word = "up" if direction is Direction.LONG else "down"
         reason = (
@@ -248,30 +359,40 @@ class Ict(Strategy):
         kind, _, _, bottom, top = fresh.row(0)
         return str(kind), float(bottom), float(top)
 
-    def _liquidity_target(
-        self, base: pl.DataFrame, direction: Direction, entry: Decimal, risk: Decimal
-    ) -> Decimal | None:
-        """The nearest unswept opposite pool with reward:risk >= min_reward_risk, if any."""
+    def _pool_levels(self, base: pl.DataFrame, side: Side) -> list[float]:
+        """Levels of the `side` pools known by base's last row and not swept by then."""
         p = self._p
         k = base.height - 1
-        long = direction is Direction.LONG
-        pools = liquidity(
-            base, p.left, p.right, p.tolerance, p.min_touches, side="buy" if long else "sell"
-        ).filter(
+        pools = liquidity(base, p.left, p.right, p.tolerance, p.min_touches, side=side).filter(
             pl.col("liquidity").is_not_null()
             & (pl.col("liquidity_known_at") <= k)
             & (pl.col("swept_at").is_null() | (pl.col("swept_at") > k))
         )
-        levels = sorted(
-            (_price(float(level)) for level in pools["liquidity_level"].to_list()),
-            reverse=not long,
-        )
+        return [float(level) for level in pools["liquidity_level"].to_list()]
+
+    def _liquidity_target(
+        self, pool_levels: list[float], direction: Direction, entry: Decimal, risk: Decimal
+    ) -> Decimal | None:
+        """The nearest unswept opposite pool with reward:risk >= min_reward_risk, if any."""
+        p = self._p
+        long = direction is Direction.LONG
+        levels = sorted((_price(level) for level in pool_levels), reverse=not long)
         minimum = Decimal(repr(p.min_reward_risk))
         for level in levels:
             reward = (level - entry) if long else (entry - level)
             if reward > 0 and reward >= minimum * risk:
                 return level
         return None
+
+
+def _window(windows: Mapping[str, int], timeframe: str) -> int:
+    try:
+        window = windows[timeframe]
+    except KeyError:
+        raise KeyError(f"ict needs a {timeframe} window, got {sorted(windows)}") from None
+    if window < 1:
+        raise ValueError(f"the {timeframe} window must be at least 1 candle, got {window}")
+    return window
 
 
 def _require(frames: Mapping[str, pl.DataFrame], timeframe: str) -> pl.DataFrame:

@@ -41,6 +41,7 @@ from tradectl.render import (
     positions_text,
     status_text,
 )
+from tradectl.typer_params import LightGroup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,6 +65,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: wrapped to the terminal, no <bool> placeholders
+    cls=LightGroup,
 )
 GLOBAL_HELP = (
     "Global options, before or after the command: --config PATH, --json, --wait SECONDS "
@@ -79,6 +81,9 @@ class Context:
     config: Path | None = None
     json: bool = False
     wait: float = 0.0
+    # Set once a direct flatten has closed its store and exchanges: the process then ends
+    # without the interpreter's teardown (a quarter of a second of a cron job's budget).
+    exit_fast: bool = False
 
 
 state = Context()
@@ -387,11 +392,13 @@ def _flatten_direct(args: dict[str, Any], timeout: float, why: str) -> Any:
     if unknown:
         _fail(f"no bot named {unknown[0]!r} in {loaded.path}", EXIT_FAILED)
     with _daemon_faults(loaded):
-        return asyncio.run(
+        result = asyncio.run(
             flatten_direct(
                 loaded, bots, whole_account=bool(args.get("all")), timeout_s=timeout, why=why
             )
         )
+    state.exit_fast = True
+    return result
 
 
 def _health_within(grace: float) -> Any:
@@ -812,7 +819,12 @@ def main(argv: list[str] | None = None) -> None:
         code = _report("aborted", EXIT_FAILED)
     except KeyboardInterrupt:
         code = 130
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    code = code if isinstance(code, int) else EXIT_OK
+    if state.exit_fast:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _click() -> Any:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from daemon.domain.errors import ConfigError
@@ -39,6 +41,21 @@ class DataFileError(ConfigError):
 
 
 @dataclass(frozen=True, slots=True)
+class CandleColumns:
+    """The values of a candle file as int64 arrays in units of their decimal scale: a
+    price is `Decimal(units).scaleb(-price_scale)`, exactly the Decimal the frame holds.
+    About 40 bytes a candle, shared by every reader of the file."""
+
+    open: npt.NDArray[np.int64]
+    high: npt.NDArray[np.int64]
+    low: npt.NDArray[np.int64]
+    close: npt.NDArray[np.int64]
+    volume: npt.NDArray[np.int64]
+    price_scale: int
+    volume_scale: int
+
+
+@dataclass(frozen=True, slots=True)
 class CandleFile:
     """A validated candle file.
 
@@ -49,6 +66,21 @@ class CandleFile:
     path: Path
     timeframe: str
     frame: pl.DataFrame
+    _columns: list[CandleColumns] = field(default_factory=list, compare=False, repr=False)
+
+    def columns(self) -> CandleColumns:
+        """The values as integer arrays (see CandleColumns), made once per loaded file."""
+        if not self._columns:
+            price = self.frame.schema["close"]
+            volume = self.frame.schema["volume"]
+            assert isinstance(price, pl.Decimal) and isinstance(volume, pl.Decimal)
+            units = {
+                c: self.frame[c].to_physical().cast(pl.Int64).to_numpy() for c in VALUE_COLUMNS
+            }
+            self._columns.append(
+                CandleColumns(**units, price_scale=price.scale, volume_scale=volume.scale)
+            )
+        return self._columns[0]
 
     @property
     def first_minute(self) -> int:

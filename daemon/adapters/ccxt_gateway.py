@@ -24,21 +24,21 @@ from __future__ import annotations
 import asyncio
 import enum
 import importlib
+import importlib.util
 import json
 import random
 import re
+import sys
 import time
+import types
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import ccxt.async_support as ccxt_async
 import structlog
-from ccxt.base import errors as ccxt_errors
-from ccxt.base.decimal_to_precision import TICK_SIZE
 
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import (
@@ -66,6 +66,68 @@ from daemon.domain.models import (
 )
 from daemon.ports import AccountSetup
 from daemon.redaction import scrub
+
+if TYPE_CHECKING:
+    from ccxt.base.errors import BaseError as CcxtError
+
+
+class _LightPackage(types.ModuleType):
+    """Stands in for one of ccxt's packages without running its __init__, which imports
+    every exchange ccxt has (about 330 modules: most of a second and 75 MB). A name asked
+    of it comes from `sources` (where that __init__ takes it from), else from the
+    submodule of that name; an exchange's class, not its module, is bound to the package
+    (as that __init__ does with `from .binanceusdm import binanceusdm`)."""
+
+    def __init__(self, name: str, sources: tuple[str, ...]) -> None:
+        super().__init__(name)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.submodule_search_locations is None:
+            raise ImportError(f"{name} is not installed")
+        self.__path__ = list(spec.submodule_search_locations)
+        self.__spec__ = spec
+        self.__file__ = spec.origin
+        self._sources = sources
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr == "_sources":
+            raise AttributeError(attr)
+        for source in self._sources:
+            module = importlib.import_module(source)
+            if hasattr(module, attr):
+                return getattr(module, attr)
+        try:
+            module = importlib.import_module(f"{self.__name__}.{attr}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}") from None
+        if attr not in self.__dict__:  # the import binds it, unless it was imported before
+            setattr(self, attr, module)
+        return self.__dict__[attr]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and isinstance(getattr(value, name, None), type):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+def _import_ccxt() -> tuple[Any, Any, Any]:
+    """ccxt.async_support, ccxt's errors and TICK_SIZE, with only the exchanges we build
+    ever loaded (unless ccxt was imported whole before: then it is used as it is)."""
+    if "ccxt" not in sys.modules:
+        base = ("ccxt.base.errors", "ccxt.base.precise", "ccxt.base.decimal_to_precision")
+        sys.modules["ccxt"] = _LightPackage("ccxt", (*base, "ccxt.base.exchange"))
+        sys.modules["ccxt.async_support"] = _LightPackage(
+            "ccxt.async_support", (*base, "ccxt.async_support.base.exchange")
+        )
+    precision = importlib.import_module("ccxt.base.decimal_to_precision")
+    return (
+        importlib.import_module("ccxt.async_support"),
+        importlib.import_module("ccxt.base.errors"),
+        precision.TICK_SIZE,
+    )
+
+
+ccxt_async, ccxt_errors, TICK_SIZE = _import_ccxt()
+
 
 T = TypeVar("T")
 KINDS = ("binanceusdm", "bitget")
@@ -362,6 +424,9 @@ class CcxtGateway:
             "enableRateLimit": True,
             "timeout": int(self._timeout_s * 1000),
             "options": options,
+            # close() would sleep this long (250 ms) for TLS connections to finish closing;
+            # ours close with the process or the daemon, and a flatten from cron must not wait
+            "timeout_on_exit": 0,
         }
         if self._requests_per_s is not None:
             config["rateLimit"] = 1000.0 / self._requests_per_s  # ms between request units
@@ -478,7 +543,7 @@ class CcxtGateway:
             )
             await self._sleep(delay)
 
-    def _translate(self, what: str, e: ccxt_errors.BaseError) -> _Rule:
+    def _translate(self, what: str, e: CcxtError) -> _Rule:
         """Raise the domain's error for `e`, or return how to retry a transient one."""
         code, message = exchange_code(e)
         if code in REFUSALS:
@@ -745,7 +810,7 @@ class CcxtGateway:
             return False
         return bool(has.get("watchMyTrades") and has.get("watchOrders"))
 
-    def _stream_failed(self, what: str, e: ccxt_errors.BaseError) -> ExchangeError:
+    def _stream_failed(self, what: str, e: CcxtError) -> ExchangeError:
         """A user-data stream failed: ask for a (new) listen key on the next connect."""
         ws = self._ws
         if ws is not None:

@@ -11,9 +11,11 @@ reversed candle is a real candle run backwards).
 Higher timeframes are built from the virtual 1m sequence with polars, in buckets aligned to
 the UTC epoch (5m at :00, :05, ...; 1h on the hour). A higher-timeframe candle goes out only
 complete, in the same event as the 1m candle that closes it; the partial bucket at the data's
-start is never emitted. The sequence is materialised one UTC day at a time (a timeframe must
-divide a day, so no bucket straddles two days) into ready-made events, so the per-candle path
-does no polars work and memory holds one day, not every lap.
+start is never emitted. A timeframe must divide a day, so no bucket straddles two UTC days.
+
+Memory: every feed on a file reads the one integer copy of its values the file keeps
+(`CandleFile.columns`, about 40 bytes a candle) and builds each event's candles when it emits
+them, so a feed holds no candles of its own: a hundred bots on one file cost one copy.
 
 Cursor: the `closed_at` of the last event every consumer has had, saved after each event.
 """
@@ -24,10 +26,12 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from daemon.adapters.candle_files import (
@@ -50,18 +54,6 @@ MAX_LAG_INTERVALS = 5  # further behind than this, re-anchor the schedule instea
 _MINUTE = timedelta(minutes=1)
 
 ConsumerErrorHandler = Callable[[CandleConsumer, BaseException], None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Day:
-    """The ready-made events of one UTC day (or of the part of it the data covers)."""
-
-    first: int  # virtual index of the first 1m candle
-    events: tuple[CandlesClosed, ...]
-
-    @property
-    def end(self) -> int:
-        return self.first + len(self.events)
 
 
 class ReplayFeed:
@@ -103,7 +95,6 @@ class ReplayFeed:
         self._consumers: list[CandleConsumer] = []
         self._last_event_monotonic: float | None = None
         self._running = False
-        self._day: _Day | None = None
         self._now: datetime | None = None
 
         data = load_candles(data_file)
@@ -111,6 +102,7 @@ class ReplayFeed:
         self._n = data.height
         self._t0 = data.first_minute  # epoch minute of the first candle's open
         self._source = data.frame.select(VALUE_COLUMNS)
+        self._columns = data.columns()  # shared with every reader of the file
         self._next = self._start_index(start)  # virtual index of the next candle to emit
 
     @property
@@ -192,10 +184,7 @@ class ReplayFeed:
             self._running = False
 
     async def _emit_next(self) -> None:
-        day = self._day
-        if day is None or not day.first <= self._next < day.end:
-            day = self._day = self._materialise_day(self._next)
-        event = day.events[self._next - day.first]
+        event = self._event(self._next)
         self._now = event.closed_at
         for consumer in tuple(self._consumers):
             if consumer not in self._consumers:
@@ -210,29 +199,62 @@ class ReplayFeed:
         self._next += 1
         self._last_event_monotonic = self._monotonic()
 
-    def _materialise_day(self, index: int) -> _Day:
-        """All events of the UTC day holding virtual candle `index`, built once per day."""
-        day_start = (self._t0 + index) // DAY_MINUTES * DAY_MINUTES
-        first = max(0, day_start - self._t0)
-        frame = self._virtual(first, day_start + DAY_MINUTES - self._t0)
-        closing: dict[int, list[Candle]] = {}  # close minute -> candles, shortest timeframe first
+    def _event(self, index: int) -> CandlesClosed:
+        """The event of virtual candle `index`: its 1m candle, then every longer candle it
+        closes (complete buckets only), shortest first; built from the shared columns."""
+        opened = self._t0 + index
+        closes = opened + 1
+        candles = [self._one_minute(opened, index)]
         for timeframe in self.timeframes[1:]:
             minutes = self._minutes[timeframe]
-            buckets = aggregate(frame, 1, minutes)
-            candles = frame_to_candles(buckets, self.symbol, timeframe)
-            for opened, candle in zip(buckets["minute"].to_list(), candles, strict=True):
-                closing.setdefault(opened + minutes, []).append(candle)
-        ones = frame_to_candles(frame, self.symbol, "1m")
-        first_minute = self._t0 + first
-        events = tuple(
-            CandlesClosed(
-                self.symbol,
-                candle.timestamp + _MINUTE,
-                (candle, *closing.get(first_minute + k + 1, ())),
-            )
-            for k, candle in enumerate(ones)
+            if closes % minutes == 0 and index + 1 >= minutes:
+                rows = np.arange(index + 1 - minutes, index + 1)
+                candles.append(self._candle(timeframe, closes - minutes, rows))
+        return CandlesClosed(self.symbol, minute_to_datetime(closes), tuple(candles))
+
+    def _one_minute(self, opened: int, index: int) -> Candle:
+        """The 1m candle of virtual index `index`: a source row, run backwards on odd laps."""
+        n, data = self._n, self._columns
+        lap, j = divmod(index, n)
+        price, volume = -data.price_scale, -data.volume_scale
+        if lap % 2:
+            row = n - 1 - j
+            open_, close = data.close[row], data.open[row]
+        else:
+            row = j
+            open_, close = data.open[row], data.close[row]
+        return Candle(
+            self.symbol,
+            "1m",
+            minute_to_datetime(opened),
+            Decimal(int(open_)).scaleb(price),
+            Decimal(int(data.high[row])).scaleb(price),
+            Decimal(int(data.low[row])).scaleb(price),
+            Decimal(int(close)).scaleb(price),
+            Decimal(int(data.volume[row])).scaleb(volume),
         )
-        return _Day(first, events)
+
+    def _candle(self, timeframe: str, opened: int, virtual: npt.NDArray[np.int64]) -> Candle:
+        """One candle from the virtual 1m candles `virtual` (consecutive), as `aggregate`
+        builds it: first open, highest high, lowest low, last close, summed volume."""
+        n, data = self._n, self._columns
+        lap, j = np.divmod(virtual, n)
+        backwards = (lap % 2).astype(bool)
+        source = np.where(backwards, n - 1 - j, j)
+        first, last = int(source[0]), int(source[-1])
+        open_ = data.close[first] if backwards[0] else data.open[first]
+        close = data.open[last] if backwards[-1] else data.close[last]
+        price, volume = -data.price_scale, -data.volume_scale
+        return Candle(
+            self.symbol,
+            timeframe,
+            minute_to_datetime(opened),
+            Decimal(int(open_)).scaleb(price),
+            Decimal(int(data.high[source].max())).scaleb(price),
+            Decimal(int(data.low[source].min())).scaleb(price),
+            Decimal(int(close)).scaleb(price),
+            Decimal(int(data.volume[source].sum())).scaleb(volume),
+        )
 
     def _virtual(self, first: int, end: int) -> pl.DataFrame:
         """Virtual 1m candles `first` <= i < `end`, laid out like `CandleFile.frame`."""

@@ -189,22 +189,48 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Sync the log on the commits that matter (docs/architecture.md, "Durability").
+        # A daemon with only paper accounts turns it off: its exchange lives in this same
+        # file, so a power cut rolls both back to the same moment.
+        self.sync_critical_writes = True
+        # What status, health and every candle ask of each bot, kept in memory: filled from
+        # the file on first use, dropped by this connection's own writes of that bot, and
+        # dropped whole once another process has written (`notice_other_writers`).
+        self._bot_cache: dict[str, BotRecord | None] = {}
+        self._live_cache: dict[str, list[Order]] = {}
+        self._realized_cache: dict[str, Decimal] = {}
+        self._position_cache: dict[str, Position | None] = {}
         if str(path) != ":memory:":
             _private_files(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an order intent must survive a power cut, not only a crash.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL: in WAL mode every commit survives a crash of the process; only the
+            # writes that must also survive a power cut (intents, fills, desired states and
+            # halts, plans, order sequence numbers) sync the log, see `_transaction`.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{path}: cannot open the state store: {e}") from None
 
     def close(self) -> None:
         self._db.close()
+
+    def notice_other_writers(self) -> None:
+        """Forget what is kept in memory when another process (a direct flatten from the
+        CLI) has committed since the last look; one cheap query, asked once per status
+        call or candle rather than per read."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._bot_cache.clear()
+            self._live_cache.clear()
+            self._realized_cache.clear()
+            self._position_cache.clear()
 
     @property
     def schema_version(self) -> int:
@@ -224,14 +250,24 @@ class SqliteStore:
                 db.execute(f"PRAGMA user_version={version}")
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, *, critical: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `critical`: its commit is synced to the disk (FULL), so it
+        survives a power cut as well as a crash; the others (order status echoes, positions,
+        the feed cursor, the journal of routine events) can be rebuilt or lose nothing."""
+        full = critical and self.sync_critical_writes
+        if full:
+            self._db.execute("PRAGMA synchronous=FULL")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if full:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     # -- journal -------------------------------------------------------------
 
@@ -268,8 +304,12 @@ class SqliteStore:
     # -- bots ----------------------------------------------------------------
 
     def bot(self, name: str) -> BotRecord | None:
+        if name in self._bot_cache:
+            return self._bot_cache[name]
         row = self._db.execute("SELECT * FROM bots WHERE name = ?", (name,)).fetchone()
-        return None if row is None else _bot_record(row)
+        record = None if row is None else _bot_record(row)
+        self._bot_cache[name] = record
+        return record
 
     def bots(self) -> list[BotRecord]:
         return [_bot_record(r) for r in self._db.execute("SELECT * FROM bots ORDER BY name")]
@@ -284,7 +324,8 @@ class SqliteStore:
         cause: str = "operator",
     ) -> None:
         """Persist what the operator (or a risk rule) wants, with a journal entry, atomically."""
-        with self._transaction() as db:
+        self._bot_cache.pop(name, None)
+        with self._transaction(critical=True) as db:
             db.execute(
                 """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
                    VALUES (?, ?, ?, ?, ?)
@@ -302,7 +343,7 @@ class SqliteStore:
             )
 
     def next_order_sequence(self, bot: str) -> int:
-        with self._transaction() as db:
+        with self._transaction(critical=True) as db:
             row = db.execute(
                 "UPDATE bots SET order_seq = order_seq + 1 WHERE name = ? RETURNING order_seq",
                 (bot,),
@@ -319,7 +360,7 @@ class SqliteStore:
     def save_plan(self, bot: str, plan: TradePlan | None) -> None:
         """The bot's active plan (or none). Either way any plan still waiting on an entry
         order is used up: activated, or dropped with a position that never came."""
-        with self._transaction() as db:
+        with self._transaction(critical=True) as db:
             db.execute("UPDATE bots SET plan = ? WHERE name = ?", (_plan_json(plan), bot))
             db.execute("UPDATE orders SET plan = NULL WHERE bot = ? AND plan IS NOT NULL", (bot,))
 
@@ -350,7 +391,9 @@ class SqliteStore:
         a crash still gets its protection. `sequence`: the bot's client order sequence number
         the id was made from, remembered in the same transaction so ids never repeat.
         """
-        with self._transaction() as db:
+        if intent.bot is not None:
+            self._live_cache.pop(intent.bot, None)
+        with self._transaction(critical=True) as db:
             if sequence is not None and intent.bot is not None:
                 db.execute(
                     "UPDATE bots SET order_seq = max(order_seq, ?) WHERE name = ?",
@@ -405,9 +448,13 @@ class SqliteStore:
         """Write what the exchange says of an order; journal status changes."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT status FROM orders WHERE client_order_id = ?", (order.client_order_id,)
+                "SELECT status, bot FROM orders WHERE client_order_id = ?",
+                (order.client_order_id,),
             ).fetchone()
             previous = None if row is None else row[0]
+            for bot in (None if row is None else row[1], order.bot):
+                if bot is not None:
+                    self._live_cache.pop(bot, None)
             db.execute(
                 """UPDATE orders SET status = ?, filled_qty = ?, avg_fill_price = ?,
                        exchange_order_id = COALESCE(?, exchange_order_id), reason = ?,
@@ -444,6 +491,14 @@ class SqliteStore:
 
     def live_orders(self, bot: str | None = None) -> list[Order]:
         """Orders not known to be finished: pending submit, open, partially filled."""
+        if bot is not None:
+            cached = self._live_cache.get(bot)
+            if cached is None:
+                cached = self._live_cache[bot] = self._live_orders(bot)
+            return list(cached)
+        return self._live_orders(None)
+
+    def _live_orders(self, bot: str | None) -> list[Order]:
         placeholders = ",".join("?" * len(LIVE_STATUSES))
         sql = f"SELECT * FROM orders WHERE status IN ({placeholders})"
         params: tuple[Any, ...] = LIVE_STATUSES
@@ -467,7 +522,7 @@ class SqliteStore:
         """Record a fill once; True when it was new. Recording it again is harmless.
 
         A liquidation or auto-deleveraging fill is journalled under its own name."""
-        with self._transaction() as db:
+        with self._transaction(critical=True) as db:
             cursor = db.execute(
                 """INSERT OR IGNORE INTO fills (account, fill_id, client_order_id, bot, symbol,
                        side, qty, price, fee, realized_pnl, ts, kind)
@@ -489,6 +544,8 @@ class SqliteStore:
             )
             if cursor.rowcount == 0:
                 return False
+            if bot is not None:
+                self._realized_cache.pop(bot, None)
             self._journal(
                 db,
                 "order_filled" if fill.kind == "trade" else f"{fill.kind}_filled",
@@ -548,6 +605,8 @@ class SqliteStore:
             )
             if cursor.rowcount == 0:
                 return False
+            if bot is not None:
+                self._realized_cache.pop(bot, None)
             self._journal(
                 db,
                 "funding_recorded",
@@ -595,8 +654,13 @@ class SqliteStore:
 
     def realized_pnl(self, bot: str, since: datetime | None = None) -> Decimal:
         """Realised PnL net of fees plus funding received (since a time, by fill or funding
-        time), summed exactly in Decimal."""
-        return self._realized("bot", bot, since)
+        time), summed exactly in Decimal; the total (no `since`) is kept in memory."""
+        if since is not None:
+            return self._realized("bot", bot, since)
+        cached = self._realized_cache.get(bot)
+        if cached is None:
+            cached = self._realized_cache[bot] = self._realized("bot", bot, None)
+        return cached
 
     def account_realized_pnl(self, account: str, since: datetime | None = None) -> Decimal:
         """The same for a whole account, fills of no bot (manual, flatten) included."""
@@ -617,6 +681,7 @@ class SqliteStore:
         return _net_since(fills, since) + _net_since(funding, since)
 
     def save_position(self, bot: str, position: Position) -> None:
+        self._position_cache.pop(bot, None)
         with self._transaction() as db:
             db.execute(
                 """INSERT OR REPLACE INTO positions (bot, account, symbol, qty, entry_price,
@@ -634,6 +699,12 @@ class SqliteStore:
             )
 
     def position(self, bot: str) -> Position | None:
+        if bot in self._position_cache:
+            return self._position_cache[bot]
+        position = self._position_cache[bot] = self._position(bot)
+        return position
+
+    def _position(self, bot: str) -> Position | None:
         r = self._db.execute("SELECT * FROM positions WHERE bot = ?", (bot,)).fetchone()
         if r is None:
             return None

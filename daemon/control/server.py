@@ -24,7 +24,7 @@ import structlog
 
 from daemon.control.access import Forbidden
 from daemon.domain.errors import ConfigError, NotFound, Refused, TradectlError
-from daemon.redaction import scrub, scrub_value
+from daemon.redaction import may_need_scrub, scrub, scrub_value
 from tradectl.protocol import (
     MAX_REQUEST_BYTES,
     ErrorCode,
@@ -232,10 +232,13 @@ class ControlServer:
         """A client that does not read its replies is dropped rather than waited on.
         No reply carries a credential or a signed URL, whatever field it hides in."""
         error = reply.error
-        if error is not None:
-            error = ErrorInfo(error.code, scrub(error.message))
-        safe = Reply(reply.id, reply.ok, scrub_value(reply.result), error, reply.v)
-        writer.write(encode_reply(safe))
+        body = encode_reply(reply)
+        if may_need_scrub(body.decode()):  # else scrubbing every string would change none
+            if error is not None:
+                error = ErrorInfo(error.code, scrub(error.message))
+            safe = Reply(reply.id, reply.ok, scrub_value(reply.result), error, reply.v)
+            body = encode_reply(safe)
+        writer.write(body)
         await asyncio.wait_for(writer.drain(), FRAME_TIMEOUT_S)
 
     async def _handle(self, line: bytes) -> Reply:

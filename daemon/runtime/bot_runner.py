@@ -47,6 +47,7 @@ from daemon.runtime.unknown_outcome import resolve_pending
 from strategies.base import Strategy
 from strategies.frames import CandleWindow
 
+MARK_SAVE_INTERVAL_S = 60.0  # an open position's mark price is written at most this often
 WINDOW_SLACK = 50  # candles kept beyond the warm-up, so indicators see a little more history
 
 
@@ -105,6 +106,8 @@ class BotRunner:
         self._queue: asyncio.Queue[tuple[CandlesClosed, asyncio.Future[None]]] = asyncio.Queue(1)
         self._windows = {tf: CandleWindow(tf, n) for tf, n in window_lengths(strategy).items()}
         self._account_positions: list[Position] = []
+        self._saved_position: Position | None = None  # as last written to the store
+        self._saved_monotonic = 0.0
         self._config: trader.TraderConfig | None = None
         self.state = trader.TraderState()
         self._refusals = RefusalBackoff()
@@ -154,6 +157,7 @@ class BotRunner:
         self._config = trader.TraderConfig(
             spec.name, spec.account, spec.symbol, market, spec.leverage, self.limits, max_age
         )
+        self.store.notice_other_writers()
         await self._resolve_live_orders()
         await self._sync_fills()
         now = self.clock.now()
@@ -222,12 +226,31 @@ class BotRunner:
         self._account_positions = positions
         position = next((p for p in positions if p.symbol == self.spec.symbol and p.qty), None)
         self.snapshot.position = position
-        self.store.save_position(
-            self.spec.name,
-            position
-            or Position(self.spec.account, self.spec.symbol, ZERO, ZERO, ZERO, self.spec.leverage),
-        )
+        self._save_position(position)
         return position
+
+    def _save_position(self, position: Position | None) -> None:
+        """Write the position when it changed (size, entry, leverage); a move of the mark
+        alone at most once a minute (what status shows for the bot once it has stopped)."""
+        saved = position or Position(
+            self.spec.account, self.spec.symbol, ZERO, ZERO, ZERO, self.spec.leverage
+        )
+        now = self.clock.monotonic()
+        last = self._saved_position
+        if last is not None:
+            same = (saved.qty, saved.entry_price, saved.leverage) == (
+                last.qty,
+                last.entry_price,
+                last.leverage,
+            )
+            if same and (
+                saved.mark_price == last.mark_price
+                or now - self._saved_monotonic < MARK_SAVE_INTERVAL_S
+            ):
+                return
+        self.store.save_position(self.spec.name, saved)
+        self._saved_position = saved
+        self._saved_monotonic = now
 
     async def _facts(
         self, at: datetime, *, equity: bool, only_if_flat: bool = False
@@ -297,6 +320,7 @@ class BotRunner:
 
     def _check_not_halted(self) -> None:
         """A halt written by someone else (a direct flatten from the CLI) stops us too."""
+        self.store.notice_other_writers()
         record = self.store.bot(self.spec.name)
         if record is not None and record.desired_state is DesiredState.HALTED:
             raise HaltRequested(record.halt_reason or "halted", scope="external")

@@ -136,6 +136,7 @@ class Supervisor:
         return sorted(self._slots)
 
     async def start_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is not None and record.desired_state is DesiredState.HALTED:
@@ -150,6 +151,7 @@ class Supervisor:
         return {"bot": name, "state": slot.state.value, "changed": True}
 
     async def stop_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is not None and record.desired_state is DesiredState.HALTED:
@@ -176,6 +178,7 @@ class Supervisor:
 
     async def resume_bot(self, name: str, uid: int | None = None) -> dict[str, Any]:
         """Clear a halt and start the bot again; say which halt was cleared."""
+        self._store.notice_other_writers()
         slot = self._slot(name)
         record = self._store.bot(name)
         if record is None or record.desired_state is not DesiredState.HALTED:
@@ -313,6 +316,7 @@ class Supervisor:
 
     def slots(self) -> list[BotSlot]:
         """Read-only view for health checks; callers must not change what they get."""
+        self._store.notice_other_writers()
         return [self._slots[name] for name in sorted(self._slots)]
 
     def desired_state(self, name: str) -> DesiredState:
@@ -403,5 +407,8 @@ class Supervisor:
         return is_protected(qty, self._store.live_orders(name))
 
     def status(self, bot: str | None = None) -> list[dict[str, Any]]:
+        """Every bot's status from memory: the runners' snapshots and what the store keeps
+        of each bot (read from the file once, then kept current by its writes)."""
+        self._store.notice_other_writers()
         names = [bot] if bot is not None else sorted(self._slots)
         return [self.bot_status(n) for n in names]

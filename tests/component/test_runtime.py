@@ -236,6 +236,42 @@ def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(tmp_p
     ]
 
 
+RUNNER_FIELDS = {
+    "state",
+    "last_candle_age_s",
+    "last_candle_close",
+    "candles_processed",
+    "error",
+    "last_problem",
+    "restarts",
+}
+
+
+def test_status_from_memory_equals_status_from_the_store_after_a_restart(tmp_path: Path) -> None:
+    """What status shows from memory is what a restarted daemon reads from the file; quiet
+    candles write no position (only a change of size or entry, and the mark once a minute)."""
+    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+    position_writes: list[str] = []
+    runtime.store._db.set_trace_callback(
+        lambda sql: position_writes.append(sql) if "INTO positions" in sql else None
+    )
+    seen: dict[str, Any] = {}
+
+    async def story(rt: Runtime) -> None:
+        await until(lambda: len(rt.store.fills("eth-ema")) >= 6)
+        seen.update(rt.supervisor.bot_status("eth-ema"))
+
+    asyncio.run(runtime.run(story))
+    from_memory = runtime.supervisor.status()
+    restarted = Runtime(tmp_path, {"eth-ema": ema()}).supervisor.status()
+    assert [{k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in from_memory] == [
+        {k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in restarted
+    ]
+    assert from_memory[0]["realized_pnl"] != "0"
+    assert seen["candles_processed"] > 100
+    assert len(position_writes) < seen["candles_processed"] / 4, len(position_writes)
+
+
 def test_a_first_start_logs_bot_started_and_a_restart_bot_resumed(tmp_path: Path) -> None:
     """The journal reads right from the first line: nothing is 'resumed' that never ran."""
 

@@ -560,3 +560,74 @@ def test_timeframes_the_replay_cannot_build_are_refused_by_name(
 ) -> None:
     with pytest.raises(ValueError, match=named):
         make_feed(synth_file, timeframes=timeframes)
+
+
+def virtual_reference(path: Path, count: int, timeframes: list[str]) -> dict[str, list[Candle]]:
+    """The replay's candles over its first `count` virtual minutes, built the slow way: the
+    ping-pong 1m sequence as a polars frame, `aggregate`d per timeframe (complete only)."""
+    source = load_candles(path).frame
+    n = source.height
+    i = pl.int_range(0, count, dtype=pl.Int64, eager=True)
+    backwards = (i // n) % 2 == 1
+    row = pl.select(pl.when(backwards).then(n - 1 - i % n).otherwise(i % n)).to_series()
+    rows = source.select(pl.all().gather(row))
+    back = pl.Series(backwards)
+    virtual = rows.with_columns(
+        minute=source["minute"][0] + i,
+        open=pl.when(back).then(pl.col("close")).otherwise(pl.col("open")),
+        close=pl.when(back).then(pl.col("open")).otherwise(pl.col("close")),
+    )
+    symbol = "SYN/USDT:USDT"
+    out = {"1m": frame_to_candles(virtual, symbol, "1m")}
+    for timeframe in timeframes[1:]:
+        minutes = int(timeframe_delta(timeframe).total_seconds()) // 60
+        out[timeframe] = frame_to_candles(aggregate(virtual, 1, minutes), symbol, timeframe)
+    return out
+
+
+def test_events_built_from_the_shared_columns_are_the_polars_aggregation_across_laps(
+    synth_file: Path,
+) -> None:
+    """Each event's candles are made when it goes out, from the file's integer columns; they
+    must be the candles the polars aggregation builds, Decimal for Decimal (same digits too),
+    through the data's partial first bucket, lap boundaries both ways and UTC midnights."""
+    timeframes = [*HTF, "30m", "1d"]
+    count = 2 * SYNTH_N + 1500
+    events = run_events(make_feed(synth_file, timeframes=timeframes, start=SYNTH_T0), count)
+    expected = virtual_reference(synth_file, count, timeframes)
+    for timeframe in timeframes:
+        got = by_timeframe(events, timeframe)
+        want = [
+            c
+            for c in expected[timeframe]
+            if c.timestamp + timeframe_delta(timeframe) <= SYNTH_T0 + count * MINUTE
+        ]
+        assert len(got) >= 2, timeframe
+        assert got == want, timeframe
+        assert [tuple(map(str, (c.open, c.high, c.low, c.close, c.volume))) for c in got] == [
+            tuple(map(str, (c.open, c.high, c.low, c.close, c.volume))) for c in want
+        ], timeframe
+
+
+def test_feeds_on_one_file_hold_no_candles_of_their_own(synth_file: Path) -> None:
+    """A hundred bots on one file must not cost a hundred copies of it (or of a day of it):
+    ten more feeds, each past a day of events, allocate well under one day of candles."""
+    import tracemalloc
+
+    def feeds_after_a_day(count: int) -> list[ReplayFeed]:
+        feeds = [make_feed(synth_file, start=SYNTH_T0) for _ in range(count)]
+        for feed in feeds:
+            run_events(feed, 1500)
+        return feeds
+
+    feeds_after_a_day(1)  # the file loaded and its columns made once
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = feeds_after_a_day(10)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 10
+    print(f"10 feeds, a day of events each: {grown / 1e6:.2f} MB kept")
+    assert grown < 1_000_000  # a day of 1m candles as objects alone is about 1.5 MB per feed

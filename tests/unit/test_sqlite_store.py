@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +14,7 @@ from daemon.adapters.sqlite_store import MIGRATIONS, SqliteStore, StoreError
 from daemon.adapters.state_lock import StateDirLock
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import StateLocked
-from daemon.domain.models import Fill, OrderIntent, OrderStatus, OrderType, Side
+from daemon.domain.models import Fill, Order, OrderIntent, OrderStatus, OrderType, Position, Side
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
 
@@ -122,3 +123,115 @@ def test_second_daemon_on_the_same_state_folder_is_refused(tmp_path: Path) -> No
         StateDirLock(tmp_path).acquire()
     first.release()
     StateDirLock(tmp_path).acquire()  # free again once released
+
+
+def store_view(store: SqliteStore, bot: str) -> tuple[object, ...]:
+    """What status and every candle read of a bot."""
+    return (store.bot(bot), store.live_orders(bot), store.realized_pnl(bot), store.position(bot))
+
+
+def test_what_is_kept_in_memory_equals_what_a_restart_reads_after_every_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    fill = a_fill(realized_pnl="1.5")
+    position = Position("paper", "ETH/USDT:USDT", Decimal("0.02"), Decimal(2500), Decimal(2510), 5)
+    writes = [
+        lambda: store.set_desired_state("b1", DesiredState.RUNNING, owner_uid=1000),
+        lambda: store.record_intent(intent(), sequence=1),
+        lambda: store.update_order(open_order(OrderStatus.OPEN)),
+        lambda: store.record_fill(fill, "b1"),
+        lambda: store.update_order(open_order(OrderStatus.FILLED)),
+        lambda: store.save_position("b1", position),
+        lambda: store.set_desired_state("b1", DesiredState.HALTED, reason="daily loss limit"),
+    ]
+    views = []
+    for write in writes:
+        store_view(store, "b1")  # read (and keep) before each write: the write must refresh it
+        write()
+        restarted = SqliteStore(path)
+        assert store_view(store, "b1") == store_view(restarted, "b1")
+        views.append(store_view(store, "b1"))
+        restarted.close()
+    assert len(set(map(repr, views))) == len(writes)  # every write changed what is shown
+
+
+def test_a_write_by_another_process_is_seen_at_the_next_look(tmp_path: Path) -> None:
+    """A direct flatten from the CLI halts a bot in the file while the daemon runs."""
+    daemon = SqliteStore(tmp_path / "state.db")
+    daemon.set_desired_state("b1", DesiredState.RUNNING)
+    daemon.record_intent(intent(), sequence=1)
+    assert daemon.bot("b1").desired_state is DesiredState.RUNNING  # type: ignore[union-attr]
+    assert len(daemon.live_orders("b1")) == 1
+    cli = SqliteStore(tmp_path / "state.db")
+    cli.set_desired_state("b1", DesiredState.HALTED, reason="flattened directly")
+    cli.update_order(open_order(OrderStatus.CANCELED))
+    daemon.notice_other_writers()
+    record = daemon.bot("b1")
+    assert record is not None and record.desired_state is DesiredState.HALTED
+    assert daemon.live_orders("b1") == []
+
+
+def test_only_intents_fills_desired_states_plans_and_sequences_sync_the_log(
+    tmp_path: Path,
+) -> None:
+    """FULL for what must survive a power cut; NORMAL (survives a crash) for the rest."""
+    store = SqliteStore(tmp_path / "state.db")
+    store.set_desired_state("b1", DesiredState.RUNNING)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+
+    def synced(write: Callable[[], object]) -> bool:
+        statements.clear()
+        write()
+        return "PRAGMA synchronous=FULL" in statements
+
+    fill = a_fill(realized_pnl="0")
+    assert synced(lambda: store.record_intent(intent(), sequence=1))
+    assert synced(lambda: store.record_fill(fill, "b1"))
+    assert synced(lambda: store.set_desired_state("b1", DesiredState.HALTED, reason="x"))
+    assert synced(lambda: store.next_order_sequence("b1"))
+    assert synced(lambda: store.save_plan("b1", None))
+    assert not synced(lambda: store.update_order(open_order(OrderStatus.OPEN)))
+    flat = Position("paper", "ETH/USDT:USDT", Decimal(0), Decimal(0), Decimal(0), 5)
+    assert not synced(lambda: store.save_position("b1", flat))
+    assert not synced(lambda: store.save_feed_cursor("paper:ETH", T0))
+    assert not synced(lambda: store.journal("candle_skipped", "b1"))
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL between writes
+    store.sync_critical_writes = False  # paper only: the exchange is in this same file
+    assert not synced(lambda: store.record_intent(intent("tcabc-00000002"), sequence=2))
+
+
+def open_order(status: OrderStatus) -> Order:
+    i = intent()
+    return Order(
+        account=i.account,
+        symbol=i.symbol,
+        client_order_id=i.client_order_id,
+        side=i.side,
+        type=i.type,
+        qty=i.qty,
+        price=None,
+        reduce_only=False,
+        status=status,
+        filled_qty=i.qty if status is OrderStatus.FILLED else Decimal(0),
+        avg_fill_price=Decimal("2500") if status is OrderStatus.FILLED else None,
+        exchange_order_id="x1",
+        bot="b1",
+    )
+
+
+def a_fill(realized_pnl: str) -> Fill:
+    return Fill(
+        account="paper",
+        fill_id="f1",
+        client_order_id="tcabc-00000001",
+        symbol="ETH/USDT:USDT",
+        side=Side.BUY,
+        qty=Decimal("0.02"),
+        price=Decimal(2500),
+        fee=Decimal("0.03"),
+        realized_pnl=Decimal(realized_pnl),
+        timestamp=T0,
+    )
