@@ -11,11 +11,26 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
 
+from hypothesis import HealthCheck, Phase, settings
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # recorded data copied into the repo (see its README)
 
 T = TypeVar("T")
 StoreOpener = Callable[[], Any]
+
+# bench/mutation.py runs the tests against each mutant with this profile: the same examples
+# every time (a score must not depend on luck), no deadline (mutated code runs slower through
+# mutmut's trampolines), no example database carried from one mutant to the next, and no
+# shrinking (a failure is all a mutant run needs to know, not the smallest example).
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:

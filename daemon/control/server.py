@@ -198,8 +198,8 @@ class ControlServer:
                 if not line.strip():
                     continue
                 await self._reply(writer, await self._handle(line))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            pass  # gone, or not reading its replies (see _reply): dropped, nothing to report
         except Exception as e:  # never "Task exception was never retrieved" on stderr
             self._log.error("control_connection_failed", error=f"{type(e).__name__}: {e}")
         finally:
@@ -302,8 +302,9 @@ def arg(request: Request, name: str, kind: type | tuple[type, ...], default: Any
 
 def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     sock = writer.get_extra_info("socket")
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    # struct ucred: a signed pid_t, then uid_t and gid_t, which are unsigned.
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+    pid, uid, gid = struct.unpack("iII", raw)
     supplementary: frozenset[int] | None = None
     with contextlib.suppress(OSError):  # too many groups for the buffer, or an old kernel
         packed = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4096)

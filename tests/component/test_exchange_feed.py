@@ -91,6 +91,13 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0, what: s
         await asyncio.sleep(0.01)
 
 
+async def polls_pass(market: Market, count: int = 3) -> None:
+    """Wait until the feed has asked the exchange `count` more times: proof that it is alive
+    and has had its chances to send something again, however slow the machine."""
+    seen = market.klines_requests()
+    await eventually(lambda: market.klines_requests() >= seen + count, what=f"{count} polls")
+
+
 Story = Callable[[Market, CcxtGateway], Awaitable[None]]
 
 
@@ -165,7 +172,7 @@ def test_rest_delivers_closed_candles_once_in_order_and_builds_5m() -> None:
             await eventually(lambda: events.starts() == minutes(0, 4), what="minutes 0..4")
             market.push()  # minute 6 opens: 5 closes
             await eventually(lambda: events.starts() == minutes(0, 5), what="minute 5")
-            await asyncio.sleep(0.3)  # several more polls: nothing twice
+            await polls_pass(market)  # several more polls: nothing twice
         assert events.starts() == minutes(0, 5)
         assert feed.transport == "rest"
         five = [e for e in events.events if len(e.candles) == 2]
@@ -193,15 +200,15 @@ def test_a_forming_candle_closes_by_the_exchange_clock() -> None:
         feed, events = make_feed(market, gateway, websocket=False, timeframes=("1m",))
         async with running(feed):
             await eventually(lambda: events.starts() == minutes(0, 1), what="minutes 0..1")
-            await asyncio.sleep(0.2)
+            await polls_pass(market)
             assert events.starts() == minutes(0, 1)  # minute 2 is still forming
             market.clock.ms = T0 + 3 * MIN + 1_000  # past the close, within the grace
-            await asyncio.sleep(0.2)
+            await polls_pass(market)
             assert events.starts() == minutes(0, 1)
             market.clock.ms = T0 + 3 * MIN + 2_000  # past close + grace: final
             await eventually(lambda: events.starts() == minutes(0, 2), what="minute 2 by time")
             market.push()  # minute 3 arrives later: minute 2 is not sent again
-            await asyncio.sleep(0.2)
+            await polls_pass(market)
         assert events.starts() == minutes(0, 2)
 
     run(story, websocket=False)
@@ -218,7 +225,7 @@ def test_prepare_loads_closed_history_and_run_continues_after_it() -> None:
         async with running(feed):
             market.push()
             await eventually(lambda: events.starts() == minutes(9, 9), what="minute 9")
-            await asyncio.sleep(0.2)
+            await polls_pass(market)
         assert events.starts() == minutes(9, 9)  # nothing of the history again
         assert [int(c.timestamp.timestamp() * 1000) for c in feed.history("1m", 3)] == minutes(7, 9)
 
@@ -274,15 +281,14 @@ def test_websocket_delivers_closed_candles_once_in_order_and_builds_5m() -> None
             await eventually(lambda: events.starts() == minutes(0, 2), what="catch-up")
             assert feed.transport == "websocket"
             catch_up = market.klines_requests()
-            for i in range(4, 9):
+            for i in range(4, 10):
                 market.push()
                 await eventually(lambda i=i: events.starts() == minutes(0, i - 1), what=f"m{i}")
-            await asyncio.sleep(0.2)
             assert market.klines_requests() == catch_up  # every later candle came by websocket
-        assert events.starts() == minutes(0, 7)
+        assert events.starts() == minutes(0, 8)  # minute 8 came after 0..7: none came twice
         assert events.starts("5m") == [T0]
         closes = [c.close for e in events.events for c in e.candles if c.timeframe == "1m"]
-        assert closes == [Decimal(2501 + i) for i in range(8)]
+        assert closes == [Decimal(2501 + i) for i in range(9)]
 
     run(story)
 
@@ -308,9 +314,10 @@ def drop_story(abrupt: bool) -> Story:
             await eventually(lambda: events.starts() == minutes(0, 6), what="gap filled")
             market.push(2)
             await eventually(lambda: events.starts() == minutes(0, 8), what="streaming again")
-            await asyncio.sleep(0.2)
-        assert events.starts() == minutes(0, 8)  # once each, in order
-        assert events.starts("5m") == [T0]
+            market.push()  # a later candle: everything before it has been delivered by now
+            await eventually(lambda: events.starts() == minutes(0, 9), what="minute 9")
+        assert events.starts() == minutes(0, 9)  # once each, in order
+        assert events.starts("5m") == [T0, T0 + 5 * MIN]
 
     return story
 
@@ -344,8 +351,9 @@ def test_a_refused_websocket_falls_back_to_rest_and_is_retried_later() -> None:
                 market.push()
             await eventually(lambda: events.starts() == minutes(0, 5), what="after the switch")
             await eventually(lambda: feed.transport == "websocket", what="streaming")
-            await asyncio.sleep(0.2)
-        assert events.starts() == minutes(0, 5)
+            market.push()  # a later candle over the websocket: nothing before it came twice
+            await eventually(lambda: events.starts() == minutes(0, 6), what="minute 6")
+        assert events.starts() == minutes(0, 6)
 
     run(story)
 

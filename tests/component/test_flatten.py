@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,22 @@ from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
-from daemon.domain.errors import OrderRejected, RetryableExchangeError
-from daemon.domain.models import Candle, Order, OrderIntent, OrderStatus, OrderType, Side
+from daemon.domain.errors import NotFound, OrderRejected, RetryableExchangeError
+from daemon.domain.models import (
+    Candle,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    bot_tag,
+)
 from daemon.ports import CandlesClosed
-from daemon.runtime.flatten import Flattener
+from daemon.runtime.flatten import Flattener, SymbolFlatten, flatten_order_id
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
+D = Decimal
 ETH, BTC = "ETH/USDT:USDT", "BTC/USDT:USDT"
 
 
@@ -162,3 +174,364 @@ def test_flatten_orders_are_reduce_only_and_written_to_the_store_first(tmp_path:
         assert kinds.index("order_intent_recorded") < kinds.index("order_status_changed")
 
     asyncio.run(story())
+
+
+# --- every path on a fake clock: time passes only when the flattener sleeps ----------------
+
+
+class FakeClock:
+    """Monotonic time that moves only through `sleep`, which records every delay asked for."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=self.t)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
+
+
+class Scripted:
+    """The paper account with misbehaviour chosen per test: calls that fail a given number
+    of times, cancels that are acknowledged but do not happen, fills capped per order."""
+
+    def __init__(self, inner: PaperExchange) -> None:
+        self.inner = inner
+        self.account = inner.account
+        self.failures: dict[str, int] = {}  # method -> how many more calls fail
+        self.stuck_cancels = False
+        self.cancel_not_found = False
+        self.fill_cap: Decimal | None = None
+        self.extra_positions: list[Position] = []
+        self.cancels: list[str] = []
+        self.submitted: list[OrderIntent] = []
+        self.asked: list[tuple[str, str | None]] = []  # (what, symbol) of every read
+
+    def _fail(self, method: str) -> None:
+        if self.failures.get(method, 0) > 0:
+            self.failures[method] -= 1
+            raise RetryableExchangeError(f"{method}: timed out")
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
+        self.asked.append(("orders", symbol))
+        self._fail("fetch_open_orders")
+        return await self.inner.fetch_open_orders(symbol)
+
+    async def fetch_positions(self, symbol: str | None = None) -> list[Position]:
+        self.asked.append(("positions", symbol))
+        self._fail("fetch_positions")
+        return [*await self.inner.fetch_positions(symbol), *self.extra_positions]
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        self._fail("cancel_order")
+        self.cancels.append(client_order_id)
+        if self.cancel_not_found:
+            await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
+            raise NotFound(f"{client_order_id}: unknown order")
+        if self.stuck_cancels:  # acknowledged, yet the order stays on the book
+            order = await self.inner.fetch_order(symbol, client_order_id, trigger=trigger)
+            return None if order is None else order.with_status(OrderStatus.CANCELED)
+        return await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        self._fail("submit_order")
+        self.submitted.append(intent)
+        if self.fill_cap is not None and intent.qty > self.fill_cap:
+            return await self.inner.submit_order(replace(intent, qty=self.fill_cap))
+        return await self.inner.submit_order(intent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def on_fake_clock(
+    tmp_path: Path, body: Callable[[PaperExchange, SqliteStore, Scripted, FakeClock], Any]
+) -> None:
+    async def main() -> None:
+        paper, store = await paper_with_positions(tmp_path)
+        clock = FakeClock()
+        await body(paper, store, Scripted(paper), clock)
+
+    asyncio.run(main())
+
+
+def eth_bot(symbol: str) -> str | None:
+    return "eth-bot" if symbol == ETH else None
+
+
+def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.failures["fetch_open_orders"] = 1000
+        began = clock.t
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
+        assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 1.0])
+        assert clock.t == pytest.approx(began + 10), "gave up at the deadline, not later"
+        assert not eth.flat and eth.attempts == 9 and len(eth.errors) == 9
+        assert (eth.account, eth.symbol, eth.owner) == ("paper", ETH, "eth-bot")
+        assert eth.errors[0] == "RetryableExchangeError: fetch_open_orders: timed out"
+        assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_flatten_with_no_time_left_tries_once_and_reports_what_is_left(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.failures["submit_order"] = 1000  # orders cancel, the position cannot be closed
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
+        assert clock.sleeps == [] and btc.attempts == 1 and not btc.flat
+        assert btc.errors == ["RetryableExchangeError: submit_order: timed out"]
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_position_that_will_not_close_is_reported_with_its_size(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.failures["submit_order"] = 3  # the first three closes fail; a short position
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0.5)
+        assert not btc.flat and btc.attempts == 3, btc.as_dict()
+        assert clock.sleeps == pytest.approx([0.2, 0.3])  # the last sleep ends at the deadline
+        gw.failures.clear()
+        await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
+        assert await paper.fetch_positions(BTC) == []
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_an_order_still_listed_after_its_cancel_was_acknowledged_is_not_flat(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.stuck_cancels = True
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
+        assert not eth.flat
+        assert eth.remaining_orders == 1 and eth.remaining_qty == 0 and eth.closed_qty == D("0.05")
+        assert gw.cancels.count("tcx-rest") == eth.attempts > 1, "cancelled again on every pass"
+        assert eth.cancelled == ["tcx-rest"], "each cancelled id is reported once"
+        assert eth.as_dict()["remaining_orders"] == 1 and eth.as_dict()["flat"] is False
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_an_order_gone_before_its_cancel_counts_as_cancelled(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.cancel_not_found = True
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
+        assert eth.flat and eth.cancelled == ["tcx-rest"] and eth.errors == []
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_partial_closes_add_up_to_the_whole_position(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.fill_cap = D("0.02")  # the exchange fills at most 0.02 of any order
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
+        assert eth.flat and eth.closed_qty == D("0.05") and eth.remaining_qty == 0
+        assert [i.qty for i in gw.submitted] == [D("0.05"), D("0.03"), D("0.01")]
+        assert clock.sleeps == pytest.approx([0.2, 0.4]), "one back-off per pass that left some"
+        assert eth.attempts == 3 and eth.as_dict()["closed_qty"] == "0.05"
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_the_flatten_order_closes_reduce_only_on_the_opposite_side_and_is_stored_first(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        reports = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH, BTC], eth_bot, 5)
+        assert [(r.symbol, r.owner, r.flat) for r in reports] == [
+            (BTC, None, True),
+            (ETH, "eth-bot", True),
+        ]
+        by_symbol = {i.symbol: i for i in gw.submitted}
+        eth, btc = by_symbol[ETH], by_symbol[BTC]
+        assert (eth.side, eth.qty, btc.side, btc.qty) == (
+            Side.SELL,
+            D("0.05"),
+            Side.BUY,
+            D("0.004"),
+        )
+        for sent, owner in ((eth, "eth-bot"), (btc, "paper")):
+            assert sent.type is OrderType.MARKET and sent.price is None and sent.reduce_only
+            assert sent.purpose == "flatten" and sent.created_at == clock.now()
+            assert sent.account == "paper" and sent.bot == (None if owner == "paper" else owner)
+            assert re.fullmatch(f"tcfx{bot_tag(owner)}-[0-9a-f]{{12}}", sent.client_order_id)
+        [recorded] = [e for e in store.events("eth-bot") if e["kind"] == "order_intent_recorded"]
+        assert recorded["purpose"] == "flatten" and recorded["reduce_only"] is True
+        stored = store.order(eth.client_order_id)
+        assert stored is not None and stored.status is OrderStatus.FILLED
+        assert stored.filled_qty == D("0.05")
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_the_flattens_own_fill_is_in_the_store_afterwards(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat
+        [sent] = gw.submitted
+        fills = {f.client_order_id: f for f in store.fills("eth-bot")}
+        assert sent.client_order_id in fills, "recorded for the bot that owned the position"
+        assert fills[sent.client_order_id].qty == D("0.05")
+        assert "tcx-0" in fills, "the entry fill no one had recorded yet is there too"
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_resting_order_the_store_knows_is_marked_cancelled_there(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        known = await paper.submit_order(
+            OrderIntent(
+                "eth-bot",
+                "paper",
+                ETH,
+                "tcx-known",
+                Side.SELL,
+                OrderType.LIMIT,
+                D("0.01"),
+                D(3000),
+                True,
+                T0,
+            )
+        )
+        store.record_intent(
+            OrderIntent(
+                "eth-bot",
+                "paper",
+                ETH,
+                "tcx-known",
+                Side.SELL,
+                OrderType.LIMIT,
+                D("0.01"),
+                D(3000),
+                True,
+                T0,
+            )
+        )
+        store.update_order(known)
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert sorted(eth.cancelled) == ["tcx-known", "tcx-rest"]
+        stored = store.order("tcx-known")
+        assert stored is not None and stored.status is OrderStatus.CANCELED
+        assert store.order("tcx-rest") is None, "an order the store never knew is not invented"
+        changed = [
+            e["cid"] for e in store.events(limit=1000) if e["kind"] == "order_status_changed"
+        ]
+        assert "tcx-rest" not in changed
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_flatten_without_a_store_works_the_same(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        events_before = len(store.events(limit=10_000))
+        reports = await Flattener(None, clock, clock.sleep).flatten(gw, [ETH, BTC], no_owner, 5)
+        assert all(r.flat for r in reports)
+        assert await paper.fetch_positions() == []
+        kinds = {e["kind"] for e in store.events(limit=10_000)[events_before:]}
+        assert not kinds & {"order_intent_recorded", "order_filled", "order_status_changed"}
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        await paper.submit_order(
+            OrderIntent(
+                None,
+                "paper",
+                BTC,
+                "web-1",
+                Side.BUY,
+                OrderType.LIMIT,
+                D("0.002"),
+                D(90_000),
+                False,
+                T0,
+            )
+        )
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 5)
+        assert btc.cancelled == ["web-1"], "only the symbol's own orders"
+        assert {p.symbol for p in await paper.fetch_positions()} == {ETH}
+        assert set(gw.asked) == {("orders", BTC), ("positions", BTC)}, "never the whole account"
+        gw.extra_positions = [Position("paper", "SOL/USDT:USDT", D(0), D(0), D(0), 3)]
+        gw.failures.update(fetch_open_orders=1, fetch_positions=1)
+        reports = await Flattener(store, clock, clock.sleep).flatten(
+            gw, [BTC], no_owner, 5, whole_account=True
+        )
+        assert [r.symbol for r in reports] == [BTC, ETH], "a zero position is no reason to flatten"
+        assert reports[0].flat and reports[0].closed_qty == 0, "a named symbol is reported flat"
+        reports = reports[1:]
+        assert clock.sleeps[:2] == pytest.approx([0.2, 0.4]), "discovery retried with back-off"
+        assert reports[0].flat and reports[0].cancelled == ["tcx-rest"]
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_discovery_that_keeps_failing_past_the_deadline_raises(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.failures["fetch_positions"] = 1000
+        with pytest.raises(RetryableExchangeError):
+            await Flattener(store, clock, clock.sleep).flatten(
+                gw, [], no_owner, 3, whole_account=True
+            )
+        assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6])
+        assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_report_reads_as_plain_data() -> None:
+    report = SymbolFlatten("paper", ETH, None, ["a"], D("0.5"), D("0.25"), 1, False, 2, ["x"])
+    assert report.as_dict() == {
+        "account": "paper",
+        "symbol": ETH,
+        "owner": None,
+        "cancelled": ["a"],
+        "closed_qty": "0.5",
+        "remaining_qty": "0.25",
+        "remaining_orders": 1,
+        "flat": False,
+        "attempts": 2,
+        "errors": ["x"],
+        "known": False,
+    }
+    assert SymbolFlatten("paper", ETH, "eth-bot").as_dict()["known"] is True
+    assert re.fullmatch(f"tcfx{bot_tag('eth-bot')}-[0-9a-f]{{12}}", flatten_order_id("eth-bot"))
+    assert flatten_order_id("eth-bot") != flatten_order_id("eth-bot")

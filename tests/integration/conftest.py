@@ -7,6 +7,16 @@ import pytest
 
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir, write_config
 
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here starts real daemons, CLIs or systemd: `slow`, so that
+    `pytest -m "not slow"` is the inner loop (unit and component tests, in seconds)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:

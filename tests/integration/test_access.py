@@ -86,3 +86,37 @@ def test_the_first_to_start_an_unowned_bot_owns_it(make_daemon: MakeDaemon) -> N
     assert as_user(daemon, OWNER, "start", bot="eth-ema")["ok"]
     assert as_user(daemon, STRANGER, "stop", bot="eth-ema")["code"] == "forbidden"
     assert as_user(daemon, OWNER, "stop", bot="eth-ema")["ok"]
+
+
+def test_a_stranger_may_not_stop_flatten_or_resume_a_bot_nobody_owns_yet(
+    make_daemon: MakeDaemon,
+) -> None:
+    daemon = make_daemon()
+    daemon.config.write_text(
+        daemon.config.read_text().replace("autostart = true", "autostart = false")
+    )
+    os.chmod(daemon.socket.parent, 0o755)
+    daemon.start()
+    for cmd in ("stop", "flatten", "resume"):
+        refused = as_user(daemon, STRANGER, cmd, bot="eth-ema")
+        assert refused["code"] == "forbidden", (cmd, refused)
+    assert as_user(daemon, STRANGER, "flatten", all=True)["code"] == "forbidden"
+    assert daemon.bot("eth-ema")["state"] == "stopped", "a refusal changes nothing"
+    assert as_user(daemon, STRANGER, "status")["ok"], "reading stays open to everyone"
+
+
+def test_an_owner_with_a_uid_above_two_to_the_31_is_recognised(make_daemon: MakeDaemon) -> None:
+    """uid_t is unsigned: a uid of 3e9 (LDAP and container ranges) must not read as negative."""
+    high = 3_000_000_000
+    daemon = make_daemon()
+    text = daemon.config.read_text().replace(
+        "leverage = 3\n\n[bots.eth-ema.params]",
+        f"leverage = 3\nowner = {high}\n\n[bots.eth-ema.params]",
+    )
+    daemon.config.write_text(text)
+    os.chmod(daemon.socket.parent, 0o755)
+    daemon.start()
+    assert as_user(daemon, STRANGER, "stop", bot="eth-ema")["code"] == "forbidden"
+    stopped = as_user(daemon, high, "stop", bot="eth-ema")
+    assert stopped["ok"], stopped
+    assert daemon.bot("eth-ema")["state"] == "stopped"

@@ -77,8 +77,9 @@ def test_thousands_of_random_byte_frames_get_error_replies(daemon: DaemonProcess
             s.sendall(b"\n".join(frames) + b"\n")
             s.shutdown(socket.SHUT_WR)
             got = read_replies(s)
-            for reply in got:
+            for reply in got:  # random bytes are never a readable request
                 assert_well_formed(reply)
+                assert reply["error"]["code"] == "bad_request" and reply["id"] is None, reply  # type: ignore[index]
             replies += len(got)
     assert replies >= 1900, replies  # a frame of only spaces gets no reply; almost all others do
     still_alive(daemon)
@@ -95,7 +96,7 @@ requests = st.fixed_dictionaries(
     {},
     optional={
         "v": st.sampled_from([1, 1, 1, 2, "1", None]),
-        "id": st.text(max_size=40) | st.integers(),
+        "id": st.text(max_size=40) | st.integers() | st.text(min_size=129, max_size=140),
         "cmd": st.sampled_from(
             [
                 "ping",
@@ -137,8 +138,33 @@ def test_any_json_request_gets_a_result_or_a_structured_error(
         s.shutdown(socket.SHUT_WR)
         replies = read_replies(s)
     assert len(replies) == len(safe)
-    for reply in replies:
+    for request, reply in zip(safe, replies, strict=True):
         assert_well_formed(reply)
+        readable_id = isinstance(request.get("id"), str) and len(request["id"]) <= 128  # type: ignore[arg-type]
+        assert reply["id"] == (request["id"] if readable_id else None), (request, reply)
+        code = None if reply["ok"] else reply["error"]["code"]  # type: ignore[index]
+        assert code in expected_outcomes(request), (request, reply)
+
+
+def expected_outcomes(request: dict[str, object]) -> set[str | None]:
+    """What the protocol promises for a request (None: a result), checking its fields in the
+    documented order: id, version, command, arguments; then what the command may answer."""
+    request_id, cmd, args = request.get("id"), request.get("cmd"), request.get("args", {})
+    if not isinstance(request_id, str) or len(request_id) > 128:
+        return {"bad_request"}
+    if request.get("v") != 1 or isinstance(request.get("v"), bool):
+        return {"unsupported_version"}
+    if not isinstance(cmd, str):
+        return {"bad_request"}
+    if cmd not in READ_COMMANDS | WRITE_COMMANDS:
+        return {"unknown_command"}
+    if not isinstance(args, dict):
+        return {"bad_request"}
+    return {None, "bad_request", "not_found"}  # a typed argument may be wrong or name no bot
+
+
+READ_COMMANDS = {"ping", "status", "positions", "orders", "health"}
+WRITE_COMMANDS = {"start", "stop", "resume", "flatten"}
 
 
 HOSTILE_FRAMES = {

@@ -63,3 +63,40 @@ def test_administrators_are_root_the_daemons_user_and_the_admin_group() -> None:
     assert is_admin(DAEMON, (), daemon_uid=DAEMON, admin_gid=None)
     assert is_admin(OTHER, (ADMIN_GID,), daemon_uid=DAEMON, admin_gid=ADMIN_GID)
     assert not is_admin(OTHER, (ADMIN_GID,), daemon_uid=DAEMON, admin_gid=None)
+
+
+def test_a_refusal_says_why_and_names_the_caller_and_owner() -> None:
+    def reason(uid: int, command: str, *, every: bool = False, owner: int | None = OWNER) -> str:
+        with pytest.raises(Forbidden) as refused:
+            authorize(
+                uid,
+                (),
+                command,
+                daemon_uid=DAEMON,
+                admin_gid=None,
+                every=every,
+                bot="b1",
+                owner=owner,
+            )
+        return str(refused.value)
+
+    assert (
+        reason(OWNER, "stop", every=True)
+        == f"stop --all is for administrators (uid {OWNER} is not)"
+    )
+    assert (
+        reason(OTHER, "flatten", owner=None)
+        == "bot 'b1' has no owner yet; its first start makes one"
+    )
+    assert reason(OTHER, "stop") == f"bot 'b1' belongs to uid {OWNER}; uid {OTHER} may only read it"
+
+
+def test_a_command_for_one_bot_is_not_taken_for_all_of_them() -> None:
+    """`every` defaults to False: an owner acting on their own bot is not an `--all`."""
+    authorize(OWNER, (), "stop", daemon_uid=DAEMON, admin_gid=None, bot="b1", owner=OWNER)
+
+
+def test_a_command_naming_no_configured_bot_is_left_to_its_handler() -> None:
+    """Nothing to own: the handler answers with the precise error (unknown bot, bad args)."""
+    authorize(OTHER, (), "stop", daemon_uid=DAEMON, admin_gid=None, bot=None, owner=OWNER)
+    authorize(OTHER, (), "start", daemon_uid=DAEMON, admin_gid=None)

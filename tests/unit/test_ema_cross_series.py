@@ -125,6 +125,7 @@ def test_polars_decimal_cast_equals_float_of_decimal(path: Path) -> None:
             assert cast == [float(d) for d in frame[column].to_list()], column
 
 
+@pytest.mark.slow  # replays weeks of real candles; test_random_candles_match_evaluate is fast
 @pytest.mark.parametrize("raw", PARAMS)
 def test_real_candles_match_evaluate(eth: dict[str, pl.DataFrame], raw: dict[str, object]) -> None:
     strategy = EmaCross(EmaCrossParams.model_validate(raw))
@@ -138,6 +139,7 @@ def test_real_candles_match_evaluate(eth: dict[str, pl.DataFrame], raw: dict[str
         assert restricted(series, rows) == expected
 
 
+@pytest.mark.slow  # a long replay through the runner's candle windows
 def test_real_candles_through_live_candle_windows(eth: dict[str, pl.DataFrame]) -> None:
     """The windows the reference slices are those CandleWindow holds in a replay."""
     strategy = EmaCross(EmaCrossParams())

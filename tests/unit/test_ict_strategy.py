@@ -177,6 +177,7 @@ def resample(df: pl.DataFrame, every: str, minutes: int) -> pl.DataFrame:
     )
 
 
+@pytest.mark.slow  # evaluates ict on every prefix of a real day, one polars call each
 def test_strategy_never_looks_ahead_on_real_candles() -> None:
     """Fed candle by candle through windows, step k's signal equals evaluating rows <= k only
     of frames that hold the whole future (the 5m frame entire, the 1m frame sliced)."""

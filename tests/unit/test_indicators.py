@@ -585,6 +585,30 @@ def test_breaker_blocks_by_hand() -> None:
     assert got == {3: (-1, 10, 7, 11), 8: (-1, 12, 9, 10)}
 
 
+def test_a_close_below_the_block_before_the_break_does_not_fail_the_block() -> None:
+    # left = right = 1. Row 1 is a swing high (12); row 3 the last down candle (low 10.8)
+    # before row 5 closes above 12. Row 4 closes at 9.5, under the block-to-be, but before
+    # the block exists: only closes after row 5 can fail it, and none comes.
+    df = frame(
+        [
+            (10, 10.5, 9.5, 10),
+            (10, 12, 10, 11),
+            (11, 11.5, 10.5, 11.2),
+            (11.2, 11.4, 10.8, 10.9),
+            (9, 9.6, 8.9, 9.5),
+            (9.5, 12.5, 9.5, 12.2),
+            (12.2, 12.6, 12, 12.4),
+            (12.4, 12.9, 12.1, 12.8),
+        ]
+    )
+    blocks = order_blocks(df, left=1, right=1)
+    assert blocks["ob"].to_list() == [None, None, None, 1, None, None, None, None]
+    assert blocks["ob_known_at"].to_list()[3] == 5
+    assert breaker_blocks(df, left=1, right=1)["breaker"].null_count() == df.height
+    spec = specs(left=1, right=1)["breaker_blocks"]
+    assert_columns(spec.run(df), spec.reference(df))
+
+
 def test_fair_value_gaps_by_hand() -> None:
     highs = [10, 12, 14, 13, 12.5, 11, 11.8, 12.2]
     lows = [9, 10, 11, 12, 11.5, 10.5, 10.8, 9.8]
@@ -658,18 +682,108 @@ def test_added_columns_replace_same_named_ones() -> None:
     assert swings(once).equals(once)
 
 
+# ---------------------------------------------------------------- the documented interface
+
+DEFAULTS: list[tuple[Callable[..., pl.DataFrame], dict[str, Any], dict[str, Any]]] = [
+    (swings, {"left": 2, "right": 2}, {"left": 3}),
+    (structure, {"left": 2, "right": 2}, {"right": 3}),
+    (trend, {"left": 2, "right": 2}, {"left": 3}),
+    (fair_value_gaps, {"min_gap": 0.0, "mitigation": "touch"}, {"mitigation": "fill"}),
+    (order_blocks, {"left": 2, "right": 2}, {"left": 3}),
+    (breaker_blocks, {"left": 2, "right": 2}, {"right": 3}),
+    (
+        liquidity,
+        {"left": 2, "right": 2, "tolerance": 0.001, "min_touches": 2, "side": "both"},
+        {"min_touches": 3},
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    "call",
+    ("function", "documented", "other"), DEFAULTS, ids=[f.__name__ for f, _, _ in DEFAULTS]
+)
+def test_the_defaults_are_the_documented_ones(
+    function: Callable[..., pl.DataFrame], documented: dict[str, Any], other: dict[str, Any]
+) -> None:
+    df = real(ETH_1M, 2000)
+    assert function(df).equals(function(df, **documented))
+    for name in documented:  # each default on its own, the others left out
+        assert function(df, **{name: documented[name]}).equals(function(df)), name
+    assert not function(df, **{**documented, **other}).equals(function(df)), "data too dull"
+
+
+COLUMN_TYPES = {
+    "swing_high": pl.Float64,
+    "swing_low": pl.Float64,
+    "swing_high_known_at": pl.Int64,
+    "swing_low_known_at": pl.Int64,
+    "bos": pl.Int8,
+    "choch": pl.Int8,
+    "trend": pl.Int8,
+    "structure_level": pl.Float64,
+    "fvg": pl.Int8,
+    "fvg_top": pl.Float64,
+    "fvg_bottom": pl.Float64,
+    "fvg_mitigated_at": pl.Int64,
+    "ob": pl.Int8,
+    "ob_top": pl.Float64,
+    "ob_bottom": pl.Float64,
+    "ob_known_at": pl.Int64,
+    "ob_mitigated_at": pl.Int64,
+    "breaker": pl.Int8,
+    "breaker_top": pl.Float64,
+    "breaker_bottom": pl.Float64,
+    "breaker_known_at": pl.Int64,
+    "liquidity": pl.Int8,
+    "liquidity_level": pl.Float64,
+    "liquidity_known_at": pl.Int64,
+    "swept_at": pl.Int64,
+}
+
+
+@pytest.mark.parametrize("rows", [0, 3, 2000])
+def test_every_added_column_has_its_documented_type(rows: int) -> None:
+    df = real(ETH_1M, rows)
+    added: dict[str, pl.DataType] = {}
+    for function in (swings, structure, fair_value_gaps, order_blocks, breaker_blocks, liquidity):
+        out = function(df)
+        added |= {c: out.schema[c] for c in out.columns if c not in df.columns}
+    assert added == COLUMN_TYPES
+
+
+def test_a_gap_exactly_at_the_minimum_size_counts() -> None:
+    # Gaps of exactly 1.0 at a close of 4.0: a quarter of the price, exactly, in binary.
+    up = frame([(2.5, 3, 2, 2.5), (3, 4.5, 3, 4.5), (4.5, 5, 4, 4)])
+    down = frame([(5.5, 6, 5, 5.5), (5, 5, 3.5, 3.5), (4, 4, 3, 4)])
+    for df, direction in ((up, 1), (down, -1)):
+        assert fair_value_gaps(df, min_gap=0.25)["fvg"].to_list() == [None, None, direction]
+        assert fair_value_gaps(df, min_gap=0.2501)["fvg"].to_list() == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
     [
-        lambda df: swings(df, left=0),
-        lambda df: structure(df, right=0),
-        lambda df: fair_value_gaps(df, min_gap=-0.1),
-        lambda df: liquidity(df, tolerance=-1),
-        lambda df: liquidity(df, min_touches=0),
-        lambda df: liquidity(df, side="up"),  # type: ignore[arg-type]
-        lambda df: order_blocks(df.drop("open")),
+        (lambda df: swings(df, left=0), "left and right must be at least 1, got left=0, right=2"),
+        (lambda df: structure(df, right=0), "left and right must be at least 1, got left=2"),
+        (lambda df: fair_value_gaps(df, min_gap=-0.1), "min_gap must be >= 0, got -0.1"),
+        (lambda df: fair_value_gaps(df, min_gap=float("nan")), "min_gap must be >= 0, got nan"),
+        (
+            lambda df: fair_value_gaps(df, mitigation="wick"),
+            "mitigation must be 'touch' or 'fill', got 'wick'",
+        ),
+        (lambda df: liquidity(df, tolerance=-1), "tolerance must be >= 0, got -1"),
+        (lambda df: liquidity(df, min_touches=0), "min_touches must be at least 1, got 0"),
+        (
+            lambda df: liquidity(df, side="up"),
+            "side must be 'both', 'buy' or 'sell', got 'up'",
+        ),
+        (lambda df: order_blocks(df.drop("open")), "candles frame lacks columns ['open']"),
+        (lambda df: breaker_blocks(df, left=1, right=0), "left and right must be at least 1"),
     ],
 )
-def test_bad_input_is_refused(call: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_input_is_refused_with_what_is_wrong(
+    call: Callable[[pl.DataFrame], pl.DataFrame], message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
         call(STORY)
+    assert str(caught.value).startswith(message)

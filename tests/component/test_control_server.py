@@ -1,0 +1,594 @@
+"""The control socket in-process: a real Unix socket, real frames, handlers that answer or fail
+on purpose; what a client gets back for each outcome, and how the socket file is treated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.control import server as control_server
+from daemon.control.server import (
+    ArgumentError,
+    ControlServer,
+    Forbidden,
+    Peer,
+    SocketInUse,
+    SocketPathError,
+    arg,
+    current_peer,
+)
+from daemon.domain.errors import IllegalTransition, NotFound, Refused, TradectlError
+from tests.integration.daemon_process import remove, short_socket_dir
+from tradectl.protocol import MAX_REQUEST_BYTES, ErrorCode, Request
+
+Reply = dict[str, Any]
+
+
+@pytest.fixture
+def sock_path() -> Any:
+    folder = short_socket_dir()
+    yield folder / "c.sock"
+    remove(folder)
+
+
+async def echo(request: Request) -> Any:
+    return {"cmd": request.cmd, "args": request.args}
+
+
+async def who(request: Request) -> Any:
+    peer = current_peer.get()
+    return {"pid": peer.pid, "uid": peer.uid, "gid": peer.gid}
+
+
+def failing(error: Exception) -> Callable[[Request], Awaitable[Any]]:
+    async def handler(request: Request) -> Any:
+        raise error
+
+    return handler
+
+
+HANDLERS = {"ping": echo, "status": who, "positions": echo}
+
+
+@asynccontextmanager
+async def serving(
+    path: Path, handlers: dict[str, Any] | None = None, **kw: Any
+) -> AsyncIterator[ControlServer]:
+    server = ControlServer(path, handlers if handlers is not None else HANDLERS, **kw)
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda loop, context: unhandled.append(context)
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+        await asyncio.sleep(0)  # let a connection task that just failed report it
+        assert unhandled == [], "a connection task died of an error nobody handled"
+
+
+async def exchange(path: Path, data: bytes, replies: int | None = None) -> list[Reply]:
+    """Send raw bytes, close our side, read every reply line until the server closes."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=2**20)
+    writer.write(data)
+    await writer.drain()
+    if replies is None:
+        writer.write_eof()
+    got = []
+    while replies is None or len(got) < replies:
+        line = await asyncio.wait_for(reader.readline(), 10)
+        if not line:
+            break
+        got.append(json.loads(line))
+    await closed(writer)
+    return got
+
+
+async def closed(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+def mode(path: Path) -> int:
+    """Permission bits of what is at `path`; 0 when nothing is, -1 when it is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    return stat.S_IMODE(st.st_mode) if stat.S_ISSOCK(st.st_mode) else -1
+
+
+def frame(cmd: Any = "ping", id: Any = "r1", v: Any = 1, **args: Any) -> bytes:
+    return json.dumps({"v": v, "id": id, "cmd": cmd, "args": args}).encode() + b"\n"
+
+
+def code(reply: Reply) -> str | None:
+    return None if reply["ok"] else reply["error"]["code"]
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(body())
+
+
+# --- replies ------------------------------------------------------------------------------
+
+
+def test_a_request_gets_its_handlers_result_under_its_own_id(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, frame("ping", id="abc", bot="eth"))
+            assert reply == {
+                "v": 1,
+                "id": "abc",
+                "ok": True,
+                "result": {"cmd": "ping", "args": {"bot": "eth"}},
+            }
+
+    run(body)
+
+
+def test_many_requests_on_one_connection_are_answered_in_order(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            data = frame(id="1") + b"\n  \n" + frame(id="2") + b"not json\n" + frame(id="3")
+            replies = await exchange(sock_path, data)
+            assert [(r["id"], code(r)) for r in replies] == [
+                ("1", None),
+                ("2", None),
+                (None, ErrorCode.BAD_REQUEST),
+                ("3", None),
+            ], "blank lines get no reply; a bad frame does not end the connection"
+
+    run(body)
+
+
+def test_a_one_character_request_is_answered_before_the_next_line(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, b"5\n", replies=1)
+            assert code(reply) == ErrorCode.BAD_REQUEST
+
+    run(body)
+
+
+def test_a_last_frame_without_its_newline_is_still_answered(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, frame(id="tail").rstrip(b"\n"))
+            assert reply["id"] == "tail" and reply["ok"]
+
+    run(body)
+
+
+def test_a_frame_at_the_size_limit_is_served_and_one_byte_more_is_refused(
+    sock_path: Path,
+) -> None:
+    def padded(size: int) -> bytes:
+        bare = frame(pad="")[:-1]
+        line = frame(pad="x" * (size - len(bare)))
+        assert len(line) == size + 1  # plus its newline
+        return line
+
+    async def body() -> None:
+        async with serving(sock_path):
+            [at_limit] = await exchange(sock_path, padded(MAX_REQUEST_BYTES))
+            assert at_limit["ok"] and len(at_limit["result"]["args"]["pad"]) > 60_000
+            [over] = await exchange(sock_path, padded(MAX_REQUEST_BYTES + 1), replies=1)
+            assert code(over) == ErrorCode.FRAME_TOO_LARGE
+            assert str(MAX_REQUEST_BYTES) in over["error"]["message"]
+
+    run(body)
+
+
+def test_a_frame_without_end_past_the_limit_is_refused_and_the_connection_closed(
+    sock_path: Path,
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(b'{"v":1,"id":"big","pad":"' + b"x" * MAX_REQUEST_BYTES)  # no newline
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            refused = json.loads(line)
+            assert code(refused) == ErrorCode.FRAME_TOO_LARGE
+            assert str(MAX_REQUEST_BYTES) in refused["error"]["message"]
+            assert await asyncio.wait_for(reader.read(), 10) == b"", "then the server hangs up"
+            await closed(writer)
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (frame(cmd=7), ErrorCode.BAD_REQUEST),
+        (frame(id="x" * 129), ErrorCode.BAD_REQUEST),
+        (frame(v=2), ErrorCode.UNSUPPORTED_VERSION),
+        (frame(cmd="launch"), ErrorCode.UNKNOWN_COMMAND),
+        (frame(cmd="start"), ErrorCode.UNKNOWN_COMMAND),  # a command this server has no handler for
+        (b"[1]\n", ErrorCode.BAD_REQUEST),
+    ],
+    ids=["cmd-not-a-string", "id-too-long", "version", "unknown", "not-served", "not-an-object"],
+)
+def test_a_bad_request_gets_its_error_code(sock_path: Path, data: bytes, expected: str) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, data)
+            assert code(reply) == expected and reply["error"]["message"]
+            readable = json.loads(data) if data.startswith(b"{") else {}
+            id_kept = isinstance(readable.get("id"), str) and len(readable["id"]) <= 128
+            assert reply["id"] == ("r1" if id_kept else None), "the id, whenever it was readable"
+
+    run(body)
+
+
+def test_an_id_of_128_characters_is_accepted(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, frame(id="x" * 128))
+            assert reply["ok"] and reply["id"] == "x" * 128
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NotFound("no bot 'x'"), ErrorCode.NOT_FOUND),
+        (Refused("not now"), ErrorCode.REFUSED),
+        (IllegalTransition("halted bots do not start"), ErrorCode.REFUSED),
+        (ArgumentError("start: argument 'bot' must be str"), ErrorCode.BAD_REQUEST),
+        (TradectlError("something the daemon refuses"), ErrorCode.REFUSED),
+        (Forbidden("not yours"), ErrorCode.FORBIDDEN),
+        (ZeroDivisionError("bug"), ErrorCode.INTERNAL),
+    ],
+)
+def test_a_handlers_failure_becomes_its_error_code_and_the_server_carries_on(
+    sock_path: Path, error: Exception, expected: str
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path, {"ping": failing(error), "status": echo}):
+            replies = await exchange(sock_path, frame("ping", id="f") + frame("status", id="s"))
+            assert [(r["id"], code(r)) for r in replies] == [("f", expected), ("s", None)]
+            assert str(error) in replies[0]["error"]["message"]
+            if expected == ErrorCode.INTERNAL:
+                assert "ZeroDivisionError" in replies[0]["error"]["message"]
+
+    run(body)
+
+
+def test_the_authorizer_sees_the_kernels_peer_and_may_refuse(sock_path: Path) -> None:
+    seen: list[tuple[Peer, str]] = []
+
+    def authorize(peer: Peer, request: Request) -> None:
+        seen.append((peer, request.cmd))
+        if request.cmd == "positions":
+            raise Forbidden(f"uid {peer.uid} may not")
+
+    async def body() -> None:
+        async with serving(sock_path, authorize=authorize):
+            replies = await exchange(
+                sock_path, frame("status", id="a") + frame("positions", id="b")
+            )
+            assert replies[0]["result"] == {
+                "pid": os.getpid(),
+                "uid": os.getuid(),
+                "gid": os.getgid(),
+            }
+            assert code(replies[1]) == ErrorCode.FORBIDDEN
+            assert replies[1]["error"]["message"] == f"uid {os.getuid()} may not"
+            assert [cmd for _, cmd in seen] == ["status", "positions"]
+            assert seen[0][0] == Peer(os.getpid(), os.getuid(), os.getgid())
+
+    run(body)
+
+
+def test_too_many_clients_get_busy_and_a_freed_slot_serves_again(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path, max_clients=2):
+            held = [await asyncio.open_unix_connection(str(sock_path)) for _ in range(2)]
+            for reader, writer in held:  # both are being served
+                writer.write(frame())
+                assert json.loads(await asyncio.wait_for(reader.readline(), 10))["ok"]
+            [busy] = await exchange(sock_path, frame(id="third"))
+            assert code(busy) == ErrorCode.BUSY
+            assert busy["error"]["message"].startswith("too many clients")
+            await closed(held[0][1])
+
+            async def served() -> bool:
+                return bool((await exchange(sock_path, frame(id="again")))[0]["ok"])
+
+            for _ in range(100):
+                if await served():
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the freed slot never served again")
+            await closed(held[1][1])
+
+    run(body)
+
+
+# --- the socket file ----------------------------------------------------------------------
+
+_modes_at_chmod: list[int] = []
+_watched: list[str] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Records the socket's mode at the instant before the server's chmod: right after bind."""
+    if event == "os.chmod" and _watched and str(args[0]) == _watched[0]:
+        _modes_at_chmod.append(stat.S_IMODE(os.stat(_watched[0]).st_mode))
+
+
+sys.addaudithook(_audit)
+
+
+def test_the_socket_is_born_0660_never_wider_and_the_umask_is_restored(sock_path: Path) -> None:
+    async def body() -> None:
+        previous = os.umask(0)  # a careless parent: without care the socket would be 0777
+        try:
+            _watched[:] = [str(sock_path)]
+            async with serving(sock_path):
+                assert _modes_at_chmod and all(m & ~0o660 == 0 for m in _modes_at_chmod)
+                assert mode(sock_path) == 0o660
+                assert os.umask(0) == 0, "the process umask is given back"
+        finally:
+            _watched.clear()
+            os.umask(previous)
+        assert mode(sock_path) == 0, "close removes the socket"
+
+    run(body)
+
+
+def test_a_second_server_refuses_a_live_socket_and_the_first_keeps_serving(
+    sock_path: Path,
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            second = ControlServer(sock_path, HANDLERS)
+            with pytest.raises(SocketInUse, match="another daemon answers"):
+                await second.start()
+            [reply] = await exchange(sock_path, frame(id="still"))
+            assert reply["ok"]
+
+    run(body)
+
+
+def test_a_regular_file_at_the_socket_path_is_left_intact(sock_path: Path) -> None:
+    async def body() -> None:
+        with pytest.raises(SocketPathError, match="exists and is not a socket"):
+            await ControlServer(sock_path, HANDLERS).start()
+
+    sock_path.write_text("precious")
+    run(body)
+    assert sock_path.read_text() == "precious"
+
+
+def test_a_stale_socket_left_by_a_crash_is_replaced(sock_path: Path) -> None:
+    async def body() -> None:
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dead.bind(str(sock_path))  # bound, never listening: what a killed daemon leaves
+        dead.close()
+        assert mode(sock_path) > 0
+        async with serving(sock_path):
+            [reply] = await exchange(sock_path, frame(id="new"))
+            assert reply["ok"]
+
+    run(body)
+
+
+def test_a_missing_folder_is_named_and_closing_twice_is_harmless(sock_path: Path) -> None:
+    async def body() -> None:
+        nested = sock_path.parent / "run" / "c.sock"
+        with pytest.raises(SocketPathError, match=f"control socket {nested}: cannot listen"):
+            await ControlServer(nested, HANDLERS).start()
+        assert not nested.parent.exists(), "the daemon's folders are checked, not made, here"
+        server = ControlServer(sock_path, HANDLERS)
+        await server.start()
+        [reply] = await exchange(sock_path, frame())
+        assert reply["ok"]
+        await server.close()
+        await server.close()
+        assert mode(sock_path) == 0
+        await ControlServer(sock_path, HANDLERS).close()  # never started: nothing to do
+
+    run(body)
+
+
+# --- arguments and peers ------------------------------------------------------------------
+
+
+def request(**args: Any) -> Request:
+    return Request(id="r", cmd="start", args=args)
+
+
+def test_arguments_are_typed_and_a_wrong_one_is_named() -> None:
+    assert arg(request(bot="eth"), "bot", str) == "eth"
+    assert arg(request(), "timeout", float, 30.0) == 30.0
+    assert arg(request(bot=None), "bot", str, None) is None
+    assert arg(request(timeout=5), "timeout", (int, float)) == 5
+    assert arg(request(all=True), "all", bool) is True
+    with pytest.raises(ArgumentError, match="start: missing argument 'bot'"):
+        arg(request(), "bot", str)
+    with pytest.raises(ArgumentError, match="start: argument 'bot' must be str"):
+        arg(request(bot=3), "bot", str)
+    with pytest.raises(ArgumentError, match="argument 'timeout' must be int or float"):
+        arg(request(timeout=True), "timeout", (int, float))
+    with pytest.raises(ArgumentError, match="argument 'bot' must be str"):
+        arg(request(bot=None), "bot", str, "eth")  # null only where null is the default
+
+
+def test_a_peers_groups_come_from_the_kernel_and_a_gone_peer_keeps_its_primary_group() -> None:
+    me = Peer(os.getpid(), os.getuid(), os.getgid())
+    assert me.groups() == {os.getgid(), *os.getgroups()}
+    assert Peer(2**22 + 7, 1, 4242).groups() == {4242}
+
+
+# --- clients that stall -------------------------------------------------------------------
+# The waits are module constants (10 s, 300 s); these tests shorten them to keep the suite fast.
+
+
+@pytest.fixture
+def quick_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control_server, "FRAME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(control_server, "IDLE_TIMEOUT_S", 0.6)
+
+
+def test_half_a_frame_and_then_silence_is_dropped_after_the_frame_timeout(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(b'{"v":1,"id":"half","cmd":"sta')
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b"", "dropped, not waited on"
+            await closed(writer)
+
+    run(body)
+
+
+def test_an_idle_client_may_wait_between_requests_until_the_idle_timeout(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(b"\n")  # a blank line is not the start of a request
+            await writer.drain()
+            await asyncio.sleep(0.4)  # longer than a frame may take, shorter than idling may
+            writer.write(frame(id="late"))
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            assert reply["id"] == "late" and reply["ok"]
+            assert await asyncio.wait_for(reader.read(), 5) == b"", "idle too long: dropped"
+            await closed(writer)
+
+    run(body)
+
+
+def test_a_client_that_does_not_read_its_replies_is_dropped_and_others_are_served(
+    sock_path: Path, quick_timeouts: None
+) -> None:
+    async def big(request: Request) -> Any:
+        return "x" * 1_000_000
+
+    async def body() -> None:
+        async with serving(sock_path, {"ping": big, "status": echo}):
+            reader, writer = await asyncio.open_unix_connection(str(sock_path))
+            writer.write(frame(id="1") + frame(id="2") + frame(id="3"))  # 3 MB of replies
+            await writer.drain()
+            [other] = await exchange(sock_path, frame("status", id="other"))
+            assert other["ok"], "a stuck reader does not hold up anyone else"
+            await asyncio.sleep(1.0)  # the stuck reader's time runs out meanwhile
+            received = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+                    received += chunk
+            assert len(received) < 3_000_000, "the server gave up on it"
+            await closed(writer)
+
+    run(body)
+
+
+def test_a_probe_of_a_socket_that_never_accepts_gives_up(sock_path: Path) -> None:
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(str(sock_path))
+    hung.listen(0)  # a daemon frozen with its backlog full
+    waiting = []
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(64):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            waiting.append(client)
+            client.setblocking(False)
+            client.connect(str(sock_path))
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            asyncio.run(ControlServer(sock_path, HANDLERS).start())
+        except BaseException as e:  # what start() raised, for the assertion below
+            outcome.append(e)
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    starter.join(20)
+    try:
+        assert not starter.is_alive(), "start() hung on a socket that never answers"
+        [error] = outcome
+        assert isinstance(error, SocketInUse) and "cannot tell whether it is in use" in str(error)
+        assert mode(sock_path) > 0, "and left it in place"
+    finally:
+        for client in waiting:
+            client.close()
+        hung.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to be another uid and to set groups")
+def test_the_peer_is_who_the_kernel_says_even_with_a_uid_above_two_to_the_31(
+    sock_path: Path,
+) -> None:
+    high = 3_000_000_000
+
+    async def body() -> None:
+        async with serving(sock_path):
+            os.chmod(sock_path, 0o666)  # let the other uid in
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: another user asks who it is
+                try:
+                    os.setgroups([])
+                    os.setgid(4100)
+                    os.setuid(high)
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(sock_path))
+                        s.sendall(frame("status", id="who"))
+                        os.write(write_end, s.makefile("rb").readline())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(None, os.read, read_end, 65536)
+            await loop.run_in_executor(None, os.waitpid, pid, 0)
+            os.close(read_end)
+            reply = json.loads(data)
+            assert reply["result"] == {"pid": pid, "uid": high, "gid": 4100}
+
+    os.chmod(sock_path.parent, 0o777)
+    run(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to set groups")
+def test_a_peers_supplementary_groups_are_read_from_the_kernel() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([4242, 4343, 4444])
+            os.write(write_end, b"ready")
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 5) == b"ready"
+        assert Peer(pid, 1, 4100).groups() == {4100, 4242, 4343, 4444}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
