@@ -153,7 +153,7 @@ def daily_report(day: str, report: Mapping[str, Any]) -> Alert:
         for name, row in report[scope].items():
             lines.append(
                 f"{scope[:-1]} {name}: pnl {row['net_pnl']} (fees {row['fees']}, funding "
-                f"{row['funding'] if row['funding'] is not None else 'not collected'}), "
+                f"{row['funding']}), "
                 f"{row['trades']} fills, max drawdown {row['max_drawdown']}"
             )
     return Alert("daily_report", Severity.INFO, f"tradectl: daily report {day}", "\n".join(lines))

@@ -14,6 +14,9 @@ Built once at start from the config, run in the daemon's loop on APScheduler
   exchange's position at its next candle, so the trade itself is what stays visible. A
   changed set of differences is journalled and alerted; the current ones are listed in
   `status` under `daemon.reconciliation` and by `tradectl health`.
+- `funding:<account>`: a minute after each funding time (00:00, 08:00, 16:00 UTC), every
+  bot's symbol on each exchange account has its funding payments recorded (running bots also
+  ask every 10 minutes); missed while the daemon was down, it runs once at start.
 A watcher alerts on positions left without a resting stop past the health grace.
 """
 
@@ -36,11 +39,14 @@ from daemon.domain.alerts import Alert
 from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.domain.risk import day_start
 from daemon.ports import Clock, ExchangeGateway, StateStore
+from daemon.runtime.fills import record_new_funding
 from daemon.runtime.supervisor import Supervisor
 from tradectl.config import Config, ExchangeAccount
 
 ROLLOVER = "rollover"
 DRIFT = "drift"
+FUNDING = "funding"
+FUNDING_DELAY_MIN = 1  # minutes after the funding time: the exchange settles, then we ask
 DRIFT_CONFIRM_S = 2.0
 TRADE_LOOKBACK_SLACK_S = 60  # trades since the last check, and a minute more
 WATCH_INTERVAL_S = 2.0
@@ -86,6 +92,14 @@ class Duties:
                     IntervalTrigger(seconds=every, timezone=UTC),
                     self._drift_duty(account),
                     catch_up=False,  # start-up has just reconciled every account
+                )
+                self.scheduler.add(
+                    f"{FUNDING}:{account}",
+                    f"funding collection of account {account} after each funding time "
+                    "(00:00, 08:00, 16:00 UTC)",
+                    CronTrigger(hour="0,8,16", minute=FUNDING_DELAY_MIN, timezone=UTC),
+                    self._funding_duty(account),
+                    catch_up=True,
                 )
 
     def alert(self, alert: Alert) -> None:
@@ -135,26 +149,50 @@ class Duties:
         accounts: dict[str, dict[str, Any]] = {}
         for name, bot in sorted(self._config.bots.items()):
             fills = [f for f in self._store.fills(name) if start <= f.timestamp < end]
+            paid = [p for p in self._store.funding(name) if start <= p.timestamp < end]
+            funding = sum((p.amount for p in paid), ZERO)
             net, peak, drawdown = ZERO, ZERO, ZERO
             for fill in fills:
                 net += fill.realized_pnl - fill.fee
                 peak = max(peak, net)
                 drawdown = max(drawdown, peak - net)
-            bots[name] = _row(net, len(fills), sum((f.fee for f in fills), ZERO), drawdown)
-            row = accounts.setdefault(bot.account, _row(ZERO, 0, ZERO, ZERO))
+            fees = sum((f.fee for f in fills), ZERO)
+            bots[name] = _row(net + funding, len(fills), fees, drawdown, funding)
+            row = accounts.setdefault(bot.account, _row(ZERO, 0, ZERO, ZERO, ZERO))
             row["trades"] += len(fills)
-            row["fees"] = alerting.money(Decimal(row["fees"]) + Decimal(bots[name]["fees"]))
+            row["fees"] = alerting.money(Decimal(row["fees"]) + fees)
+            row["funding"] = alerting.money(Decimal(row["funding"]) + funding)
             row["max_drawdown"] = alerting.money(
                 max(Decimal(row["max_drawdown"]), Decimal(bots[name]["max_drawdown"]))
             )
         for account in sorted(self._config.accounts):
-            row = accounts.setdefault(account, _row(ZERO, 0, ZERO, ZERO))
+            row = accounts.setdefault(account, _row(ZERO, 0, ZERO, ZERO, ZERO))
             # fills of no bot (manual, flatten) count for the account
             net = self._store.account_realized_pnl(
                 account, start
             ) - self._store.account_realized_pnl(account, end)
             row["net_pnl"] = alerting.money(net)
         return {"bots": bots, "accounts": accounts}
+
+    # -- funding collection -------------------------------------------------------------
+
+    def _funding_duty(self, account: str) -> Callable[[], Any]:
+        async def duty() -> None:
+            await self.collect_funding(account)
+
+        return duty
+
+    async def collect_funding(self, account: str) -> int:
+        """Record what each bot's symbol paid or received since its cursor, bots running or
+        not: a stopped bot's position pays funding too, and the loss limits count it."""
+        gateway = self._gateways[account]
+        new = 0
+        for name, bot in sorted(self._config.bots.items()):
+            if bot.account == account:
+                new += await record_new_funding(gateway, self._store, bot.symbol, name, force=True)
+        if new:
+            self._log.info("funding_collected", account=account, payments=new)
+        return new
 
     # -- the drift check ----------------------------------------------------------------
 
@@ -282,11 +320,14 @@ def _ours(client_order_id: str) -> bool:
     return client_order_id.startswith(CLIENT_ORDER_PREFIX)
 
 
-def _row(net: Decimal, trades: int, fees: Decimal, drawdown: Decimal) -> dict[str, Any]:
+def _row(
+    net: Decimal, trades: int, fees: Decimal, drawdown: Decimal, funding: Decimal
+) -> dict[str, Any]:
+    """Net PnL counts funding (as the loss limits do); the drawdown is of fills alone."""
     return {
         "net_pnl": alerting.money(net),
         "trades": trades,
         "fees": alerting.money(fees),
-        "funding": None,  # not collected yet: the exchange accounts' funding is its own duty
+        "funding": alerting.money(funding),
         "max_drawdown": alerting.money(drawdown),
     }

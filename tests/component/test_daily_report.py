@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.domain.models import Fill, Side
+from daemon.domain.models import Fill, FundingPayment, Side
 from daemon.duties import Duties
 from daemon.runtime.supervisor import Supervisor
 from tradectl.config import Config
@@ -78,7 +78,7 @@ def test_the_report_sums_one_risk_day_per_bot_and_account_with_its_drawdown(
         "net_pnl": "-2",
         "trades": 1,
         "fees": "0",
-        "funding": None,
+        "funding": "0",
         "max_drawdown": "2",
     }
     account = report["accounts"]["paper"]
@@ -101,3 +101,26 @@ def test_the_rollover_journals_the_day_that_ended(tmp_path: Path) -> None:
         store.close()
     assert event["day"] == "2025-05-12"
     assert event["bots"]["eth"]["net_pnl"] == "9"
+
+
+def test_funding_of_the_day_counts_in_the_bots_and_the_accounts_net(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        hour = timedelta(hours=1)
+        store.record_fill(fill(1, DAY + hour, "10", "1"), "eth")
+        for n, at, amount in ((1, DAY - hour, "-9"), (2, DAY + 8 * hour, "-1.25")):
+            store.record_funding(
+                FundingPayment("paper", f"p{n}", "ETH/USDT:USDT", D(amount), at), "eth"
+            )
+        clock = FixedClock(DAY + timedelta(days=1, minutes=1))
+        supervisor = Supervisor({}, lambda spec, started: None, store, clock)  # type: ignore
+        duties = Duties(
+            config(), store, {}, supervisor, AppriseAlerter([]), clock, lambda a, s: None
+        )
+        report = duties.daily_report(DAY, DAY + timedelta(days=1))
+    finally:
+        store.close()
+    eth = report["bots"]["eth"]
+    assert (eth["funding"], eth["net_pnl"]) == ("-1.25", "7.75"), "only the day's payment"
+    account = report["accounts"]["paper"]
+    assert (account["funding"], account["net_pnl"]) == ("-1.25", "7.75")

@@ -126,7 +126,7 @@ def test_schedule_names_the_rollover_and_the_drift_check_with_their_next_runs(ri
     rig.daemon.start()
     schedule = rig.daemon.cli_json("schedule")
     jobs = {job["name"]: job for job in schedule["jobs"]}
-    assert set(jobs) == {"rollover", "drift:binance"}
+    assert set(jobs) == {"rollover", "drift:binance", "funding:binance"}
     now = datetime.now(UTC)
     rollover = datetime.fromisoformat(jobs["rollover"]["next_run_utc"])
     assert rollover == datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)

@@ -189,6 +189,8 @@ def test_the_commands_and_error_codes_are_the_documented_ones() -> None:
         "health",
         "flatten",
         "resume",
+        "schedule",
+        "alerts_test",
     } == Command.ALL
     codes = {v for k, v in vars(ErrorCode).items() if k.isupper()}
     assert codes == {
