@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 from daemon.adapters.apprise_alerts import AlertConfigError, AlertTarget, AppriseAlerter, Delivery
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import load_secret
 from daemon.domain.alerts import Alert, AlertThrottle, Severity
 from daemon.domain.errors import ConfigError
+from daemon.ports import StateStore
 from daemon.redaction import scrub
 from tradectl.config import SECRET_PLACEHOLDER, LoadedConfig
 
@@ -42,7 +42,7 @@ def alert_targets(
 
 def build_alerter(
     loaded: LoadedConfig,
-    store: SqliteStore | None,
+    store: StateStore | None,
     environ: Mapping[str, str] = os.environ,
     **options: Any,
 ) -> AppriseAlerter:

@@ -11,7 +11,7 @@ import functools
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,9 @@ from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.candle_files import replay_file
 from daemon.adapters.exchange_feed import ExchangeFeed
 from daemon.adapters.paper_exchange import PaperExchange
+from daemon.adapters.postgres_leases import PostgresLeases
+from daemon.adapters.postgres_store import PostgresStore
+from daemon.adapters.postgres_url import DEFAULT_TIMEOUT_S, store_target
 from daemon.adapters.replay_feed import ReplayFeed
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
@@ -40,16 +43,25 @@ from daemon.control.server import (
     claim_socket_path,
     current_peer,
 )
-from daemon.domain.errors import NotFound
+from daemon.domain.errors import NotFound, Refused
+from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
 from daemon.domain.timeframes import timeframe_seconds
 from daemon.duties import Duties
 from daemon.gateways import build_gateways, ccxt_gateway_class, is_ccxt_gateway, owner_of
-from daemon.ports import Clock, ExchangeGateway, MarketFeed
+from daemon.ports import (
+    CandleConsumer,
+    CandlesClosed,
+    Clock,
+    ExchangeGateway,
+    MarketFeed,
+    StateStore,
+)
 from daemon.preflight import check_config
 from daemon.runtime.bot_runner import WINDOW_SLACK, BotRunner, BotSpec
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.health import HealthMonitor
+from daemon.runtime.leases import LeaseKeeper
 from daemon.runtime.preflight import BotNeeds, PreflightReport, preflight
 from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
@@ -107,10 +119,13 @@ class Daemon:
         self.user_streams: dict[str, UserStream] = {}
         self._brought_up: set[str] = set()  # exchange accounts reconciled, feeds running
         self.limits = risk_limits(self.config.risk)
+        # A fleet (PostgreSQL store): the leases this node holds, and the keeper of them.
+        self.lease_book: LeaseBook | None = None
+        self.keeper: LeaseKeeper | None = None
 
     # -- wiring ------------------------------------------------------------------
 
-    def _build(self, store: SqliteStore) -> None:
+    def _build(self, store: StateStore) -> None:
         self.strategies: dict[str, Strategy] = {
             name: build_strategy(bot.strategy, bot.params, bot.timeframes, self.loaded.strategy_dir)
             for name, bot in self.config.bots.items()
@@ -126,7 +141,8 @@ class Daemon:
             feed = self._build_feed(key, sorted(timeframes, key=timeframe_seconds), store)
             gateway = self.gateways[key.account]
             if isinstance(gateway, PaperExchange):
-                feed.subscribe(gateway.on_candles)  # the exchange learns each price before any bot
+                # the exchange learns each price before any bot
+                feed.subscribe(self._paper_prices(key.account, gateway))
             self.feeds[key] = feed
 
         def make_runner(spec: BotSpec, on_started: Any) -> BotRunner:
@@ -162,7 +178,13 @@ class Daemon:
         }
         self.flattener = Flattener(store, self.clock)
         self._supervisor = Supervisor(
-            specs, make_runner, store, self.clock, self._flatten_halted, self._tell
+            specs,
+            make_runner,
+            store,
+            self.clock,
+            self._flatten_halted,
+            placement=None if self.lease_book is None else self._holds,
+            tell=self._tell,
         )
         self.duties = Duties(
             self.config,
@@ -190,7 +212,46 @@ class Daemon:
             store_file=store.path,
         )
 
-    def _build_feed(self, key: FeedKey, timeframes: list[str], store: SqliteStore) -> MarketFeed:
+    def _holds(self, bot: str) -> bool:
+        return self.lease_book is not None and self.lease_book.epoch(bot) is not None
+
+    def _holds_account(self, account: str) -> bool:
+        """Single node: every account. A fleet: an account one of whose bots is held here."""
+        if self.lease_book is None:
+            return True
+        held = self.lease_book.held()
+        return any(bot.account == account for name, bot in self.config.bots.items() if name in held)
+
+    def _paper_prices(self, account: str, gateway: PaperExchange) -> CandleConsumer:
+        """In a fleet a paper account lives in the store and moves with its bot: only the
+        node holding the bot moves its simulated book (and saves it)."""
+
+        async def on_candles(event: CandlesClosed) -> None:
+            if self._holds_account(account):
+                await gateway.on_candles(event)
+
+        return on_candles
+
+    def _open_store(self) -> StateStore:
+        """The SQLite file of the state folder, or the fleet's PostgreSQL database."""
+        url = self.loaded.store_url
+        if url is None:
+            return open_state_store(self.loaded.state_dir, new_store=self.new_store)
+        ttl_s = self.config.fleet.lease_ttl_s
+        target = replace(store_target(url), idle_in_transaction_s=min(DEFAULT_TIMEOUT_S, ttl_s / 3))
+        self.lease_book = LeaseBook(self.loaded.node)
+        store = PostgresStore(target, self.lease_book)
+        self.fleet_table = PostgresLeases(target, self.loaded.node, ttl_s)
+        self.log.info("fleet_store_opened", store=str(target), node=self.loaded.node)
+        return store
+
+    async def _adopt(self, bot: str) -> None:
+        """A bot taken over from another node: its paper account as that node left it."""
+        gateway = self.gateways[self.config.bots[bot].account]
+        if isinstance(gateway, PaperExchange):
+            await gateway.start()
+
+    def _build_feed(self, key: FeedKey, timeframes: list[str], store: StateStore) -> MarketFeed:
         """Replay for paper accounts on recorded data, else the exchange: websocket or REST."""
         account = self.config.accounts[key.account]
         if isinstance(account, PaperAccount) and account.market_data == "replay":
@@ -264,15 +325,16 @@ class Daemon:
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
-            store = open_state_store(state_dir, new_store=self.new_store)
+            store = self._open_store()
         except BaseException:
             lock.release()
             raise
         # Paper-only: the exchange's own state is in this file, so there is nothing a
         # synced log protects that a power cut would not roll back with it.
-        store.sync_critical_writes = any(
-            isinstance(a, ExchangeAccount) for a in self.config.accounts.values()
-        )
+        if isinstance(store, SqliteStore):  # PostgreSQL: the server's commit is durable
+            store.sync_critical_writes = any(
+                isinstance(a, ExchangeAccount) for a in self.config.accounts.values()
+            )
         self.store = store
         server: ControlServer | None = None
         started_gateways: list[ExchangeGateway] = []
@@ -307,6 +369,16 @@ class Daemon:
             await self.supervisor.bootstrap()
             self.notifier.status("starting: reconciling bots with their exchanges")
             await self.supervisor.wait_started(self._still_starting)
+            if self.lease_book is not None:
+                self.keeper = LeaseKeeper(
+                    self.fleet_table,
+                    self.lease_book,
+                    self.supervisor,
+                    {name: bot.nodes for name, bot in self.config.bots.items()},
+                    self.clock,
+                    on_adopt=self._adopt,
+                )
+                self._tasks.append(asyncio.create_task(self.keeper.run(), name="lease-keeper"))
             for key, feed in self.feeds.items():
                 if self._account_up(key.account):
                     self._start_feed(key, feed)
@@ -353,7 +425,7 @@ class Daemon:
         self,
         server: ControlServer | None,
         gateways: list[ExchangeGateway],
-        store: SqliteStore,
+        store: StateStore,
         lock: StateDirLock,
     ) -> BaseException | None:
         """Every step runs even when one fails (a full disk, a broken store): the socket
@@ -381,9 +453,13 @@ class Daemon:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
+        if self.keeper is not None:
+            await step("give the leases up", self.keeper.shutdown)
         if server is not None:
             await step("close the control socket", server.close)
         for gateway in gateways:
+            if isinstance(gateway, PaperExchange) and self.keeper is not None:
+                continue  # its book is in the store as the last holder saved it
             await step(f"close {gateway.account}", gateway.close)
         await step(
             "mark a clean end",
@@ -394,7 +470,7 @@ class Daemon:
         self.log.info("daemon_stopped")
         return problems[0] if problems else None
 
-    def _check_last_end(self, store: SqliteStore) -> None:
+    def _check_last_end(self, store: StateStore) -> None:
         """A run that never marked its end crashed, was killed or was stopped by the watchdog:
         say so (journal, alert once the alerter runs), then mark this run as running."""
         last = store.meta(RUN_MARKER)
@@ -454,6 +530,8 @@ class Daemon:
         return {"connected": stream.connected, "fills_recorded": stream.fills_recorded}
 
     async def _reconcile(self, account: str) -> None:
+        if self.lease_book is not None:
+            return  # a fleet: each bot is reconciled by the node that takes it, when it takes it
         bot_symbols = {
             bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
         }
@@ -628,6 +706,8 @@ class Daemon:
 
     async def _status(self, request: Request) -> dict[str, Any]:
         bot = arg(request, "bot", str, None)
+        if self.keeper is not None:
+            await self.keeper.refresh()
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -638,19 +718,37 @@ class Daemon:
                 "state_dir": str(self.loaded.state_dir),
                 "socket": str(self.loaded.socket_path),
                 "reconciliation": self.reconciliation + self.duties.drift_rows(),
+                "node": self.loaded.node,
+                "store": "sqlite" if self.loaded.store_url is None else "postgresql",
                 "accounts": {
                     name: {**r.as_dict(), "user_stream": self._stream_status(name)}
                     for name, r in self.preflights.items()
                 },
             },
-            "bots": self.supervisor.status(bot),
+            "bots": [self._with_lease(row) for row in self.supervisor.status(bot)],
+            **({} if self.keeper is None else {"nodes": self.keeper.nodes()}),
         }
+
+    def _with_lease(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Which node holds the bot, until when (single node: this one, no expiry)."""
+        if self.lease_book is None:
+            return {**row, "node": self.loaded.node, "lease_expires_at": None}
+        if self.keeper is None:
+            return {**row, "node": None, "lease_expires_at": None}
+        return {**row, **self.keeper.lease_of(row["name"])}
 
     async def _health(self, request: Request) -> dict[str, Any]:
         verdict = self.health.verdict()
+        reasons = list(verdict.reasons)
+        healthy = verdict.healthy
+        if arg(request, "fleet", bool, False) and self.keeper is not None:
+            await self.keeper.refresh()
+            orphans = self.keeper.orphans()
+            reasons += [f"{bot}: should run but no live node holds it" for bot in orphans]
+            healthy = healthy and not orphans
         return {
-            "healthy": verdict.healthy,
-            "reasons": list(verdict.reasons),
+            "healthy": healthy,
+            "reasons": reasons,
             "summary": self.health.summary(verdict),
             "loop_lag_s": round(self.health.loop_lag_s, 3),
             "watchdog_interval_s": self.notifier.watchdog_interval_s,
@@ -720,10 +818,34 @@ class Daemon:
         if not 0 < timeout_s <= 3600:
             raise ArgumentError("flatten: timeout must be within 0..3600 s")
         await self.supervisor.halt(bots, "flatten requested by the operator", cause="flatten")
+        await self._wait_let_go(bots, timeout_s)
         rows = await self.flatten_accounts(
             bots, timeout_s, whole_account=every, asked_by=user_name(current_peer.get().uid)
         )
         return {"halted": bots, "symbols": rows, "flat": all(r["flat"] for r in rows)}
+
+    async def _wait_let_go(self, bots: list[str], timeout_s: float) -> None:
+        """A fleet: the halt reaches the bots' holders by NOTIFY; wait until none of them
+        holds a lease (the store refuses a flatten's intents before), then take their paper
+        books as the store has them."""
+        if self.keeper is None:
+            return
+        deadline = self.clock.monotonic() + timeout_s
+        while True:
+            view = await self.fleet_table.view()
+            held = {b: h for b in bots if (h := view.holder(b)) not in (None, self.loaded.node)}
+            if not held:
+                break
+            if self.clock.monotonic() >= deadline:
+                raise Refused(
+                    "flatten: still held by other nodes after the halt: "
+                    + ", ".join(f"{b} by {h}" for b, h in sorted(held.items()))
+                )
+            await asyncio.sleep(0.1)
+        for account in sorted({self.config.bots[b].account for b in bots}):
+            gateway = self.gateways[account]
+            if isinstance(gateway, PaperExchange):
+                await gateway.start()
 
     async def _resume(self, request: Request) -> dict[str, Any]:
         return await self.supervisor.resume_bot(arg(request, "bot", str), current_peer.get().uid)

@@ -35,11 +35,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon import alerting
 from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.duty_scheduler import DutyScheduler
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.alerts import Alert
 from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.domain.risk import day_start
-from daemon.ports import Clock, ExchangeGateway
+from daemon.ports import Clock, ExchangeGateway, StateStore
 from daemon.runtime.fills import record_new_funding
 from daemon.runtime.supervisor import Supervisor
 from tradectl.config import Config, ExchangeAccount
@@ -57,7 +56,7 @@ class Duties:
     def __init__(
         self,
         config: Config,
-        store: SqliteStore,
+        store: StateStore,
         gateways: Mapping[str, ExchangeGateway],
         supervisor: Supervisor,
         alerter: AppriseAlerter,

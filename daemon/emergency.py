@@ -17,6 +17,8 @@ import structlog
 
 from daemon import alerting
 from daemon.adapters.paper_exchange import PaperExchange
+from daemon.adapters.postgres_store import PostgresStore
+from daemon.adapters.postgres_url import store_target
 from daemon.adapters.safe_files import prepare_folder
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.state_lock import StateDirLock
@@ -24,14 +26,38 @@ from daemon.adapters.store_identity import STORE_FILE, store_missing_warning
 from daemon.alerting import build_alerter, user_name
 from daemon.clock import SystemClock
 from daemon.domain.bot_state import DesiredState
-from daemon.domain.errors import StateLocked
+from daemon.domain.errors import Refused, StateLocked
+from daemon.domain.fleet import LeaseBook
 from daemon.gateways import build_gateways, owner_of
+from daemon.ports import StateStore
 from daemon.redaction import scrub_value
 from daemon.runtime.flatten import Flattener
 from tradectl.config import LoadedConfig
 
 DIRECT_REASON = "flatten requested by the operator (direct: {why})"
 ALERT_TIMEOUT_S = 5.0
+
+
+def _open_store(loaded: LoadedConfig) -> SqliteStore | PostgresStore:
+    """The daemon's store: the state folder's SQLite file, or the fleet's database (as a
+    node of its own name: its flatten intents hold no lease, and wait for none)."""
+    if loaded.store_url is None:
+        return SqliteStore(loaded.state_dir / STORE_FILE)
+    return PostgresStore(store_target(loaded.store_url), LeaseBook(f"{loaded.node}-flatten"))
+
+
+async def _wait_let_go(store: PostgresStore, bots: list[str], timeout_s: float) -> None:
+    """A fleet: the halt reaches live holders by NOTIFY, a hung one's lease runs out; the
+    store refuses a flatten's intents for a bot still held, so wait for that."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while held := store.live_holders(bots):
+        if asyncio.get_running_loop().time() >= deadline:
+            raise Refused(
+                "flatten: still held after the halt: "
+                + ", ".join(f"{b} by {n}" for b, n in sorted(held.items()))
+                + "; its lease has not run out yet, try again"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def flatten_direct(
@@ -55,12 +81,14 @@ async def flatten_direct(
     lost = store_missing_warning(loaded.state_dir)
     if lost is not None:
         structlog.get_logger().critical("state_store_missing", problem=lost)
-    store = SqliteStore(loaded.state_dir / STORE_FILE)
+    store = _open_store(loaded)
     try:
         for name in bots:
             store.set_desired_state(
                 name, DesiredState.HALTED, reason=DIRECT_REASON.format(why=why), cause="flatten"
             )
+        if isinstance(store, PostgresStore):
+            await _wait_let_go(store, bots, timeout_s)
         gateways = build_gateways(loaded, store)
         accounts = (
             sorted(gateways) if whole_account else sorted({config.bots[n].account for n in bots})
@@ -114,7 +142,7 @@ async def flatten_direct(
 
 
 async def _tell(
-    loaded: LoadedConfig, store: SqliteStore, bots: list[str], rows: list[dict[str, Any]], why: str
+    loaded: LoadedConfig, store: StateStore, bots: list[str], rows: list[dict[str, Any]], why: str
 ) -> list[dict[str, Any]]:
     """Send the flatten's alert now (no daemon queues it); the flatten is done whatever
     becomes of it, and a receiver that hangs holds the command at most `ALERT_TIMEOUT_S`."""

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, TypeGuard
 
 from daemon.adapters.paper_exchange import PaperExchange
 from daemon.adapters.paper_markets import load_paper_markets
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import load_credentials
 from daemon.domain.errors import ConfigError
-from daemon.ports import ExchangeGateway
+from daemon.ports import ExchangeGateway, StateStore
 from daemon.settings import paper_settings
 from tradectl.config import Config, ExchangeAccount, LoadedConfig
 
@@ -36,7 +35,7 @@ def is_ccxt_gateway(gateway: object) -> TypeGuard[CcxtGateway]:
     return module is not None and isinstance(gateway, module.CcxtGateway)
 
 
-def build_gateways(loaded: LoadedConfig, store: SqliteStore) -> dict[str, ExchangeGateway]:
+def build_gateways(loaded: LoadedConfig, store: StateStore) -> dict[str, ExchangeGateway]:
     """One gateway per configured account."""
     config = loaded.config
     gateways: dict[str, ExchangeGateway] = {}

@@ -8,8 +8,9 @@ candle file of every symbol its bots trade, the timeframes the replay must build
 credentials that are present (not whether the exchange accepts them); trading sessions
 that parse; alert URLs Apprise can use, with their secrets present; and what the
 paper exchange's market rules make of the risk limits (a position cap below a market's
-minimum order value means a bot that can never trade). Not checked here: who owns the
-state and socket folders, which depends on the user the daemon runs as.
+minimum order value means a bot that can never trade); a PostgreSQL store's URL (never
+with a password in it) and what a fleet needs (one paper account per bot). Not checked
+here: who owns the state and socket folders, which depends on the user the daemon runs as.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from daemon.adapters.candle_files import load_candles, replay_file
 from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.postgres_url import store_target
 from daemon.adapters.replay_feed import check_timeframes, start_index
 from daemon.control.server import MAX_SOCKET_PATH_BYTES
 from daemon.credentials import load_credentials
@@ -47,6 +49,7 @@ def check_config(loaded: LoadedConfig) -> Checked:
     _check_replay_data(loaded, strategies)
     _check_paper_markets(loaded)
     _check_credentials(loaded)
+    _check_store(loaded)
     _check_sessions(loaded)
     _check_alerts(loaded)
     owners = {
@@ -141,6 +144,36 @@ def _check_credentials(loaded: LoadedConfig) -> None:
                 load_credentials(account.credentials)
             except ConfigError as e:
                 raise ConfigError(f"{loaded.path}: accounts.{name}.credentials: {e}") from None
+
+
+def _check_store(loaded: LoadedConfig) -> None:
+    """A PostgreSQL store: a URL without a password, and what a fleet needs of the config."""
+    config = loaded.config
+    url = loaded.store_url
+    if url is None:
+        for name, bot in config.bots.items():
+            if bot.nodes is not None:
+                raise ConfigError(
+                    f"{loaded.path}: bots.{name}.nodes: placing a bot on nodes needs a fleet "
+                    '(store.url = "postgresql://..."); the SQLite store is one node'
+                )
+        return
+    try:
+        store_target(url)
+    except ConfigError as e:
+        where = "TRADECTL_STORE_URL" if url != config.store.url else "store.url"
+        raise ConfigError(f"{loaded.path}: {str(e).replace('store.url', where, 1)}") from None
+    users: dict[str, list[str]] = {}
+    for name, bot in config.bots.items():
+        if isinstance(config.accounts[bot.account], PaperAccount):
+            users.setdefault(bot.account, []).append(name)
+    for account, bots in sorted(users.items()):
+        if len(bots) > 1:
+            raise ConfigError(
+                f"{loaded.path}: accounts.{account}: a fleet moves a paper account with its "
+                f"bot, so each bot needs its own paper account; {', '.join(sorted(bots))} "
+                "share this one"
+            )
 
 
 def _check_sessions(loaded: LoadedConfig) -> None:

@@ -285,13 +285,20 @@ def health(
             metavar="SECONDS",
         ),
     ] = 0.0,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="Also fail for bots of the fleet that should run but no live node holds.",
+        ),
+    ] = False,
 ) -> None:
     """Exit 0 when every bot makes progress, 1 with the reasons.
 
     The same verdict keeps the systemd watchdog fed, so the two never disagree.
     Made for monitoring probes and cron; 3 when the daemon does not answer.
     """
-    result = _health_within(grace)
+    result = _health_within(grace, fleet)
     if state.json:
         typer.echo(as_json(result))
     else:
@@ -464,14 +471,14 @@ def _flatten_direct(args: dict[str, Any], timeout: float, why: str) -> Any:
     return result
 
 
-def _health_within(grace: float) -> Any:
+def _health_within(grace: float, fleet: bool = False) -> Any:
     """Ask until healthy or until `grace` has passed; the last answer (or failure) stands."""
     import time
 
     deadline = time.monotonic() + grace
     while True:
         try:
-            result = _client(5.0).call(Command.HEALTH)
+            result = _client(5.0).call(Command.HEALTH, **({"fleet": True} if fleet else {}))
         except DaemonUnreachable as e:
             if time.monotonic() >= deadline:
                 _fail(_unreachable(e), EXIT_UNREACHABLE)

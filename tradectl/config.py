@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from datetime import datetime, time
 from decimal import Decimal
@@ -197,6 +198,28 @@ class HealthSettings(Strict):
     unprotected_grace_s: Real = Field(default=5.0, gt=0)
 
 
+class StoreSettings(Strict):
+    """Where the state lives: the embedded SQLite file in the state folder (no url), or a
+    PostgreSQL database shared by a fleet of daemons. The password never lives here."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (leave it out for the SQLite file)")
+        return value
+
+
+class FleetSettings(Strict):
+    """This daemon as one node of a fleet (PostgreSQL store only): the node's name (default
+    the host name) and how long a bot's lease lives without being renewed by its holder."""
+
+    node: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    lease_ttl_s: Real = Field(default=15.0, ge=1, le=600)
+
+
 class AlertUrl(Strict):
     """One alert target. `{secret}` in `url` is replaced by the named secret (from the
     credentials folder or the environment, like exchange keys), so tokens stay out of here."""
@@ -240,6 +263,8 @@ class BotSettings(Strict):
     # the feed's clock); older ones, replayed after downtime, only warm the indicators.
     # Default: two candles of the strategy's base timeframe.
     max_candle_age_s: Real | None = Field(default=None, gt=0)
+    # A fleet: the nodes that may hold this bot (default: any node).
+    nodes: tuple[str, ...] | None = Field(default=None, min_length=1)
     # Trading sessions: "[days] HH:MM-HH:MM Zone" (several allowed; none = always). Outside
     # them the bot opens nothing new; `session_end` says what happens to a position then.
     sessions: tuple[str, ...] = ()
@@ -275,6 +300,8 @@ class Config(Strict):
     risk: RiskSettings = RiskSettings()
     health: HealthSettings = HealthSettings()
     strategies: StrategySettings = StrategySettings()
+    store: StoreSettings = StoreSettings()
+    fleet: FleetSettings = FleetSettings()
     alerts: AlertSettings = AlertSettings()
     accounts: dict[str, Account] = Field(min_length=1)
     bots: dict[str, BotSettings] = Field(default_factory=dict)
@@ -317,6 +344,9 @@ class LoadedConfig:
         self.base_dir = self.path.parent
         self.state_dir = paths.state_dir(self.path, config.daemon.state_dir, environ)
         self.socket_path = paths.socket_path(self.path, config.daemon.socket_path, environ)
+        # TRADECTL_STORE_URL and TRADECTL_NODE win over the file, like the paths above.
+        self.store_url = environ.get("TRADECTL_STORE_URL") or config.store.url
+        self.node = environ.get("TRADECTL_NODE") or config.fleet.node or socket.gethostname()
 
     def resolve(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -14,7 +14,6 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +35,7 @@ from daemon.domain.models import (
     Side,
     TradePlan,
 )
+from daemon.domain.store_records import BotRecord
 from daemon.redaction import scrub, scrub_value
 
 MIGRATIONS: tuple[str, ...] = (
@@ -166,15 +166,6 @@ LIVE_STATUSES = (
 
 class StoreError(StorageError):
     """The state file cannot be used (newer schema, corrupt, unwritable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BotRecord:
-    name: str
-    desired_state: DesiredState
-    halt_reason: str | None
-    owner_uid: int | None
-    updated_at: datetime
 
 
 def _now() -> str:

@@ -89,3 +89,8 @@ class HaltRequested(TradectlError):
         super().__init__(reason)
         self.reason = reason
         self.scope = scope  # "bot": this bot; "account": every bot on its account
+
+
+class LeaseLost(TradectlError):
+    """This node no longer holds the bot's lease (it expired, or another node took it over):
+    the store refused the order intent, and the bot's runner on this node must stop."""

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain import trader
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import (
@@ -41,7 +40,7 @@ from daemon.domain.models import (
 from daemon.domain.risk import AccountExposure, RiskLimits, day_start
 from daemon.domain.sessions import parse_sessions
 from daemon.domain.timeframes import timeframe_seconds
-from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed
+from daemon.ports import CandlesClosed, Clock, ExchangeGateway, MarketFeed, StateStore
 from daemon.runtime.fills import record_new_fills
 from daemon.runtime.refusals import RefusalBackoff
 from daemon.runtime.unknown_outcome import resolve_pending
@@ -92,7 +91,7 @@ class BotRunner:
         strategy: Strategy,
         gateway: ExchangeGateway,
         feed: MarketFeed,
-        store: SqliteStore,
+        store: StateStore,
         limits: RiskLimits,
         clock: Clock,
         on_started: Callable[[], None] = lambda: None,

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.models import Fill
-from daemon.ports import ExchangeGateway
+from daemon.ports import ExchangeGateway, StateStore
 
 LOOKBACK = timedelta(minutes=5)
 FILL_LOOKBACK = LOOKBACK  # the name older callers know
@@ -24,7 +23,7 @@ FILLS, FUNDING = "fills", "funding"
 
 async def record_new_fills(
     gateway: ExchangeGateway,
-    store: SqliteStore,
+    store: StateStore,
     symbol: str,
     default_owner: str | None = None,
     *,
@@ -57,7 +56,7 @@ async def record_new_fills(
 
 async def record_new_funding(
     gateway: ExchangeGateway,
-    store: SqliteStore,
+    store: StateStore,
     symbol: str,
     owner: str | None,
     *,

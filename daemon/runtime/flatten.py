@@ -19,7 +19,6 @@ from typing import Any
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError, NotFound, OrderRejected
 from daemon.domain.models import (
     ZERO,
@@ -31,7 +30,7 @@ from daemon.domain.models import (
     bot_tag,
     closing_side,
 )
-from daemon.ports import Clock, ExchangeGateway
+from daemon.ports import Clock, ExchangeGateway, StateStore
 from daemon.runtime.fills import record_new_fills
 
 BACKOFF_FIRST_S = 0.2
@@ -68,7 +67,7 @@ class SymbolFlatten:
 class Flattener:
     def __init__(
         self,
-        store: SqliteStore | None,
+        store: StateStore | None,
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon.domain.bot_state import BotState, DesiredState
+from daemon.domain.bot_state import BotState
 from daemon.domain.health import BotProgress, FeedProgress, HealthLimits, HealthVerdict, assess
 from daemon.ports import Clock, MarketFeed
 from daemon.runtime.supervisor import Supervisor
@@ -77,10 +77,7 @@ class HealthMonitor:
             name = slot.spec.name
             # A bot held by the preflight waits for its account to be fixed; a restart of the
             # daemon would not fix it, so it must not starve the watchdog (status shows it).
-            should_run = (
-                self._supervisor.desired_state(name) is DesiredState.RUNNING
-                and slot.blocked is None
-            )
+            should_run = self._supervisor.should_run_here(name) and slot.blocked is None
             feed_name = self._feed_of_bot[name]
             if should_run:
                 listened.add(feed_name)

@@ -30,17 +30,16 @@ from typing import Any
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import NotFound
 from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.domain.protection import PURPOSES
-from daemon.ports import ExchangeGateway
+from daemon.ports import ExchangeGateway, StateStore
 from daemon.runtime.fills import record_new_fills
 
 
 async def reconcile_account(
     gateway: ExchangeGateway,
-    store: SqliteStore,
+    store: StateStore,
     owner_of: Callable[[str], str | None],
     bot_symbols: Mapping[str, str],
 ) -> list[dict[str, Any]]:
@@ -139,7 +138,7 @@ async def reconcile_account(
 
 
 async def _resolve_in_flight(
-    gateway: ExchangeGateway, store: SqliteStore, report: Callable[..., None]
+    gateway: ExchangeGateway, store: StateStore, report: Callable[..., None]
 ) -> None:
     """Every live order of this account in the store, asked for by its client id."""
     for order in store.live_orders():

@@ -8,6 +8,7 @@ shutdown cancels tasks without touching desired state, so a restart resumes them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,13 +16,12 @@ from typing import Any
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
-from daemon.domain.errors import HaltRequested, NotFound, Refused
+from daemon.domain.errors import HaltRequested, LeaseLost, NotFound, Refused, StorageError
 from daemon.domain.models import Position
 from daemon.domain.protection import is_protected
 from daemon.domain.sessions import SessionWindow, parse_sessions, session_state
-from daemon.ports import Clock
+from daemon.ports import Clock, StateStore
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
 BACKOFF_FIRST_S = 1.0
@@ -35,6 +35,9 @@ _ALWAYS = {"sessions": [], "session_end": "keep", "in_session": True, "next_sess
 RunnerFactory = Callable[[BotSpec, Callable[[], None]], BotRunner]
 # Flattens the positions and orders of the named bots (on their accounts); returns reports.
 FlattenBots = Callable[[list[str], str], Awaitable[list[dict[str, Any]]]]
+# A fleet: whether this node holds the bot's lease (a bot runs only where it is held).
+Placement = Callable[[str], bool]
+
 # Hears what a person should be told: (event, bot, details); must not raise or wait.
 Tell = Callable[[str, str, dict[str, Any]], None]
 
@@ -67,12 +70,14 @@ class Supervisor:
         self,
         specs: dict[str, tuple[BotSpec, bool]],
         runner_factory: RunnerFactory,
-        store: SqliteStore,
+        store: StateStore,
         clock: Clock,
         flatten_bots: FlattenBots | None = None,
+        placement: Placement | None = None,
         tell: Tell | None = None,
     ) -> None:
         self._flatten_bots = flatten_bots
+        self._placement = placement
         self._tell = tell or (lambda event, bot, details: None)
         self._slots = {name: BotSlot(spec, autostart) for name, (spec, autostart) in specs.items()}
         self._factory = runner_factory
@@ -103,6 +108,8 @@ class Supervisor:
                 )
                 self._log.warning("bot_not_resumed", bot=record.name, reason="not in config")
                 continue
+            if record.desired_state is DesiredState.RUNNING and self._placement is not None:
+                continue  # the lease keeper launches it here once this node holds it
             if record.desired_state is DesiredState.RUNNING:
                 # A bot that never ran is started (its runner logs bot_started), not resumed.
                 if record.name in autostarted:
@@ -245,6 +252,8 @@ class Supervisor:
         slot.state = new
 
     def _launch(self, slot: BotSlot) -> None:
+        if self._placement is not None and not self._placement(slot.spec.name):
+            return  # held by another node (or by none yet): it runs where it is held
         slot.error = None
         slot.failures_in_a_row = 0
         slot.launched_monotonic = self._clock.monotonic()
@@ -303,6 +312,9 @@ class Supervisor:
                 except HaltRequested as halt:
                     await self._on_halt(slot, halt)
                     return
+                except LeaseLost as lost:
+                    self._lost(slot, str(lost))
+                    return
                 except Exception as e:  # a bot may fail; the daemon and other bots must not
                     slot.error = f"{type(e).__name__}: {e}"
                     if self._clock.monotonic() - began > BACKOFF_MAX_S:
@@ -324,10 +336,63 @@ class Supervisor:
                 self._log.info("bot_stopped", bot=name)
             raise
 
+    # -- a fleet: the lease keeper hands bots to this node and takes them away ------
+
+    def adopt(self, name: str) -> None:
+        """This node now holds the bot's lease: run it if it should run (reconciled with
+        its exchange on start, as after any restart)."""
+        slot = self._slot(name)
+        if slot.task is not None and not slot.task.done():
+            return
+        if self.desired_state(name) is not DesiredState.RUNNING:
+            return
+        if slot.state is BotState.ERRORED:
+            self._move(slot, Trigger.STOP)
+        if slot.state is BotState.HALTED:  # halted here once, resumed from another node
+            self._move(slot, Trigger.RESUME)
+        if slot.state is BotState.STOPPED:
+            self._store.journal("bot_adopted", name, reason="this node took its lease")
+            self._log.info("bot_adopted", bot=name)
+            self._launch(slot)
+
+    async def give_up(self, name: str, reason: str) -> None:
+        """Stop the bot's runner at once, desired state untouched: its lease is gone (or
+        given up); whoever holds it now runs it."""
+        slot = self._slot(name)
+        self._log.warning("bot_released", bot=name, reason=reason)
+        task = slot.task
+        try:
+            halted = self.desired_state(name) is DesiredState.HALTED
+        except StorageError:
+            halted = False  # the store is away (that may be why): stop it all the same
+        if halted:
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            if slot.state is not BotState.HALTED:
+                self._move(slot, Trigger.HALT)
+            return
+        await self._stop_task(slot)
+
+    def _lost(self, slot: BotSlot, reason: str) -> None:
+        """The store refused an intent: the lease moved on. Stop here, send nothing."""
+        if slot.state in (BotState.STARTING, BotState.RUNNING):
+            self._move(slot, Trigger.STOP)
+            self._move(slot, Trigger.STOPPED)
+        self._log.warning("bot_lease_lost", bot=slot.spec.name, reason=reason)
+        with contextlib.suppress(StorageError):
+            self._store.journal("bot_lease_lost", slot.spec.name, reason=reason)
+
     def slots(self) -> list[BotSlot]:
         """Read-only view for health checks; callers must not change what they get."""
         self._store.notice_other_writers()
         return [self._slots[name] for name in sorted(self._slots)]
+
+    def should_run_here(self, name: str) -> bool:
+        """Desired running, and (in a fleet) held by this node."""
+        if self._placement is not None and not self._placement(name):
+            return False
+        return self.desired_state(name) is DesiredState.RUNNING
 
     def desired_state(self, name: str) -> DesiredState:
         record = self._store.bot(name)

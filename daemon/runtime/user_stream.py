@@ -19,10 +19,9 @@ from typing import Protocol
 
 import structlog
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import ExchangeError
 from daemon.domain.models import Fill, Order
-from daemon.ports import ExchangeGateway
+from daemon.ports import ExchangeGateway, StateStore
 from daemon.runtime.fills import record_new_fills
 
 RECONNECT_FIRST_S = 1.0
@@ -38,7 +37,7 @@ class UserStream:
     def __init__(
         self,
         gateway: UserDataSource,
-        store: SqliteStore,
+        store: StateStore,
         bot_symbols: Mapping[str, str],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:

@@ -1,4 +1,5 @@
-"""Runner + supervisor + paper exchange + replay feed + a real SQLite file, in one event loop."""
+"""Runner + supervisor + paper exchange + replay feed + a real store, in one event loop: each
+story runs on the SQLite file and on PostgreSQL (the `open_store` fixture)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from daemon.runtime.bot_runner import BotRunner, BotSpec
 from daemon.runtime.supervisor import Supervisor
 from strategies.base import Strategy
 from strategies.ema_cross import EmaCross, EmaCrossParams
-from tests.conftest import REPO
+from tests.conftest import REPO, StoreOpener
 
 LIMITS = RiskLimits(3, Decimal(50), Decimal("0.5"), Decimal(20))
 START = datetime(2025, 5, 10, tzinfo=UTC)
@@ -45,8 +46,10 @@ class ExplodingStrategy(EmaCross):
 class Runtime:
     """The daemon's wiring, small: one paper account, one replay feed per symbol."""
 
-    def __init__(self, folder: Path, strategies: dict[str, Strategy], speed: float = 0) -> None:
-        self.store = SqliteStore(folder / "state.db")
+    def __init__(
+        self, open_store: StoreOpener, strategies: dict[str, Strategy], speed: float = 0
+    ) -> None:
+        self.store = open_store()
         self.exchange = PaperExchange(
             "paper",
             PaperSettings(Decimal(1000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
@@ -123,9 +126,11 @@ def ema() -> EmaCross:
     return EmaCross(EmaCrossParams())
 
 
-def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_path: Path) -> None:
+def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(
+    open_store: StoreOpener,
+) -> None:
     ExplodingStrategy.evaluations = 0
-    runtime = Runtime(tmp_path, {"eth-bad": ExplodingStrategy(EmaCrossParams()), "btc-ok": ema()})
+    runtime = Runtime(open_store, {"eth-bad": ExplodingStrategy(EmaCrossParams()), "btc-ok": ema()})
 
     async def story(rt: Runtime) -> None:
         sup = rt.supervisor
@@ -146,8 +151,10 @@ def test_a_crashing_bot_is_marked_errored_restarted_and_never_stops_another(tmp_
     assert "strategy bug" in details["error"]
 
 
-def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: Path) -> None:
-    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(
+    open_store: StoreOpener,
+) -> None:
+    runtime = Runtime(open_store, {"eth-ema": ema()})
 
     async def story(rt: Runtime) -> None:
         await until(lambda: len(rt.store.fills("eth-ema")) >= 6)
@@ -166,10 +173,10 @@ def test_bots_trade_and_realised_pnl_is_the_sum_of_fills_net_of_fees(tmp_path: P
 
 
 def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_again(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     """A crash between 'intent committed' and 'reply recorded': the order exists only once."""
-    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+    runtime = Runtime(open_store, {"eth-ema": ema()})
 
     async def crash_mid_order(rt: Runtime) -> None:
         await until(lambda: rt.supervisor.bot_status("eth-ema")["candles_processed"] > 3)
@@ -205,7 +212,7 @@ def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_agai
         rt.store.record_intent(lost)  # never left the process
 
     asyncio.run(runtime.run(crash_mid_order))
-    restarted = Runtime(tmp_path, {"eth-ema": ema()})
+    restarted = Runtime(open_store, {"eth-ema": ema()})
 
     async def after_restart(rt: Runtime) -> None:
         await until(lambda: rt.supervisor.bot_status("eth-ema")["state"] == BotState.RUNNING)
@@ -226,8 +233,10 @@ def test_restart_resolves_an_intent_whose_reply_was_lost_without_sending_it_agai
     assert not store.live_orders("eth-ema")
 
 
-def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(tmp_path: Path) -> None:
-    runtime = Runtime(tmp_path, {"eth-ema": ema(), "btc-ema": ema()})
+def test_halted_bots_stay_halted_across_a_restart_and_the_journal_says_why(
+    open_store: StoreOpener,
+) -> None:
+    runtime = Runtime(open_store, {"eth-ema": ema(), "btc-ema": ema()})
     runtime.store.set_meta("bootstrapped", "earlier")
     runtime.store.set_desired_state("eth-ema", DesiredState.HALTED, reason="daily loss limit")
     runtime.store.set_desired_state("btc-ema", DesiredState.RUNNING)
@@ -259,7 +268,11 @@ RUNNER_FIELDS = {
 def test_status_from_memory_equals_status_from_the_store_after_a_restart(tmp_path: Path) -> None:
     """What status shows from memory is what a restarted daemon reads from the file; quiet
     candles write no position (only a change of size or entry, and the mark once a minute)."""
-    runtime = Runtime(tmp_path, {"eth-ema": ema()})
+
+    def open_sqlite() -> SqliteStore:  # the SQLite file: its trace counts the writes
+        return SqliteStore(tmp_path / "state.db")
+
+    runtime = Runtime(open_sqlite, {"eth-ema": ema()})
     position_writes: list[str] = []
     runtime.store._db.set_trace_callback(
         lambda sql: position_writes.append(sql) if "INTO positions" in sql else None
@@ -272,7 +285,7 @@ def test_status_from_memory_equals_status_from_the_store_after_a_restart(tmp_pat
 
     asyncio.run(runtime.run(story))
     from_memory = runtime.supervisor.status()
-    restarted = Runtime(tmp_path, {"eth-ema": ema()}).supervisor.status()
+    restarted = Runtime(open_sqlite, {"eth-ema": ema()}).supervisor.status()
     assert [{k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in from_memory] == [
         {k: v for k, v in b.items() if k not in RUNNER_FIELDS} for b in restarted
     ]
@@ -281,20 +294,22 @@ def test_status_from_memory_equals_status_from_the_store_after_a_restart(tmp_pat
     assert len(position_writes) < seen["candles_processed"] / 4, len(position_writes)
 
 
-def test_a_first_start_logs_bot_started_and_a_restart_bot_resumed(tmp_path: Path) -> None:
+def test_a_first_start_logs_bot_started_and_a_restart_bot_resumed(
+    open_store: StoreOpener,
+) -> None:
     """The journal reads right from the first line: nothing is 'resumed' that never ran."""
 
     async def running(rt: Runtime) -> None:
         await until(lambda: rt.supervisor.bot_status("eth-ema")["state"] == BotState.RUNNING)
 
-    first = Runtime(tmp_path, {"eth-ema": ema()})
+    first = Runtime(open_store, {"eth-ema": ema()})
     asyncio.run(first.run(running))
     kinds = [e["kind"] for e in first.store.events("eth-ema", limit=1000)]
     assert "bot_resumed" not in kinds
     assert kinds.index("bot_autostarted") < kinds.index("bot_started")
     first.store.close()
 
-    again = Runtime(tmp_path, {"eth-ema": ema()})
+    again = Runtime(open_store, {"eth-ema": ema()})
     asyncio.run(again.run(running))
     kinds = [e["kind"] for e in again.store.events("eth-ema", limit=1000)]
     assert kinds.count("bot_autostarted") == 1 and kinds.count("bot_resumed") == 1

@@ -1,0 +1,175 @@
+"""What only the PostgreSQL store does: refuse a newer database by name, keep the password
+out of config and logs, and fence order intents with the bot's lease."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from daemon.adapters.postgres_leases import PostgresLeases
+from daemon.adapters.postgres_store import MIGRATIONS, PostgresStore, StoreError
+from daemon.adapters.postgres_url import store_target
+from daemon.domain.bot_state import DesiredState
+from daemon.domain.errors import ConfigError, LeaseLost
+from daemon.domain.fleet import LeaseBook
+from daemon.domain.models import OrderIntent, OrderType, Side
+from daemon.redaction import scrub
+from tests.postgres_server import PostgresServer
+
+T0 = datetime(2025, 5, 10, tzinfo=UTC)
+
+
+def intent(cid: str, purpose: str = "entry", bot: str = "b1") -> OrderIntent:
+    return OrderIntent(
+        bot,
+        "paper",
+        "ETH/USDT:USDT",
+        cid,
+        Side.BUY,
+        OrderType.MARKET,
+        Decimal("0.02"),
+        None,
+        purpose == "flatten",
+        T0,
+        purpose=purpose,
+    )
+
+
+def test_a_database_newer_than_the_code_is_refused_by_name(postgres: PostgresServer) -> None:
+    url = postgres.database()
+    PostgresStore(store_target(url, {}), LeaseBook("n1")).close()
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
+    with pytest.raises(StoreError, match=f"schema version {len(MIGRATIONS) + 1} is newer") as e:
+        PostgresStore(store_target(url, {}), LeaseBook("n1"))
+    assert url.rsplit("/", 1)[1] in str(e.value), "the refusal names the database"
+
+
+def test_a_fleet_database_from_before_real_accounts_is_upgraded_in_place(
+    postgres: PostgresServer,
+) -> None:
+    """Migrations 2 on (fill kinds, funding, history cursors, duty runs) keep the fills."""
+    url = postgres.database()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO fills (account, fill_id, client_order_id, bot, symbol, side, qty, "
+            "price, fee, realized_pnl, ts) VALUES ('paper', 'f1', 'tcabc-00000001', 'b1', "
+            "'ETH/USDT:USDT', 'sell', '0.02', '2500', '0.025', '1.5', %s)",
+            (T0.isoformat(),),
+        )
+    store = PostgresStore(store_target(url, {}), LeaseBook("n1"))
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        [old] = store.fills("b1")
+        assert (old.fill_id, old.kind) == ("f1", "trade")
+        assert store.realized_pnl("b1") == Decimal("1.475")
+        assert store.funding("b1") == []
+        assert store.history_cursor("paper", "ETH/USDT:USDT", "fills") is None
+    finally:
+        store.close()
+
+
+def test_an_unreachable_database_is_a_clear_storage_error(postgres: PostgresServer) -> None:
+    dead = postgres.url("tradectl", port=1)
+    with pytest.raises(StoreError, match="cannot connect to the state store"):
+        PostgresStore(store_target(dead, {}), LeaseBook("n1"))
+
+
+def test_the_password_never_comes_from_the_url_and_never_shows(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="carries a password"):
+        store_target("postgresql://trader:hunter22@db.internal/tradectl", {})
+    (tmp_path / "tradectl_store-password").write_text("s3cret-store-pw\n")
+    target = store_target(
+        "postgresql://trader@db.internal:5432/tradectl?sslmode=verify-full",
+        {"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    assert target.password == "s3cret-store-pw"
+    assert "s3cret" not in repr(target) and "s3cret" not in str(target)
+    assert str(target) == "postgresql://trader@db.internal:5432/tradectl"
+    assert "s3cret" not in scrub("connection failed: password s3cret-store-pw rejected")
+    with pytest.raises(ConfigError, match="names no database"):
+        store_target("postgresql://trader@db.internal:5432", {})
+
+
+def test_an_intent_is_refused_once_the_lease_moved_to_another_node(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.database()
+    target = store_target(url, {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+    store_a.set_desired_state("b1", DesiredState.RUNNING)
+
+    async def story() -> None:
+        leases_a = PostgresLeases(target, "node-a", ttl_s=1.0)
+        leases_b = PostgresLeases(target, "node-b", ttl_s=1.0)
+        epoch_a = await leases_a.acquire("b1")
+        assert epoch_a == 1 and await leases_b.acquire("b1") is None, "one holder at a time"
+        book_a.hold("b1", epoch_a)
+        store_a.record_intent(intent("tc-a-1"))  # the holder writes
+        with pytest.raises(LeaseLost, match="node-b"):
+            store_b.record_intent(intent("tc-b-0"))  # a node without the lease cannot
+        await asyncio.sleep(1.2)  # node-a paused past its lease
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b == 2
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match="no longer holds"):
+            store_a.record_intent(intent("tc-a-2"))  # woke up: fenced
+        book_a.drop("b1")  # what its keeper does next
+        assert await leases_a.beat({"b1": epoch_a}) == {}, "the old holder cannot renew"
+        store_b.record_intent(intent("tc-b-1"))
+        with pytest.raises(LeaseLost, match="the flatten waits"):
+            store_a.record_intent(intent("tc-fx-1", "flatten"))
+        await leases_b.release("b1", epoch_b)
+        store_a.record_intent(intent("tc-fx-2", "flatten"))  # nobody holds it: flatten may
+        await leases_a.close()
+        await leases_b.close()
+
+    asyncio.run(story())
+    assert store_a.order("tc-a-2") is None and store_a.order("tc-b-0") is None
+    written = [
+        (e["cid"], e["node"], e["epoch"])
+        for e in store_a.events("b1")
+        if e["kind"] == "order_intent_recorded"
+    ]
+    assert written == [
+        ("tc-a-1", "node-a", 1),
+        ("tc-b-1", "node-b", 2),
+        ("tc-fx-2", "node-a", None),
+    ]
+    store_a.close()
+    store_b.close()
+
+
+def test_a_direct_flatten_waits_for_the_holder_to_let_go(postgres: PostgresServer) -> None:
+    from daemon.domain.errors import Refused
+    from daemon.emergency import _wait_let_go
+
+    url = postgres.database()
+    target = store_target(url, {})
+    store = PostgresStore(target, LeaseBook("host-flatten"))
+
+    async def story() -> None:
+        leases = PostgresLeases(target, "node-a", ttl_s=60)
+        epoch = await leases.acquire("b1")
+        assert epoch is not None
+        with pytest.raises(Refused, match="b1 by node-a"):
+            await _wait_let_go(store, ["b1", "b2"], timeout_s=0.5)
+        await leases.release("b1", epoch)
+        await _wait_let_go(store, ["b1", "b2"], timeout_s=2.0)
+        await leases.close()
+
+    asyncio.run(story())
+    store.record_intent(intent("tc-fx-9", "flatten"))  # now the store takes it
+    store.close()
