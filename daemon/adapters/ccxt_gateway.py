@@ -139,6 +139,7 @@ BITGET_PLAN_TYPES = {
 }
 BITGET_TPSL = "profit_loss"  # the planType that lists and cancels them
 MAX_ATTEMPTS = 5
+LOOKUP_RETRY_S = 0.5  # between lookups of an order that its fills name but is not found yet
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 20.0
 DEFAULT_BAN_S = 60.0
@@ -1141,14 +1142,30 @@ class CcxtGateway:
         raw = await self._history("fetch my trades", self._ex.fetch_my_trades, symbol, since_ms)
         return [await self._fill(t, symbol) for t in raw]
 
+    async def _client_id_of(self, order_id: str, symbol: str) -> str:
+        """The client id of a filled order. Its lookup may lag its fills just after it was
+        placed (as the order's own lookup may): ask again within the lookup window, then
+        give up for now as a transient error, so the fill cursor stays and the next sync
+        reads the fill again rather than recording it without its owner."""
+        deadline = time.monotonic() + self.unknown_outcome_window_s
+        while True:
+            try:
+                known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
+                return str(self._order(known).client_order_id)
+            except NotFound as e:
+                if time.monotonic() >= deadline:
+                    raise RetryableExchangeError(
+                        f"order {order_id} of a fill is not found yet: {e}"
+                    ) from e
+            await self._sleep(LOOKUP_RETRY_S)
+
     async def _fill(self, t: dict[str, Any], symbol: str) -> Fill:
         """A ccxt trade (REST or stream) as our Fill, with its order's client id."""
         info = t.get("info") or {}
         order_id = str(t.get("order"))
         cid = info.get("c") or self._cid_by_order_id.get(order_id)  # "c": the stream says
         if cid is None:
-            known = await self._call("fetch order", self._ex.fetch_order, order_id, symbol)
-            cid = self._order(known).client_order_id
+            cid = await self._client_id_of(order_id, symbol)
         timestamp = _time(t.get("timestamp")) or datetime.now(UTC)
         pnl = info.get("realizedPnl") or info.get("profit") or info.get("rp")
         return Fill(
