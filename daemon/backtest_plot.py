@@ -33,7 +33,7 @@ from typing import Any
 
 import polars as pl
 
-from daemon.adapters.candle_files import load_candles, timeframe_minutes
+from daemon.adapters.candle_files import load_candles, minute_at_or_after, timeframe_minutes
 from daemon.backtest import BacktestInputError, BacktestResult, Trade
 from daemon.backtest_simulator import strategy_frames
 from daemon.domain.models import Direction, Signal
@@ -134,7 +134,7 @@ def write_plot(result: BacktestResult, data_file: Path, path: Path) -> None:
 def build_picture(result: BacktestResult, data_file: Path) -> Picture:
     data = load_candles(data_file)
     first = (result.start - _EPOCH) // timedelta(minutes=1) - data.first_minute
-    last = -((_EPOCH - result.end) // timedelta(minutes=1)) - data.first_minute
+    last = minute_at_or_after(result.end) - data.first_minute
     window = data.frame.slice(max(0, first), max(0, last - max(0, first)))
     frames = strategy_frames(window, TIMEFRAMES)
     candles = {

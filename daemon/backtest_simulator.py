@@ -47,6 +47,7 @@ import polars as pl
 from daemon.adapters.candle_files import (
     CandleFile,
     aggregate,
+    minute_at_or_after,
     minute_to_datetime,
     timeframe_minutes,
 )
@@ -562,7 +563,7 @@ def _simulate(
                 if state.session_since is None:
                     skip_to = k
                 elif state.session_until is not None:
-                    change = _minutes_since_epoch(state.session_until) - first_close
+                    change = minute_at_or_after(state.session_until) - first_close
                     skip_to = min(skip_to, max(k, change))
             if skip_to > k:
                 held = account.holding
@@ -623,11 +624,6 @@ def _simulate(
             "unrealized_pnl": str(_unrealized(holding, last)),
         }
     return outcome
-
-
-def _minutes_since_epoch(moment: datetime) -> int:
-    """The first whole minute at or after `moment` (the inverse of minute_to_datetime)."""
-    return -int((minute_to_datetime(0) - moment) // timedelta(minutes=1))
 
 
 _SCAN_FIRST = 8  # candles of a quiet stretch looked at in Python, before numpy takes over

@@ -96,6 +96,12 @@ def minute_to_datetime(minute: int) -> datetime:
     return _EPOCH + timedelta(minutes=minute)
 
 
+def minute_at_or_after(moment: datetime) -> int:
+    """The first whole minute after the epoch at or after `moment` (minute_to_datetime's
+    inverse, rounding up)."""
+    return -((_EPOCH - moment) // timedelta(minutes=1))
+
+
 def timeframe_minutes(timeframe: str) -> int:
     """Whole minutes in `timeframe`; ValueError naming it when it is not whole minutes."""
     seconds = timeframe_seconds(timeframe)
