@@ -519,10 +519,13 @@ def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stoppe
     tmp_path: Path,
 ) -> None:
     async def body(acc: Account) -> None:
-        lost = order("tcaaaa-00000020", price="2000")
-        acc.store.record_intent(lost)  # committed, then the daemon died before sending it
         elsewhere = replace(order("tcbbbb-00000001", price="2000"), account="other")
         acc.store.record_intent(elsewhere)  # another account's: not this reconciliation's
+        lost = order("tcaaaa-00000020", price="2000")
+        acc.store.record_intent(lost)  # committed, then the daemon died before sending it
+        sent = order("tcaaaa-00000019", symbol=BTC, qty="0.002", bot="btc-bot")
+        acc.store.record_intent(sent)  # a bot of this account no longer configured
+        await acc.paper.submit_order(sent)
         gateway = Watched(acc.paper)
 
         differences = await acc.reconcile(gateway)
@@ -535,13 +538,30 @@ def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stoppe
                 "cid": "tcaaaa-00000020",
                 "symbol": ETH,
                 "reason": "never reached the exchange",
-            }
+            },
+            {
+                "kind": "pending_intent_resolved",
+                "account": "paper",
+                "bot": "btc-bot",
+                "cid": "tcaaaa-00000019",
+                "symbol": BTC,
+                "status": "filled",
+            },
+            {
+                "kind": "foreign_position_seen",
+                "account": "paper",
+                "bot": None,
+                "symbol": BTC,
+                "qty": "0.002",
+            },
         ]
-        assert acc.journal("pending_intent_rejected") == [{k: v for k, v in differences[0].items()}]
+        assert acc.journal("pending_intent_rejected") == [differences[0]]
         rejected = acc.store.order(lost.client_order_id)
         assert rejected is not None and rejected.status is OrderStatus.REJECTED
         assert rejected.reason == "never reached the exchange"
-        assert gateway.lookups == [("tcaaaa-00000020", False)], "only this account's orders"
+        assert gateway.lookups == [("tcaaaa-00000020", False), ("tcaaaa-00000019", False)], (
+            "only this account's orders, every one of them"
+        )
         other = acc.store.order(elsewhere.client_order_id)
         assert other is not None and other.status is OrderStatus.PENDING_SUBMIT
 
@@ -651,11 +671,29 @@ def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
     async def body(acc: Account) -> None:
         await placed(acc, order("tcaaaa-00000030", qty="0.02"))
         acc.store.save_position("eth-bot", (await acc.paper.fetch_positions(ETH))[0])
+        waiting = await placed(acc, order("tcaaaa-00000033", price="2000"))  # an entry
         stop = await placed(acc, protective("tcaaaa-00000031", OrderType.STOP_MARKET, "2400"))
         take = await placed(
             acc, protective("tcaaaa-00000032", OrderType.TAKE_PROFIT_MARKET, "2600")
         )
-        waiting = await placed(acc, order("tcaaaa-00000033", price="2000"))  # an entry
+        theirs = replace(
+            protective("tcsol-00000001", OrderType.STOP_MARKET, "90"), bot="sol-bot", account="b"
+        )
+        acc.store.record_intent(theirs)  # another account's bot: its protection is its own
+        acc.store.update_order(
+            Order(
+                "b",
+                ETH,
+                theirs.client_order_id,
+                theirs.side,
+                theirs.type,
+                theirs.qty,
+                None,
+                True,
+                OrderStatus.OPEN,
+                bot="sol-bot",
+            )
+        )
         acc.store.set_desired_state("eth-bot", DesiredState.STOPPED)  # its row holds the plan
         acc.store.save_plan("eth-bot", TradePlan(Direction.LONG, Decimal(2400), Decimal(2600), T0))
         await candle(acc, ETH, 1, low="2350", close="2360")  # the stop fills: flat
@@ -704,6 +742,25 @@ def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
         assert [o.client_order_id for o in await acc.paper.fetch_open_orders()] == [
             waiting.client_order_id
         ]
+        kept = acc.store.order(theirs.client_order_id)
+        assert kept is not None and kept.status is OrderStatus.OPEN
+
+    story(body, tmp_path)
+
+
+def test_a_bot_still_holding_does_not_stop_the_next_bot_from_being_zeroed(tmp_path: Path) -> None:
+    bots = {ETH: "eth-bot", BTC: "btc-bot"}
+
+    async def body(acc: Account) -> None:
+        await placed(acc, order("tcaaaa-00000040", symbol=BTC, qty="0.002", bot="btc-bot"))
+        acc.store.save_position(
+            "eth-bot", Position("paper", ETH, Decimal("0.05"), Decimal(2400), Decimal(2450), 3)
+        )
+        differences = await reconcile_account(acc.paper, acc.store, bots.get, bots)
+        assert [(d["kind"], d["bot"]) for d in differences] == [("position_adopted", "eth-bot")]
+        btc, eth = acc.store.position("btc-bot"), acc.store.position("eth-bot")
+        assert btc is not None and btc.qty == Decimal("0.002"), "BTC (sorted first) is held"
+        assert eth is not None and eth.qty == 0
 
     story(body, tmp_path)
 
