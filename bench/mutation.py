@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from difflib import unified_diff
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +99,11 @@ MODULES: dict[str, Module] = {
         "daemon/preflight.py",
         ("tests/unit/test_preflight.py",),
         note="every check before the store is touched; config check runs it (issue 11)",
+    ),
+    "fleet": Module(
+        "daemon/domain/fleet.py",
+        ("tests/unit/test_fleet_placement.py",),
+        note="which node holds which bot, and who takes a free one (the lease book)",
     ),
     **{
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
@@ -560,7 +567,7 @@ def run_group(
                 outcome.error = f"mutmut exited {run.returncode}:\n{tail}"
             return outcomes
         for outcome in outcomes:
-            collect(work, outcome, mutmut)
+            collect(work, outcome)
         return outcomes
     finally:
         if keep:
@@ -569,11 +576,12 @@ def run_group(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
+def collect(work: Path, outcome: Outcome) -> None:
     from mutmut.stats import status_by_exit_code
 
     meta = json.loads((work / "mutants" / (outcome.path + ".meta")).read_text())
     source = (work / outcome.path).read_text()
+    diff_of = mutant_diffs(work / "mutants" / outcome.path, outcome.path)
     for name, exit_code in sorted(meta["exit_code_by_key"].items(), key=mutant_order):
         status = status_by_exit_code[exit_code]
         outcome.total += 1
@@ -581,10 +589,7 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
             outcome.killed += 1
             outcome.timeouts += status == "timeout"
             continue
-        shown = subprocess.run(
-            [mutmut, "show", name], cwd=work, capture_output=True, text=True
-        ).stdout
-        line, before, after = locate(source, name, shown)
+        line, before, after = locate(source, name, diff_of(name))
         survivor = Survivor(name, status, line, before, after)
         survivor.equivalent = next(
             (
@@ -597,6 +602,22 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
             None,
         )
         outcome.survivors.append(survivor)
+
+
+def mutant_diffs(mutated: Path, path: str) -> Callable[[str], str]:
+    """What `mutmut show NAME` prints, from one parse of the mutated file: a `mutmut show`
+    per survivor parses it again each time, minutes for a module with many survivors."""
+    import libcst as cst
+    from mutmut.mutation.diff_apply import read_mutant_function, read_original_function
+
+    module = cst.parse_module(mutated.read_text())
+
+    def diff_of(name: str) -> str:
+        functions = (read_original_function(module, name), read_mutant_function(module, name))
+        before, after = (cst.Module([f]).code.strip().split("\n") for f in functions)
+        return "\n".join(unified_diff(before, after, fromfile=path, tofile=path, lineterm=""))
+
+    return diff_of
 
 
 def mutant_order(item: tuple[str, object]) -> tuple[str, int]:
