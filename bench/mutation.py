@@ -168,6 +168,10 @@ JOIN_ORDER = (
     "promise, which no test can tell apart from luck"
 )
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
+NEVER_BOUND = (
+    "with no socket made (never started, or closed), the path's (device, inode) is compared "
+    'with "" instead of skipped: a tuple never equals it, so nothing is removed either way'
+)
 CLOSE = (
     "close(): connection tasks end at once when cancelled and, on Python 3.11, a closed "
     "Server's wait_closed() returns at once; neither wait can be seen to matter"
@@ -389,6 +393,27 @@ EQUIVALENT: list[Equivalent] = [
         "limit=MAX_REQUEST_BYTES + 1",
         "limit=MAX_REQUEST_BYTES + 2",
         "outside the contract: frames over the limit are refused by the parser either way",
+    ),
+    Equivalent(
+        SERVER,
+        "self._bound: tuple[int, int] | None = None",
+        'self._bound: tuple[int, int] | None = ""',
+        NEVER_BOUND,
+    ),
+    Equivalent(SERVER, "self._bound = None", 'self._bound = ""', NEVER_BOUND),
+    Equivalent(
+        SERVER,
+        "error, reply.v)",
+        "error, )",
+        "every reply is made by ok_reply or error_reply with the protocol's one version, which "
+        "is also Reply's default",
+    ),
+    Equivalent(
+        SERVER,
+        "self._connections.pop(task, None)",
+        "self._connections.pop(task, )",
+        "the task was added to the pool before the `try` and only this `finally` removes it "
+        "(close() cancels tasks, it does not remove them): the key is always there",
     ),
     Equivalent(
         MONITOR,

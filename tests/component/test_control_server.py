@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.control import server as control_server
 from daemon.control.server import (
@@ -397,8 +399,11 @@ def test_a_stale_socket_left_by_a_crash_is_replaced(sock_path: Path) -> None:
 def test_a_missing_folder_is_named_and_closing_twice_is_harmless(sock_path: Path) -> None:
     async def body() -> None:
         nested = sock_path.parent / "run" / "c.sock"
-        with pytest.raises(SocketPathError, match=f"control socket {nested}: cannot listen"):
+        with pytest.raises(SocketPathError) as refused:
             await ControlServer(nested, HANDLERS).start()
+        assert str(refused.value) == (
+            f"control socket {nested}: cannot listen there: No such file or directory"
+        )
         assert not nested.parent.exists(), "the daemon's folders are checked, not made, here"
         server = ControlServer(sock_path, HANDLERS)
         await server.start()
@@ -532,7 +537,10 @@ def test_a_probe_of_a_socket_that_never_accepts_gives_up(sock_path: Path) -> Non
     try:
         assert not starter.is_alive(), "start() hung on a socket that never answers"
         [error] = outcome
-        assert isinstance(error, SocketInUse) and "cannot tell whether it is in use" in str(error)
+        assert isinstance(error, SocketInUse) and str(error) == (
+            f"control socket {sock_path}: cannot tell whether it is in use "
+            f"({os.strerror(errno.EAGAIN)}); refusing to take it"  # Linux: the backlog is full
+        )
         assert mode(sock_path) > 0, "and left it in place"
     finally:
         for client in waiting:
@@ -617,7 +625,7 @@ def test_a_user_without_rights_holds_eight_connections_and_the_ninth_is_told_why
     sock_path: Path,
 ) -> None:
     async def body() -> None:
-        async with serving(sock_path, privileged=lambda peer: False):
+        async with serving(sock_path, privileged=lambda peer: peer.uid != os.getuid()):
             held = [await served(sock_path, f"c{i}") for i in range(8)]
             [busy] = await exchange(sock_path, frame(id="ninth"))
             assert busy["error"] == {
@@ -703,7 +711,8 @@ def test_a_peers_supplementary_groups_come_from_the_socket_itself(sock_path: Pat
             try:
                 [reply] = await exchange(sock_path, frame())
             finally:
-                os.setgroups(before) if extra else None
+                if extra:
+                    os.setgroups(before)
             expected = sorted({*before, *extra})
             assert reply["result"] == {
                 "supplementary": expected,
@@ -851,5 +860,83 @@ def test_a_reply_never_carries_a_signed_url_or_a_key_whatever_field_it_hides_in(
                     "message": "exchange said: GET https://fapi.binance.com/fapi/v1/order?*** 503",
                 },
             }
+
+    run(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to be in more groups than fit")
+def test_a_peer_in_more_groups_than_the_socket_can_tell_is_looked_up_in_proc(
+    sock_path: Path,
+) -> None:
+    async def groups(request: Request) -> Any:
+        peer = current_peer.get()
+        return {"told": peer.supplementary is not None, "groups": sorted(peer.groups())}
+
+    many = list(range(5000, 5300))  # 300 groups: 1200 bytes, over the 1024 Python reads
+    before = os.getgroups()
+
+    async def body() -> None:
+        async with serving(sock_path, {"ping": groups}):
+            os.setgroups(many)
+            try:
+                [reply] = await exchange(sock_path, frame())
+            finally:
+                os.setgroups(before)
+            assert reply["result"] == {"told": False, "groups": sorted({os.getgid(), *many})}
+
+    run(body)
+
+
+def test_a_client_that_connects_and_leaves_without_a_word_is_no_error(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            with capture_logs() as logs:
+                reader, writer = await asyncio.open_unix_connection(str(sock_path))
+                writer.write_eof()
+                assert await asyncio.wait_for(reader.read(), 10) == b""
+                await closed(writer)
+                [reply] = await exchange(sock_path, frame(id="after"))  # the server is fine
+            assert reply["ok"]
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == []
+
+    run(body)
+
+
+def test_a_parser_failure_of_any_kind_still_gets_an_answer(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse = control_server.decode_request
+
+    def buggy(line: bytes) -> Request:
+        if b"boom" in line:
+            raise KeyError("a bug in the parser")
+        return parse(line)
+
+    monkeypatch.setattr(control_server, "decode_request", buggy)
+
+    async def body() -> None:
+        async with serving(sock_path):
+            bad, good = await exchange(sock_path, frame(id="boom") + frame(id="next"))
+            assert bad == {
+                "v": 1,
+                "id": None,
+                "ok": False,
+                "error": {
+                    "code": ErrorCode.BAD_REQUEST,
+                    "message": "frame cannot be parsed (KeyError)",
+                },
+            }
+            assert (good["id"], good["ok"]) == ("next", True)
+
+    run(body)
+
+
+def test_closing_after_someone_removed_our_socket_is_harmless(sock_path: Path) -> None:
+    async def body() -> None:
+        server = ControlServer(sock_path, HANDLERS)
+        await server.start()
+        os.unlink(sock_path)
+        await server.close()
+        assert mode(sock_path) == 0
 
     run(body)
