@@ -168,6 +168,13 @@ JOIN_ORDER = (
     "promise, which no test can tell apart from luck"
 )
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
+FLATTEN = "daemon/runtime/flatten.py"
+ROW_KEPT = (
+    "a refused flatten order goes to the store's update_order, which writes only the status, "
+    "fills, exchange id and reason of the row its client order id names (both stores); the "
+    "account, symbol, side, type, quantity, price and reduce-only flag stay as record_intent "
+    "wrote them"
+)
 NEVER_BOUND = (
     "with no socket made (never started, or closed), the path's (device, inode) is compared "
     'with "" instead of skipped: a tuple never equals it, so nothing is removed either way'
@@ -414,6 +421,17 @@ EQUIVALENT: list[Equivalent] = [
         "self._connections.pop(task, )",
         "the task was added to the pool before the `try` and only this `finally` removes it "
         "(close() cancels tasks, it does not remove them): the key is always there",
+    ),
+    *(
+        Equivalent(FLATTEN, f"{name}=intent.{name},", f"{name}=None,", ROW_KEPT)
+        for name in ("account", "symbol", "side", "type", "qty", "price", "reduce_only")
+    ),
+    Equivalent(
+        FLATTEN,
+        "if p.symbol == symbol), ZERO)",
+        "if p.symbol == symbol), )",
+        "with no position the sum starts from int 0 instead of Decimal 0: equal to it, shown "
+        "and stored as the same '0'; with one, int 0 + Decimal is that Decimal",
     ),
     Equivalent(
         MONITOR,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -209,6 +211,7 @@ class Scripted:
         self.stuck_cancels = False
         self.cancel_not_found = False
         self.fill_cap: Decimal | None = None
+        self.refusals = 0  # how many more submits the exchange refuses outright
         self.extra_positions: list[Position] = []
         self.cancels: list[str] = []
         self.submitted: list[OrderIntent] = []
@@ -253,6 +256,9 @@ class Scripted:
     async def submit_order(self, intent: OrderIntent) -> Order:
         self._fail("submit_order")
         self.submitted.append(intent)
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OrderRejected(f"{intent.client_order_id}: margin is insufficient")
         if self.fill_cap is not None and intent.qty > self.fill_cap:
             return await self.inner.submit_order(replace(intent, qty=self.fill_cap))
         return await self.inner.submit_order(intent)
@@ -620,5 +626,43 @@ def test_a_bot_the_store_knew_no_position_of_gets_the_one_found_without_an_entry
         gw.fill_cap = D("0.001")
         await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 0)
         assert store.position("eth-bot") == Position("paper", ETH, D("0.049"), D(0), D(0), 0)
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_a_refused_flatten_order_is_stored_as_rejected_with_the_exchanges_words(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.refusals = 1
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat, "the next pass tries afresh"
+        refused, _ = gw.submitted
+        words = f"{refused.client_order_id}: margin is insufficient"
+        assert eth.errors == [f"OrderRejected: {words}"]
+        stored = store.order(refused.client_order_id)
+        assert stored is not None and stored.status is OrderStatus.REJECTED
+        assert stored.reason == words
+        [change] = [
+            e
+            for e in store.events(limit=1000)
+            if e["kind"] == "order_status_changed" and e["cid"] == refused.client_order_id
+        ]
+        assert (change["bot"], change["to"], change["reason"]) == ("eth-bot", "rejected", words)
+
+    on_fake_clock(tmp_path, body)
+
+
+def test_no_position_row_is_made_up_for_a_symbol_no_bot_owns(tmp_path: Path) -> None:
+    async def body(
+        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
+    ) -> None:
+        gw.fill_cap = D("0.001")  # left open: the read-back finds a position
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
+        assert btc.remaining_qty == D("0.003")
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+            assert db.execute("SELECT count(*) FROM positions").fetchone() == (0,)
 
     on_fake_clock(tmp_path, body)
