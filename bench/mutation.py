@@ -58,7 +58,11 @@ class Module:
 
 
 MODULES: dict[str, Module] = {
-    "risk": Module("daemon/domain/risk.py", ("tests/unit/test_risk.py",)),
+    "risk": Module(
+        "daemon/domain/risk.py",
+        ("tests/unit/test_risk.py", "tests/unit/test_leverage_brackets.py"),
+        note="the leverage brackets (issue 15) are tested in their own file",
+    ),
     "health": Module("daemon/domain/health.py", ("tests/unit/test_health.py",)),
     "health-monitor": Module(
         "daemon/runtime/health.py", ("tests/component/test_health_monitor.py",)
@@ -121,7 +125,7 @@ MODULES: dict[str, Module] = {
 class Equivalent:
     path: str  # a file, or a folder for every file in it
     before: str  # the changed part of the source line
-    after: str  # what the mutant has there instead
+    after: str | None  # what the mutant has there instead; None: any change (unreachable)
     reason: str
 
 
@@ -252,6 +256,13 @@ EQUIVALENT: list[Equivalent] = [
         "stop_distance <= 0 and equity <= 0",
         "a Signal never has its stop at its entry, so stop_distance > 0 and the guard reduces to "
         "equity <= 0, whose size (0 or negative) the minimum-amount check refuses anyway",
+    ),
+    Equivalent(
+        RISK,
+        'return Sizing(ZERO, "stop", f"the signal\'s stop {signal.stop} is at its entry")',
+        None,
+        "unreachable: a Signal cannot be made with its stop at its entry (it checks "
+        "stop < entry < take_profit, or the reverse for a short)",
     ),
     Equivalent(
         RISK,
@@ -640,7 +651,7 @@ def collect(work: Path, outcome: Outcome) -> None:
                 for e in EQUIVALENT
                 if outcome.path.startswith(e.path)
                 and e.before in before
-                and before.replace(e.before, e.after, 1) == after
+                and (e.after is None or before.replace(e.before, e.after, 1) == after)
             ),
             None,
         )
