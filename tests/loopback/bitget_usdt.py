@@ -431,6 +431,12 @@ class LoopbackBitget:
         self._fill(order, order.size, order.price, maker=False, now=now)
         return order.order_id
 
+    def _on_order_event(self, order: _Order) -> None:
+        """An order was placed, cancelled or expired without a fill (the websocket pushes)."""
+
+    def _on_fill(self, order: _Order, fill: _Fill) -> None:
+        """An order filled, in part or whole (the websocket pushes the fill and the order)."""
+
     # ------------------------------------------------------------------ HTTP
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -909,6 +915,8 @@ class LoopbackBitget:
                 order.state = "canceled"
             elif marketable and last is not None:
                 self._fill(order, size, last, maker=False, now=now)
+        if order.state != "filled":
+            self._on_order_event(order)  # a fill already told of a filled one
         return {"orderId": str(order.order_id), "clientOid": oid}
 
     def _fill(self, order: _Order, qty: Decimal, price: Decimal, *, maker: bool, now: int) -> None:
@@ -920,6 +928,7 @@ class LoopbackBitget:
                 order.state = "canceled"  # never flip: the excess is dropped
         if qty <= 0:
             order.update_time = now
+            self._on_order_event(order)
             return
         price = price.quantize(state.spec.tick)
         profit = state.position.apply(order.side.upper(), qty, price)
@@ -955,6 +964,7 @@ class LoopbackBitget:
         order.update_time = now
         if order.state != "canceled":
             order.state = "filled" if order.filled == order.size else "partially_filled"
+        self._on_fill(order, self._fills[-1])
 
     def _find(self, params: dict[str, Any]) -> _Order | None:
         state = self._symbol(params)
@@ -984,6 +994,7 @@ class LoopbackBitget:
             raise BitgetError("40768", "Order does not exist")
         order.state = "canceled"
         order.update_time = self._clock()
+        self._on_order_event(order)
         return {"orderId": str(order.order_id), "clientOid": order.client_oid}
 
     def _orders_pending(self, params: dict[str, Any]) -> Any:
