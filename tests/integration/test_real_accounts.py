@@ -15,6 +15,7 @@ from tests.integration.real_account import LIVE_BOT, PAPER_BOT, daemon_on_loopba
 from tests.loopback.binance_usdm import LoopbackBinance
 from tests.loopback.binance_ws import LoopbackBinanceWs
 from tests.loopback.bitget_usdt import LoopbackBitget
+from tests.loopback.bitget_ws import LoopbackBitgetWs
 from tests.loopback.server_thread import API_KEY, API_SECRET
 
 PASSPHRASE = "loopback-passphrase"
@@ -255,3 +256,36 @@ def test_a_bot_the_exchange_keeps_refusing_backs_off_and_says_why(tmp_path: Path
         eventually(lambda: daemon.bot(LIVE_BOT)["candles_processed"] >= before + 5, timeout=60)
         assert posts() == sent == 2, "entries are held back, not sent again and again"
         assert len(journal(daemon.state_dir, "order_rejected")) == 2
+
+
+def test_a_bitget_fill_between_candles_arrives_by_the_user_data_stream_before_the_next_candle(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE)
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=1.0, kind="bitget"
+    ) as (daemon, market):
+        daemon.start()
+        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        account = eventually(
+            lambda: (
+                (a := daemon.cli_json("status")["daemon"]["accounts"]["live"])["user_stream"][
+                    "connected"
+                ]
+                and a
+            )
+        )
+        assert account["user_stream"]["fills_recorded"] >= 1
+        assert account["user_stream"]["error"] is None
+        market.pause_market()
+        before = settled(daemon)  # the last pushed candle is processed; no other comes
+        assert market.call(lambda s: s.position("ETHUSDT")[0]) != 0
+        price = market.call(lambda s: s.last_price("ETHUSDT"))
+        order_id = market.call(lambda s: s.liquidate("ETHUSDT", price))
+        logged = eventually(lambda: journal(daemon.state_dir, "liquidation_filled"), timeout=5)
+        [(bot, data)] = logged
+        cid = market.call(lambda s: s.orders_by_client_id())
+        assert bot == LIVE_BOT and json.loads(data)["cid"] in cid
+        assert json.loads(data)["cid"].startswith("burst-") and order_id
+        assert daemon.bot(LIVE_BOT)["candles_processed"] == before, "no candle was needed"
+        assert market.call(lambda s: s.ws_logins) == ["ok"]

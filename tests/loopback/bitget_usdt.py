@@ -362,6 +362,9 @@ class LoopbackBitget:
         pos = self._state(symbol).position
         return pos.qty, pos.entry
 
+    def last_price(self, symbol: str) -> Decimal | None:
+        return self._state(symbol).last
+
     def margin_mode(self, symbol: str) -> str:
         return self._state(symbol).margin_mode
 
