@@ -289,3 +289,34 @@ def test_a_bitget_fill_between_candles_arrives_by_the_user_data_stream_before_th
         assert json.loads(data)["cid"].startswith("burst-") and order_id
         assert daemon.bot(LIVE_BOT)["candles_processed"] == before, "no candle was needed"
         assert market.call(lambda s: s.ws_logins) == ["ok"]
+
+
+def test_a_bitget_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE)
+    limits = "daily_loss_limit_usdt = 20"
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=0.5, kind="bitget"
+    ) as (daemon, market):
+        text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
+        daemon.config.write_text(text)
+        daemon.start()
+        for _ in range(10):  # a quiet market with a position open (its stop may fire first)
+            eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+            market.pause_market()
+            settled(daemon)
+            if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
+                break
+            market.resume_market()
+        daemon.stop()  # down over a funding time
+        signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
+        paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
+        assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid, as a Bitget bill
+        daemon.start()
+        market.resume_market()  # the next candle checks the loss limits
+        bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
+        assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
+        [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
+        assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
+        assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+        bills = [p for m, path, p in market.call(lambda s: list(s.requests)) if "bill" in path]
+        assert bills and all(p["productType"] == "USDT-FUTURES" for p in bills)
