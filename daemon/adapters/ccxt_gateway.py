@@ -618,7 +618,7 @@ class CcxtGateway:
                     "fetch leverage tiers", self._ex.fetch_leverage_tiers, symbols
                 )
             else:
-                for symbol in symbols:
+                for symbol in (s for s in symbols if s in self._ex.markets):
                     fetched[symbol] = await self._call(
                         "fetch leverage tiers", self._ex.fetch_market_leverage_tiers, symbol
                     )
@@ -682,6 +682,8 @@ class CcxtGateway:
         union: bool | None = None
         margin_modes: dict[str, str] = {}
         for symbol in symbols:
+            if symbol not in ex.markets:
+                continue  # the preflight refuses its bot by name ("market")
             market = ex.market(symbol)
             reply = await self._call(
                 "fetch account",
