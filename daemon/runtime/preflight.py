@@ -15,9 +15,10 @@ failed (an operator who fixes the account needs no restart). Checks, in order:
   about loudly (journal and log, every start);
 - per bot ``market``: the symbol is a USDT-margined perpetual (Bitget: product type
   USDT-FUTURES, margin coin USDT), judged by its name before the account checks so that no
-  other product type reaches the exchange, and the exchange lists it; ``leverage_bracket``: the bot's leverage is within the exchange's bracket for
-  a position of ``risk.max_position_usdt``, and that size is within the last bracket;
-  ``margin_mode``: the symbol is (made) isolated; ``leverage``: the exchange accepts it.
+  other product type reaches the exchange, and the exchange lists it;
+  ``leverage_bracket``: the bot's leverage is within the exchange's bracket for a position
+  of ``risk.max_position_usdt``, and that size is within the last bracket; ``margin_mode``:
+  the symbol is (made) isolated; ``leverage``: the exchange accepts it.
 
 An account-wide failure holds every bot of the account (`errored`, with the reason); a
 bot's own failure holds that bot. Nothing else is affected, and nothing restarts in a loop.

@@ -214,3 +214,24 @@ def test_a_dropped_bitget_stream_reconnects_and_rest_fills_the_gap(tmp_path: Pat
             store.close()
 
     run(story)
+
+
+def test_a_partly_filled_order_reports_its_whole_filled_size_on_the_stream() -> None:
+    """Bitget's order push carries this fill's size (baseVolume, which ccxt reads as the
+    order's filled size) and the order's whole one (accBaseVolume): the store needs the
+    whole."""
+
+    async def story(server: LoopbackBitgetWs, gw: CcxtGateway) -> None:
+        updates = asyncio.ensure_future(gw.watch_order_updates())
+        await until(lambda: server.ws_logins == ["ok"])
+        server.faults.add("partial_fill", path="/api/v2/mix/order/place-order", fraction="0.5")
+        await gw.submit_order(intent("tc1-part", qty="0.04"))
+        [first] = await asyncio.wait_for(updates, 5)
+        assert (first.status, first.filled_qty) == (OrderStatus.PARTIALLY_FILLED, Decimal("0.02"))
+        rest = asyncio.ensure_future(gw.watch_order_updates())
+        minute = int(time.time() * 1000) // 60_000 * 60_000 + 60_000
+        server.push_candle("ETHUSDT", minute, 2510, 2515, 2505, 2510, 10)  # fills the rest
+        [second] = await asyncio.wait_for(rest, 5)
+        assert (second.status, second.filled_qty) == (OrderStatus.FILLED, Decimal("0.04"))
+
+    run(story)
