@@ -320,3 +320,31 @@ def test_a_bitget_funding_payment_counts_against_the_daily_loss_limit(tmp_path: 
         assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
         bills = [p for m, path, p in market.call(lambda s: list(s.requests)) if "bill" in path]
         assert bills and all(p["productType"] == "USDT-FUTURES" for p in bills)
+
+
+def test_a_refused_bitget_websocket_login_shows_in_status_and_the_bot_trades_by_rest(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE, ws_passphrase="another")
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=0.5, kind="bitget"
+    ) as (daemon, market):
+        daemon.start()
+        stream = eventually(
+            lambda: (
+                (s := daemon.cli_json("status")["daemon"]["accounts"]["live"]["user_stream"])[
+                    "error"
+                ]
+                and s
+            ),
+            timeout=60,
+        )
+        assert not stream["connected"]
+        assert "websocket login was refused (30012 Invalid ACCESS_PASSPHRASE)" in stream["error"]
+        filled = eventually(lambda: len(journal(daemon.state_dir, "order_filled")) >= 2, timeout=60)
+        assert filled, "fills are recorded by REST while the stream is refused"
+        assert daemon.bot(LIVE_BOT)["state"] == "running" and daemon.bot(LIVE_BOT)["restarts"] == 0
+        assert daemon.cli("health").returncode == 0
+        log = daemon.log_path.read_text()
+        assert "user_stream_failed" in log and API_SECRET not in log and PASSPHRASE not in log
+        assert set(market.call(lambda s: s.ws_logins)) == {"30012"}

@@ -67,8 +67,11 @@ class _Connection:
 class LoopbackBitgetWs(LoopbackBitget):
     """The loopback Bitget with its private (fills, orders) and public (candles) websockets."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ws_passphrase: str | None = None, **kwargs: Any) -> None:
+        """`ws_passphrase`: what the websocket login expects instead of the REST passphrase,
+        so a test can have the websocket alone refuse a key that REST accepts."""
         super().__init__(*args, **kwargs)
+        self.ws_passphrase = self.passphrase if ws_passphrase is None else ws_passphrase
         self.ws_connections_accepted = 0
         self.ws_refused = 0
         self.ws_received: list[Any] = []  # every message a client sent ("ping" included)
@@ -192,7 +195,7 @@ class LoopbackBitgetWs(LoopbackBitget):
             return 30002, "Illegal request: login on the public channel"
         if not hmac.compare_digest(str(arg.get("apiKey", "")), self.api_key):
             return 30011, "Invalid ACCESS_KEY"
-        if not hmac.compare_digest(str(arg.get("passphrase", "")), self.passphrase):
+        if not hmac.compare_digest(str(arg.get("passphrase", "")), self.ws_passphrase):
             return 30012, "Invalid ACCESS_PASSPHRASE"
         stamp = str(arg.get("timestamp", ""))
         if not stamp.isdigit():
