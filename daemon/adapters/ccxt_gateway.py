@@ -837,10 +837,14 @@ class CcxtGateway:
         if self.kind == "bitget" and (
             code in BITGET_WS_LOGIN_CODES or isinstance(e, ccxt_errors.AuthenticationError)
         ):
+            fix = (
+                "the host's clock"
+                if code in ("30013", "30014")
+                else "the key, secret and passphrase of the credentials"
+            )
             return AuthenticationFailed(
-                f"{what}: the websocket login was refused ({code} {message}): check the "
-                f"key, secret and passphrase of the credentials; fills are read by REST "
-                f"on every candle meanwhile"
+                f"{what}: the websocket login was refused ({code} {scrub(message)}): check "
+                f"{fix}; fills are read by REST on every candle meanwhile"
             )
         if isinstance(e, ccxt_errors.NetworkError):
             return RetryableExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")

@@ -190,12 +190,14 @@ def test_a_wrong_product_type_or_margin_coin_is_refused_by_name_and_the_right_bo
             BotNeeds("usdc", "BTC/USDC:USDC", 3),
             BotNeeds("coin", "ETH/USD:ETH", 3),
             BotNeeds("dated", "ETH/USDT:USDT-261225", 3),
+            BotNeeds("gone", "XYZ/USDT:USDT", 3),
             BotNeeds("b1", ETH, 3),
         ]
         report = await preflight(gw, bots, Decimal(50), started=True)
         assert report.account_ok, "one bot's symbol holds that bot, not the account"
         refused = {f.bot: f.reason for f in report.failures if f.check == "market"}
-        assert [f.check for f in report.failures] == ["market"] * 3
+        assert [f.check for f in report.failures] == ["market"] * 4
+        assert refused["gone"] == "bitget has no market XYZ/USDT:USDT"
         assert refused["usdc"] == (
             "BTC/USDC:USDC is not a USDT-margined perpetual (margin coin USDC, Bitget product "
             "type USDC-FUTURES); tradectl trades USDT-margined perpetuals only (Bitget: "
@@ -203,7 +205,8 @@ def test_a_wrong_product_type_or_margin_coin_is_refused_by_name_and_the_right_bo
         )
         assert "margin coin ETH, Bitget product type COIN-FUTURES" in refused["coin"]
         assert "a future delivered on 261225" in refused["dated"]
-        assert report.refusal("b1") is None and report.brackets == {ETH: "exchange"}
+        assert report.refusal("b1") is None
+        assert report.brackets == {ETH: "exchange", "XYZ/USDT:USDT": "unknown"}
         assert server.margin_mode("ETHUSDT") == "isolated"
         private = [p for _, path, p in server.requests if "/mix/account/" in path]
         assert private and all(p["productType"] == "USDT-FUTURES" for p in private)
