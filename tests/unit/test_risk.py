@@ -500,6 +500,7 @@ def signal(entry: str, stop: str) -> Signal:
         ("2500", "2450", "0", "0", "no equity, no trade"),
         ("2500", "2450", "-5", "0", "a negative equity, no trade"),
         ("0", "-1", "1000", "0", "no usable entry price"),
+        ("1", "0.5", "1000", "20", "an entry of 1 USDT is a price like any other"),
     ],
 )
 def test_entry_size_by_hand(entry: str, stop: str, equity: str, expected: str, why: str) -> None:
