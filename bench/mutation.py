@@ -179,6 +179,10 @@ ROW_KEPT = (
     "account, symbol, side, type, quantity, price and reduce-only flag stay as record_intent "
     "wrote them"
 )
+LOAD_ORDER = (
+    "the load is only compared, to pick the least-loaded node: starting every node at 1, or "
+    "counting each lease twice, keeps every node's order and every tie"
+)
 NEVER_BOUND = (
     "with no socket made (never started, or closed), the path's (device, inode) is compared "
     'with "" instead of skipped: a tuple never equals it, so nothing is removed either way'
@@ -443,6 +447,15 @@ EQUIVALENT: list[Equivalent] = [
         "if p.symbol == symbol), )",
         "with no position the sum starts from int 0 instead of Decimal 0: equal to it, shown "
         "and stored as the same '0'; with one, int 0 + Decimal is that Decimal",
+    ),
+    Equivalent(
+        "daemon/domain/fleet.py",
+        "load = dict.fromkeys(live, 0)",
+        "load = dict.fromkeys(live, 1)",
+        LOAD_ORDER,
+    ),
+    Equivalent(
+        "daemon/domain/fleet.py", "load[lease.holder] += 1", "load[lease.holder] += 2", LOAD_ORDER
     ),
     Equivalent(
         MONITOR,
