@@ -228,6 +228,16 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(TRADER, "if qty > 0 else s.high", "if qty >= 0 else s.high", FLAT_RETURNED),
     Equivalent(TRADER, "long = qty > 0", "long = qty >= 0", FLAT_RETURNED),
     Equivalent(TRADER, "if (qty > 0) == (signal", "if (qty >= 0) == (signal", FLAT_RETURNED),
+    Equivalent(TRADER, 'side = "long" if qty > 0', 'side = "long" if qty >= 0', FLAT_RETURNED),
+    Equivalent(
+        TRADER,
+        "return None if moment is None else",
+        "return None if (moment is None) and False else",
+        "_iso is given only the time a bot outside its sessions may trade again; outside them "
+        "that is always the next open (session_state has none only for windows on no weekday, "
+        "and every parsed window has at least one; with no sessions a bot is always in one), "
+        "so None never reaches it",
+    ),
     Equivalent(TRADER, "s.todo = ()", "s.todo = None", HALTED_TODO),
     Equivalent(
         TRADER,
