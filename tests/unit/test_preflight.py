@@ -328,6 +328,10 @@ def test_a_fleet_store_from_the_environment_counts_for_placed_bots(tmp_path: Pat
             "postgresql://tradectl@db.internal:port/tradectl",
             "not a valid URL (Port could not be cast to integer value as 'port')",
         ),
+        (  # only the field's name is replaced, never the user's own words
+            "postgresql://tradectl@db.internal:store.url/tradectl",
+            "not a valid URL (Port could not be cast to integer value as 'store.url')",
+        ),
     ],
 )
 def test_a_bad_store_url_is_named_where_it_was_set(tmp_path: Path, url: str, problem: str) -> None:
