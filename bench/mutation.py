@@ -171,6 +171,11 @@ JOIN_ORDER = (
     "promised, may differ between runs'; maintain_order='left' turns what happens into a "
     "promise, which no test can tell apart from luck"
 )
+TYPED = (
+    "the other branch of the same when/then chain keeps its Int8 literal, and polars types an "
+    "integer literal without a dtype by the expression around it: the column stays Int8 (the "
+    "documented types are tested) with the same values"
+)
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
 FLATTEN = "daemon/runtime/flatten.py"
 ROW_KEPT = (
@@ -492,6 +497,11 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(INDICATORS, 'maintain_order="left", ', "", JOIN_ORDER),
     Equivalent(INDICATORS, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
     Equivalent(INDICATORS, ', maintain_order="left")', ", )", JOIN_ORDER),
+    *(
+        Equivalent(INDICATORS, f"pl.lit({sign}, SIGN_DTYPE)", f"pl.lit({sign}, {dropped})", TYPED)
+        for sign in ("1", "-1")
+        for dropped in ("None", "")
+    ),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, fill_value=None)", FIRST_ROW),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(fill_value=0)", FIRST_ROW),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, )", FIRST_ROW),
