@@ -43,6 +43,7 @@ from daemon.control.server import (
     claim_socket_path,
     current_peer,
 )
+from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import NotFound, Refused
 from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
@@ -530,17 +531,28 @@ class Daemon:
         return {"connected": stream.connected, "fills_recorded": stream.fills_recorded}
 
     async def _reconcile(self, account: str) -> None:
+        bots = [name for name, bot in self.config.bots.items() if bot.account == account]
         if self.lease_book is not None:
-            return  # a fleet: each bot is reconciled by the node that takes it, when it takes it
-        bot_symbols = {
-            bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
-        }
+            # A fleet: a bot that should run is reconciled by the node that takes it, when
+            # it takes it. One that should not (stopped, halted) and that no node holds is
+            # reconciled here, as on a single node: its intents in flight and a position
+            # its stop closed while down must not wait for its next run.
+            assert isinstance(self.store, PostgresStore)
+            held = self.store.live_holders(bots)
+            bots = [name for name in bots if name not in held and not self._wanted(name)]
+            if not bots:
+                return
         self.reconciliation += await reconcile_account(
             self.gateways[account],
             self.store,
             functools.partial(self._owner, account),
-            bot_symbols,
+            {self.config.bots[name].symbol: name for name in bots},
+            in_flight_of=None if self.lease_book is None else frozenset(bots),
         )
+
+    def _wanted(self, bot: str) -> bool:
+        record = self.store.bot(bot)
+        return record is not None and record.desired_state is DesiredState.RUNNING
 
     async def _preflight(self, account: str) -> PreflightReport:
         """Check the account; hold the bots it refuses, journal what changed since last time."""
