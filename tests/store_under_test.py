@@ -84,6 +84,13 @@ class StoreUnderTest:
                 (TEST_NODE,),
             )
 
+    def touched(self, state_dir: Path) -> bool:
+        """Did a daemon on `state_dir` open its store (make the file, or migrate the database)?"""
+        if self.url(state_dir) is None:
+            return (state_dir / "state.db").exists()
+        found = self.query(state_dir, "SELECT to_regclass('schema_version') IS NOT NULL")
+        return bool(found[0][0])
+
     def query(self, state_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of `sql` (SQLite's `?` placeholders) run on the daemon's store, autocommitted."""
         url = self.url(state_dir)
