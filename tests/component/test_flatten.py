@@ -1,4 +1,5 @@
-"""Flatten against a paper account through an exchange that misbehaves on purpose."""
+"""Flatten against a paper account through an exchange that misbehaves on purpose, with
+the SQLite file and the PostgreSQL store (the `open_store` fixture)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
 from daemon.domain.errors import NotFound, OrderRejected, RetryableExchangeError
 from daemon.domain.models import (
@@ -29,8 +28,9 @@ from daemon.domain.models import (
     Side,
     bot_tag,
 )
-from daemon.ports import CandlesClosed
+from daemon.ports import CandlesClosed, StateStore
 from daemon.runtime.flatten import Flattener, SymbolFlatten, flatten_order_id
+from tests.conftest import StoreOpener
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
 D = Decimal
@@ -81,8 +81,8 @@ class FaultyExchange:
         return getattr(self.inner, name)
 
 
-async def paper_with_positions(folder: Path) -> tuple[PaperExchange, SqliteStore]:
-    store = SqliteStore(folder / "state.db")
+async def paper_with_positions(open_store: StoreOpener) -> tuple[PaperExchange, StateStore]:
+    store: StateStore = open_store()
     paper = PaperExchange(
         "paper",
         PaperSettings(Decimal(10_000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
@@ -130,10 +130,10 @@ def no_owner(symbol: str) -> str | None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_flatten_ends_flat_through_timeouts_rate_limits_rejections_and_partial_fills(
-    tmp_path: Path, seed: int
+    open_store: StoreOpener, seed: int
 ) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         faulty = FaultyExchange(paper, seed, fault_rate=0.3)
         flattener = Flattener(store, SystemClock(), sleep=lambda s: asyncio.sleep(0))
         reports = await flattener.flatten(faulty, [], no_owner, timeout_s=20, whole_account=True)
@@ -148,9 +148,9 @@ def test_flatten_ends_flat_through_timeouts_rate_limits_rejections_and_partial_f
     asyncio.run(story())
 
 
-def test_flatten_never_reports_flat_when_it_is_not(tmp_path: Path) -> None:
+def test_flatten_never_reports_flat_when_it_is_not(open_store: StoreOpener) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         refusing = FaultyExchange(paper, seed=1, fault_rate=1.0)  # every call fails
         flattener = Flattener(store, SystemClock(), sleep=lambda s: asyncio.sleep(0.01))
         [eth] = await flattener.flatten(refusing, [ETH], no_owner, timeout_s=0.5)
@@ -160,9 +160,11 @@ def test_flatten_never_reports_flat_when_it_is_not(tmp_path: Path) -> None:
     asyncio.run(story())
 
 
-def test_flatten_orders_are_reduce_only_and_written_to_the_store_first(tmp_path: Path) -> None:
+def test_flatten_orders_are_reduce_only_and_written_to_the_store_first(
+    open_store: StoreOpener,
+) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         [eth] = await Flattener(store, SystemClock()).flatten(paper, [ETH], lambda s: "eth-bot", 5)
         assert eth.flat and eth.cancelled == ["tcx-rest"] and eth.closed_qty == Decimal("0.05")
         flatten_orders = [
@@ -254,10 +256,10 @@ class Scripted:
 
 
 def on_fake_clock(
-    tmp_path: Path, body: Callable[[PaperExchange, SqliteStore, Scripted, FakeClock], Any]
+    open_store: StoreOpener, body: Callable[[PaperExchange, StateStore, Scripted, FakeClock], Any]
 ) -> None:
     async def main() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         clock = FakeClock()
         await body(paper, store, Scripted(paper), clock)
 
@@ -269,11 +271,9 @@ def eth_bot(symbol: str) -> str | None:
 
 
 def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["fetch_open_orders"] = 1000
         began = clock.t
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
@@ -284,25 +284,23 @@ def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
         assert eth.errors[0] == "RetryableExchangeError: fetch_open_orders: timed out"
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_flatten_with_no_time_left_tries_once_and_reports_what_is_left(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_flatten_with_no_time_left_tries_once_and_reports_what_is_left(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["submit_order"] = 1000  # orders cancel, the position cannot be closed
         [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
         assert clock.sleeps == [] and btc.attempts == 1 and not btc.flat
         assert btc.errors == ["RetryableExchangeError: submit_order: timed out"]
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_position_that_will_not_close_is_reported_with_its_size(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_position_that_will_not_close_is_reported_with_its_size(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["submit_order"] = 3  # the first three closes fail; a short position
         [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0.5)
         assert not btc.flat and btc.attempts == 3, btc.as_dict()
@@ -311,15 +309,13 @@ def test_a_position_that_will_not_close_is_reported_with_its_size(tmp_path: Path
         await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
         assert await paper.fetch_positions(BTC) == []
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_an_order_still_listed_after_its_cancel_was_acknowledged_is_not_flat(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.stuck_cancels = True
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
         assert not eth.flat
@@ -328,24 +324,20 @@ def test_an_order_still_listed_after_its_cancel_was_acknowledged_is_not_flat(
         assert eth.cancelled == ["tcx-rest"], "each cancelled id is reported once"
         assert eth.as_dict()["remaining_orders"] == 1 and eth.as_dict()["flat"] is False
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_an_order_gone_before_its_cancel_counts_as_cancelled(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_an_order_gone_before_its_cancel_counts_as_cancelled(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.cancel_not_found = True
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
         assert eth.flat and eth.cancelled == ["tcx-rest"] and eth.errors == []
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_partial_closes_add_up_to_the_whole_position(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_partial_closes_add_up_to_the_whole_position(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.fill_cap = D("0.02")  # the exchange fills at most 0.02 of any order
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
         assert eth.flat and eth.closed_qty == D("0.05") and eth.remaining_qty == 0
@@ -353,15 +345,13 @@ def test_partial_closes_add_up_to_the_whole_position(tmp_path: Path) -> None:
         assert clock.sleeps == pytest.approx([0.2, 0.4]), "one back-off per pass that left some"
         assert eth.attempts == 3 and eth.as_dict()["closed_qty"] == "0.05"
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_the_flatten_order_closes_reduce_only_on_the_opposite_side_and_is_stored_first(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         reports = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH, BTC], eth_bot, 5)
         assert [(r.symbol, r.owner, r.flat) for r in reports] == [
             (BTC, None, True),
@@ -386,13 +376,11 @@ def test_the_flatten_order_closes_reduce_only_on_the_opposite_side_and_is_stored
         assert stored is not None and stored.status is OrderStatus.FILLED
         assert stored.filled_qty == D("0.05")
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_the_flattens_own_fill_is_in_the_store_afterwards(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_the_flattens_own_fill_is_in_the_store_afterwards(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
         assert eth.flat
         [sent] = gw.submitted
@@ -401,13 +389,11 @@ def test_the_flattens_own_fill_is_in_the_store_afterwards(tmp_path: Path) -> Non
         assert fills[sent.client_order_id].qty == D("0.05")
         assert "tcx-0" in fills, "the entry fill no one had recorded yet is there too"
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_resting_order_the_store_knows_is_marked_cancelled_there(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_resting_order_the_store_knows_is_marked_cancelled_there(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         known = await paper.submit_order(
             OrderIntent(
                 "eth-bot",
@@ -447,13 +433,11 @@ def test_a_resting_order_the_store_knows_is_marked_cancelled_there(tmp_path: Pat
         ]
         assert "tcx-rest" not in changed
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_flatten_without_a_store_works_the_same(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_flatten_without_a_store_works_the_same(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         events_before = len(store.events(limit=10_000))
         reports = await Flattener(None, clock, clock.sleep).flatten(gw, [ETH, BTC], no_owner, 5)
         assert all(r.flat for r in reports)
@@ -461,15 +445,13 @@ def test_a_flatten_without_a_store_works_the_same(tmp_path: Path) -> None:
         kinds = {e["kind"] for e in store.events(limit=10_000)[events_before:]}
         assert not kinds & {"order_intent_recorded", "order_filled", "order_status_changed"}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         await paper.submit_order(
             OrderIntent(
                 None,
@@ -499,13 +481,11 @@ def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
         assert clock.sleeps[:2] == pytest.approx([0.2, 0.4]), "discovery retried with back-off"
         assert reports[0].flat and reports[0].cancelled == ["tcx-rest"]
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_discovery_that_keeps_failing_past_the_deadline_raises(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_discovery_that_keeps_failing_past_the_deadline_raises(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["fetch_positions"] = 1000
         with pytest.raises(RetryableExchangeError):
             await Flattener(store, clock, clock.sleep).flatten(
@@ -514,7 +494,7 @@ def test_discovery_that_keeps_failing_past_the_deadline_raises(tmp_path: Path) -
         assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6])
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_a_report_reads_as_plain_data() -> None:

@@ -8,12 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.errors import NotFound
 from daemon.domain.models import (
     Candle,
@@ -24,8 +22,9 @@ from daemon.domain.models import (
     Position,
     Side,
 )
-from daemon.ports import CandlesClosed
+from daemon.ports import CandlesClosed, StateStore
 from daemon.runtime.reconcile import reconcile_account
+from tests.conftest import StoreOpener
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
 ETH, BTC = "ETH/USDT:USDT", "BTC/USDT:USDT"
@@ -61,10 +60,10 @@ def order(
 
 
 class Account:
-    """A paper account and the daemon's store, both on disk in one folder."""
+    """A paper account and the daemon's store (the SQLite file, or PostgreSQL)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.store = SqliteStore(folder / "state.db")
+    def __init__(self, open_store: StoreOpener) -> None:
+        self.store: StateStore = open_store()
         self.paper = PaperExchange(
             "paper",
             PaperSettings(Decimal(10_000), Decimal("0.0005"), Decimal("0.0002"), Decimal(0), 3),
@@ -84,20 +83,20 @@ class Account:
 
     def journal(self, kind: str) -> list[dict[str, Any]]:
         return [
-            {k: v for k, v in e.items() if k not in ("id", "ts")}
+            {k: v for k, v in e.items() if k not in ("id", "ts", "node")}  # node: a fleet's
             for e in self.store.events(limit=1000)
             if e["kind"] == kind
         ]
 
 
-def story(body: Callable[[Account], Awaitable[None]], folder: Path) -> None:
+def story(body: Callable[[Account], Awaitable[None]], open_store: StoreOpener) -> None:
     async def main() -> None:
-        await body(await Account(folder).open())
+        await body(await Account(open_store).open())
 
     asyncio.run(main())
 
 
-def test_an_order_the_store_knows_as_pending_is_learnt_open(tmp_path: Path) -> None:
+def test_an_order_the_store_knows_as_pending_is_learnt_open(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000001", price="2000")
         acc.store.record_intent(resting)  # the daemon died before it heard the reply
@@ -112,7 +111,7 @@ def test_an_order_the_store_knows_as_pending_is_learnt_open(tmp_path: Path) -> N
             resting.client_order_id
         ], "a known order is never cancelled"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 class WithoutBots:
@@ -130,7 +129,7 @@ class WithoutBots:
 
 
 def test_a_known_orders_change_is_journalled_for_its_bot_though_the_exchange_knows_none(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000008", price="2000")
@@ -146,10 +145,12 @@ def test_a_known_orders_change_is_journalled_for_its_bot_though_the_exchange_kno
             "open",
         )
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(tmp_path: Path) -> None:
+def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         known = order("tcaaaa-00000009", price="2000")
         acc.store.record_intent(known)
@@ -163,10 +164,10 @@ def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(tmp_path: P
             known.client_order_id
         ]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(tmp_path: Path) -> None:
+def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000002", price="2000")
         acc.store.record_intent(resting)
@@ -177,10 +178,10 @@ def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(tmp_path: Pat
         known = acc.store.order(resting.client_order_id)
         assert known is not None and known.filled_qty == 0 and known.status is OrderStatus.OPEN
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_an_order_the_store_already_agrees_with_is_not_rewritten(tmp_path: Path) -> None:
+def test_an_order_the_store_already_agrees_with_is_not_rewritten(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000003", price="2000")
         acc.store.record_intent(resting)
@@ -191,11 +192,11 @@ def test_an_order_the_store_already_agrees_with_is_not_rewritten(tmp_path: Path)
         assert len(acc.journal("order_status_changed")) == changes_before
         assert acc.store.order(resting.client_order_id) == store_order
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_an_unknown_order_of_ours_is_cancelled_and_a_hand_placed_one_left_alone(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         ours = order("tcdead-00000009", side=Side.SELL, qty="0.02", price="3000")
@@ -242,7 +243,7 @@ def test_an_unknown_order_of_ours_is_cancelled_and_a_hand_placed_one_left_alone(
         ]
         assert [e["cid"] for e in acc.journal("foreign_order_seen")] == ["web-12345"]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 class VanishingCancels:
@@ -263,7 +264,9 @@ class VanishingCancels:
         return getattr(self.inner, name)
 
 
-def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(tmp_path: Path) -> None:
+def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcdead-00000010", price="2000"))
         gateway = VanishingCancels(acc.paper)
@@ -273,10 +276,10 @@ def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(tmp_path
             ("unknown_order_cancelled", "tcdead-00000010")
         ]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(tmp_path: Path) -> None:
+def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("manual-1", symbol=BTC, qty="0.002", bot=None))
         await acc.paper.submit_order(order("tcaaaa-00000004", qty="0.04"))  # the bot's own
@@ -297,10 +300,12 @@ def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(tmp_path: Path) ->
         assert journalled["bot"] is None and journalled["symbol"] == BTC
         assert journalled["account"] == "paper" and journalled["qty"] == "0.002"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(tmp_path: Path) -> None:
+def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         entry = order("tcaaaa-00000005", qty="0.03")
         acc.store.record_intent(entry)
@@ -320,10 +325,12 @@ def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(tmp_pat
         await acc.reconcile()  # twice is harmless: no fill recorded twice
         assert len(acc.store.fills("eth-bot")) == 1
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_position_that_changed_while_down_is_adopted_and_journalled(tmp_path: Path) -> None:
+def test_a_position_that_changed_while_down_is_adopted_and_journalled(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcaaaa-00000006", qty="0.05"))
         held = (await acc.paper.fetch_positions(ETH))[0]
@@ -346,10 +353,10 @@ def test_a_position_that_changed_while_down_is_adopted_and_journalled(tmp_path: 
         assert adopted is not None and adopted.qty == Decimal("0.05")
         assert adopted.entry_price == Decimal(2500) and adopted.symbol == ETH
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_position_the_store_already_knows_is_no_difference(tmp_path: Path) -> None:
+def test_a_position_the_store_already_knows_is_no_difference(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcaaaa-00000007", side=Side.SELL, qty="0.05"))
         held = (await acc.paper.fetch_positions(ETH))[0]
@@ -359,11 +366,11 @@ def test_a_position_the_store_already_knows_is_no_difference(tmp_path: Path) -> 
         refreshed = acc.store.position("eth-bot")
         assert refreshed is not None and refreshed.mark_price == Decimal(2500), "saved afresh"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_a_position_closed_while_the_daemon_was_down_is_zeroed_in_the_store(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         acc.store.save_position(
@@ -397,28 +404,28 @@ def test_a_position_closed_while_the_daemon_was_down_is_zeroed_in_the_store(
         assert (zeroed.qty, zeroed.entry_price, zeroed.symbol) == (0, 0, ETH)
         assert zeroed.mark_price == Decimal(2450) and zeroed.leverage == 3
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_bot_that_never_held_anything_gets_no_position_row(tmp_path: Path) -> None:
+def test_a_bot_that_never_held_anything_gets_no_position_row(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         assert await acc.reconcile() == []
         assert acc.store.position("eth-bot") is None
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_flat_position_the_store_knows_as_flat_is_left_as_it_is(tmp_path: Path) -> None:
+def test_a_flat_position_the_store_knows_as_flat_is_left_as_it_is(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         flat = Position("paper", ETH, Decimal(0), Decimal(0), Decimal(2450), 3)
         acc.store.save_position("eth-bot", flat)
         assert await acc.reconcile() == []
         assert acc.store.position("eth-bot") == flat
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_every_bot_symbol_of_the_account_is_reconciled(tmp_path: Path) -> None:
+def test_every_bot_symbol_of_the_account_is_reconciled(open_store: StoreOpener) -> None:
     bots = {ETH: "eth-bot", BTC: "btc-bot"}
 
     async def body(acc: Account) -> None:
@@ -439,4 +446,4 @@ def test_every_bot_symbol_of_the_account_is_reconciled(tmp_path: Path) -> None:
         ]
         assert await acc.paper.fetch_open_orders() == []
 
-    story(body, tmp_path)
+    story(body, open_store)
