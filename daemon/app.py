@@ -247,10 +247,25 @@ class Daemon:
         return store
 
     async def _adopt(self, bot: str) -> None:
-        """A bot taken over from another node: its paper account as that node left it."""
-        gateway = self.gateways[self.config.bots[bot].account]
+        """A bot taken over from another node: its paper account as that node left it, and
+        its symbol reconciled with the exchange as a single node does at start (a stop that
+        fired meanwhile clears the plan and cancels the take-profit, journalled alike)."""
+        spec = self.config.bots[bot]
+        gateway = self.gateways[spec.account]
         if isinstance(gateway, PaperExchange):
             await gateway.start()
+        if not self._account_up(spec.account):
+            return
+        try:
+            self.reconciliation += await reconcile_account(
+                gateway,
+                self.store,
+                functools.partial(self._owner, spec.account),
+                {spec.symbol: bot},
+                in_flight_of=frozenset([bot]),
+            )
+        except Exception as e:  # the runner's own start looks at its orders again
+            self.log.error("reconcile_failed", bot=bot, error=f"{type(e).__name__}: {e}")
 
     def _build_feed(self, key: FeedKey, timeframes: list[str], store: StateStore) -> MarketFeed:
         """Replay for paper accounts on recorded data, else the exchange: websocket or REST."""
@@ -379,6 +394,13 @@ class Daemon:
                     self.clock,
                     on_adopt=self._adopt,
                 )
+                # The first round before the feeds run: a bot this node takes at start sees
+                # every candle from the first, as on a single node (a replay keeps parity).
+                try:
+                    await self.keeper.tick()
+                except Exception as e:  # the keeper's loop below tries again
+                    self.log.error("lease_keeper_failed", error=f"{type(e).__name__}: {e}")
+                await self.supervisor.wait_started(self._still_starting)
                 self._tasks.append(asyncio.create_task(self.keeper.run(), name="lease-keeper"))
             for key, feed in self.feeds.items():
                 if self._account_up(key.account):

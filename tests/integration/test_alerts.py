@@ -7,6 +7,8 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import eventually
 from tests.integration.alert_receiver import AlertReceiver, refusing_url
 from tests.integration.daemon_process import DaemonProcess
@@ -67,6 +69,7 @@ def test_a_flatten_through_the_daemon_and_a_direct_one_with_it_down_are_alerted(
         assert "from the command line" in direct and "eth-ema" in direct
 
 
+@pytest.mark.sqlite_only("two bots share one paper account: a fleet refuses it, see README")
 def test_a_hanging_or_refusing_receiver_holds_up_neither_candles_nor_a_flatten(
     make_daemon: MakeDaemon,
 ) -> None:

@@ -16,7 +16,8 @@ from tradectl.client import ControlClient
 BOTS, SPEED, WINDOW_S = 100, 60, 15.0  # each feed: one 1m candle a second
 
 
-@pytest.mark.usefixtures("daemon_store")  # on each store of TRADECTL_TEST_STORES
+@pytest.mark.usefixtures("daemon_store")
+@pytest.mark.sqlite_only("bots share paper accounts, which a fleet refuses (see README)")
 def test_a_hundred_bots_keep_their_cadence_while_clients_hammer_status(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(many_bots_config(BOTS, SPEED))

@@ -184,8 +184,8 @@ def test_an_entry_gets_its_stop_and_target_and_the_stop_closes_it_with_the_daemo
     rig.push("0.97")  # through the stop while nobody watches
     assert rig.position() == 0, "the exchange closed the position with the daemon dead"
 
-    rig.daemon.start()
-    eventually(lambda: rig.daemon.bot(BOT)["state"] == "running", timeout=30)
+    rig.daemon.start()  # on PostgreSQL it first waits out its old lease (lease_ttl_s)
+    eventually(lambda: rig.daemon.bot(BOT)["state"] == "running", timeout=45)
     states = {o["clientAlgoId"]: o["algoStatus"] for o in rig.algo_orders()}
     assert states[stop["clientAlgoId"]] in ("TRIGGERED", "FINISHED")
     assert states[target["clientAlgoId"]] == "CANCELED", "the orphaned take-profit is cancelled"

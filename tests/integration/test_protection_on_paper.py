@@ -34,8 +34,8 @@ def placed_since_last_start(daemon: DaemonProcess) -> list[dict[str, Any]]:
     with current().opened(daemon.state_dir) as store:
         events = store.events(BOT, limit=1 << 20)
     started = max(
-        e["id"] for e in events if e["kind"] in ("bot_resumed", "bot_autostarted")
-    )  # before its launch
+        e["id"] for e in events if e["kind"] in ("bot_resumed", "bot_autostarted", "bot_adopted")
+    )  # before its launch (adopted: a fleet node took its lease)
     return [
         e
         for e in events
