@@ -550,7 +550,11 @@ class Daemon:
         stream = self.user_streams.get(account)
         if stream is None:
             return None
-        return {"connected": stream.connected, "fills_recorded": stream.fills_recorded}
+        return {
+            "connected": stream.connected,
+            "fills_recorded": stream.fills_recorded,
+            "error": stream.last_error,
+        }
 
     async def _reconcile(self, account: str) -> None:
         bots = [name for name, bot in self.config.bots.items() if bot.account == account]

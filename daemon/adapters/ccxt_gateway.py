@@ -158,6 +158,8 @@ HISTORY_WINDOW_MS = 7 * 24 * 3600 * 1000 - 1  # both exchanges accept at most 7 
 HISTORY_PAGE = {"binanceusdm": 1000, "bitget": 100}
 # Which end of a window a full page comes from (ccxt sorts every page oldest first).
 HISTORY_NEWEST_FIRST = {"binanceusdm": False, "bitget": True}
+# Bitget's websocket login refusals: key, passphrase, timestamp, expired, sign, login failed.
+BITGET_WS_LOGIN_CODES = frozenset({"30011", "30012", "30013", "30014", "30015", "30005"})
 LEVERAGE_TIERS_FILE = Path(__file__).resolve().with_name("binance_usdm_leverage_tiers.json")
 
 
@@ -616,7 +618,7 @@ class CcxtGateway:
                     "fetch leverage tiers", self._ex.fetch_leverage_tiers, symbols
                 )
             else:
-                for symbol in symbols:
+                for symbol in (s for s in symbols if s in self._ex.markets):
                     fetched[symbol] = await self._call(
                         "fetch leverage tiers", self._ex.fetch_market_leverage_tiers, symbol
                     )
@@ -680,6 +682,8 @@ class CcxtGateway:
         union: bool | None = None
         margin_modes: dict[str, str] = {}
         for symbol in symbols:
+            if symbol not in ex.markets:
+                continue  # the preflight refuses its bot by name ("market")
             market = ex.market(symbol)
             reply = await self._call(
                 "fetch account",
@@ -779,6 +783,11 @@ class CcxtGateway:
                 self._ws.set_markets_from_exchange(self._ex)  # no second load_markets
             if self._ex is not None:
                 self._ws.options["timeDifference"] = self.time_difference_ms
+            if self.kind == "bitget":
+                # ccxt.pro signs Bitget's websocket login with the bare local clock, which
+                # Bitget refuses beyond 30 s: sign it with the measured exchange clock, as
+                # the REST requests are.
+                self._ws.seconds = lambda: self.exchange_time_ms() // 1000
         return self._ws
 
     async def watch_ohlcv(self, symbol: str, timeframe: str) -> list[list[float]]:
@@ -812,12 +821,31 @@ class CcxtGateway:
         return bool(has.get("watchMyTrades") and has.get("watchOrders"))
 
     def _stream_failed(self, what: str, e: CcxtError) -> ExchangeError:
-        """A user-data stream failed: ask for a (new) listen key on the next connect."""
+        """A user-data stream failed: log in again (Binance: a new listen key) on the next
+        connect. A refused websocket login says so, with the exchange's code and reason."""
         ws = self._ws
         if ws is not None:
             for kind in ("linear", "future", "swap"):
                 if isinstance(ws.options.get(kind), dict):
                     ws.options[kind] = {**ws.options[kind], "lastAuthenticatedTime": 0}
+            for client in (getattr(ws, "clients", None) or {}).values():
+                # ccxt.pro's Bitget forgets its login only on an authentication error; after
+                # any other refusal (an expired timestamp) it would wait for ever for a login
+                # it never sends again.
+                client.subscriptions.pop("authenticated", None)
+        code, message = exchange_code(e)
+        if self.kind == "bitget" and (
+            code in BITGET_WS_LOGIN_CODES or isinstance(e, ccxt_errors.AuthenticationError)
+        ):
+            fix = (
+                "the host's clock"
+                if code in ("30013", "30014")
+                else "the key, secret and passphrase of the credentials"
+            )
+            return AuthenticationFailed(
+                f"{what}: the websocket login was refused ({code} {scrub(message)}): check "
+                f"{fix}; fills are read by REST on every candle meanwhile"
+            )
         if isinstance(e, ccxt_errors.NetworkError):
             return RetryableExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
         return ExchangeError(f"{what}: {type(e).__name__}: {scrub(str(e))}")
@@ -845,7 +873,10 @@ class CcxtGateway:
 
     def _order(self, raw: dict[str, Any], bot: str | None = None) -> Order:
         status = raw.get("status")
-        filled = _dec(raw.get("filled"))
+        info = raw.get("info") or {}
+        # Bitget's websocket order: ccxt reads "filled" from baseVolume, the size of the fill
+        # that caused the push; the order's whole filled size is accBaseVolume.
+        filled = _dec(info.get("accBaseVolume") or raw.get("filled"))
         if status == "closed":
             state = OrderStatus.FILLED
         elif status in ("canceled", "cancelled", "expired"):
@@ -854,10 +885,10 @@ class CcxtGateway:
             state = OrderStatus.REJECTED
         else:
             state = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
-        cid = raw.get("clientOrderId") or f"exchange-{raw.get('id')}"
+        # Bitget's documented websocket order spells it clientOId; ccxt reads only clientOid
+        cid = raw.get("clientOrderId") or info.get("clientOId") or f"exchange-{raw.get('id')}"
         if raw.get("id") is not None:
             self._cid_by_order_id[str(raw["id"])] = cid
-        info = raw.get("info") or {}
         if info.get("actualOrderId"):  # a triggered conditional order's market order
             self._cid_by_order_id[str(info["actualOrderId"])] = cid
         order_type = _order_type(raw)

@@ -13,10 +13,12 @@ failed (an operator who fixes the account needs no restart). Checks, in order:
   which tradectl sets, is impossible there (Bitget's union margin likewise);
 - ``permissions``: the key may trade futures; a key that may withdraw is allowed but warned
   about loudly (journal and log, every start);
-- per bot ``market``: the symbol exists and is USDT-margined (Bitget: USDT-FUTURES, margin
-  coin USDT); ``leverage_bracket``: the bot's leverage is within the exchange's bracket for
-  a position of ``risk.max_position_usdt``, and that size is within the last bracket;
-  ``margin_mode``: the symbol is (made) isolated; ``leverage``: the exchange accepts it.
+- per bot ``market``: the symbol is a USDT-margined perpetual (Bitget: product type
+  USDT-FUTURES, margin coin USDT), judged by its name before the account checks so that no
+  other product type reaches the exchange, and the exchange lists it;
+  ``leverage_bracket``: the bot's leverage is within the exchange's bracket for a position
+  of ``risk.max_position_usdt``, and that size is within the last bracket; ``margin_mode``:
+  the symbol is (made) isolated; ``leverage``: the exchange accepts it.
 
 An account-wide failure holds every bot of the account (`errored`, with the reason); a
 bot's own failure holds that bot. Nothing else is affected, and nothing restarts in a loop.
@@ -34,6 +36,7 @@ from daemon.ports import AccountAdmin
 
 CLOCK_WARN_MS = 2_000
 SETTLE = "USDT"
+BITGET_PRODUCT_TYPE = "USDT-FUTURES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +115,48 @@ async def preflight(
             await gateway.start()
         report.connected = True
         _check_clock(gateway, report)
-        await _check_account(gateway, [b.symbol for b in bots], report)
+        tradable = []
+        for bot in bots:  # refused by name before any symbol reaches the exchange
+            wrong = not_a_usdt_perpetual(bot.symbol, gateway.kind)
+            if wrong is None:
+                tradable.append(bot)
+            else:
+                report.failures.append(Finding("market", wrong, bot.name))
+        await _check_account(gateway, [b.symbol for b in tradable], report)
         if not report.account_ok:
             return report
-        report.brackets = await gateway.load_leverage_brackets(sorted({b.symbol for b in bots}))
-        for bot in bots:
+        symbols = sorted({b.symbol for b in tradable})
+        report.brackets = await gateway.load_leverage_brackets(symbols)
+        for bot in tradable:
             await _check_bot(gateway, bot, max_position_usdt, report)
     except ExchangeError as e:
         check = "connect" if not report.connected else "exchange"
         report.failures.append(Finding(check, f"{type(e).__name__}: {e}"))
     return report
+
+
+def not_a_usdt_perpetual(symbol: str, kind: str) -> str | None:
+    """Why `symbol` (ccxt's unified BASE/QUOTE:SETTLE[-EXPIRY]) is not a USDT-margined
+    perpetual, naming its margin coin and, on Bitget, its product type; None if it is."""
+    pair, _, contract = symbol.partition(":")
+    settle, _, expiry = contract.partition("-")
+    if pair.endswith(f"/{SETTLE}") and settle == SETTLE and not expiry:
+        return None
+    if not settle:
+        found = "a spot pair, no margin coin"
+    elif settle == SETTLE and not expiry:
+        found = f"quoted in {pair.partition('/')[2]}"
+    else:
+        found = f"margin coin {settle}"
+        if kind == "bitget":
+            product = {"USDT": "USDT-FUTURES", "USDC": "USDC-FUTURES"}.get(settle, "COIN-FUTURES")
+            found += f", Bitget product type {product}"
+        if expiry:
+            found += f", a future delivered on {expiry}"
+    return (
+        f"{symbol} is not a USDT-margined perpetual ({found}); tradectl trades USDT-margined "
+        f"perpetuals only (Bitget: product type {BITGET_PRODUCT_TYPE}, margin coin {SETTLE})"
+    )
 
 
 def _check_clock(gateway: AccountAdmin, report: PreflightReport) -> None:
@@ -185,9 +220,6 @@ async def _check_bot(
         market = await gateway.market(bot.symbol)
     except NotFound:
         refuse("market", f"{gateway.kind} has no market {bot.symbol}")
-        return
-    if not bot.symbol.endswith(f"/{SETTLE}:{SETTLE}"):
-        refuse("market", f"{bot.symbol} is not a USDT-margined perpetual (USDT-FUTURES)")
         return
     if market.brackets:
         allowed = market.max_leverage_at(max_position)

@@ -2,7 +2,8 @@
 
 Without it a fill between two candles (a resting order, a liquidation, a trade placed by
 hand) is learnt only at the next candle's REST poll. The stream (ccxt.pro ``watch_my_trades``
-and ``watch_orders``; ccxt keeps Binance's listen key alive) records them at once. REST stays:
+and ``watch_orders``; ccxt keeps Binance's listen key alive and logs in to Bitget's private
+websocket) records them at once. REST stays:
 the runner still reads fills on every candle (fill ids make a second recording harmless),
 and after the stream fails, the gap is read by REST before it reconnects.
 
@@ -49,6 +50,7 @@ class UserStream:
         self._sleep = sleep
         self.fills_recorded = 0
         self.connected = False
+        self.last_error: str | None = None  # why the stream is down, until it is up again
         self.log = structlog.get_logger().bind(account=gateway.account)
 
     async def run(self) -> None:
@@ -65,13 +67,15 @@ class UserStream:
                 fills = await self._gateway.watch_fills()
             except ExchangeError as e:
                 self.connected = False
+                self.last_error = str(e)[:300]
                 gap = True
-                self.log.warning("user_stream_failed", error=str(e)[:300], retry_in_s=delay)
+                self.log.warning("user_stream_failed", error=self.last_error, retry_in_s=delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             if not self.connected:
                 self.connected = True
+                self.last_error = None
                 self.log.info("user_stream_connected")
             delay = RECONNECT_FIRST_S
             for fill in fills:

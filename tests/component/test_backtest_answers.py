@@ -33,6 +33,8 @@ from daemon.backtest_plot import (
 from tests.conftest import REPO
 from tradectl.config import load_config
 
+pytestmark = pytest.mark.slow  # runs whole backtests through the CLI and draws their charts
+
 DATA = REPO / "data" / "candles"
 ETH = DATA / "ETH_USDT_USDT-1m-futures.feather"
 BTC = DATA / "BTC_USDT_USDT-1m-futures.feather"

@@ -28,6 +28,8 @@ from daemon.backtest import (
 from tests.conftest import REPO
 from tradectl.config import load_config
 
+pytestmark = pytest.mark.slow  # both engines replay days of real candles
+
 ETH = REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
 
 

@@ -183,6 +183,38 @@ def test_preflight_passes_sets_isolated_and_loads_brackets_and_refuses_beyond_th
     run(story, isolated=False, withdrawals=True)
 
 
+def test_a_wrong_product_type_or_margin_coin_is_refused_by_name_and_the_right_bot_trades() -> None:
+    async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
+        bots = [
+            BotNeeds("usdc", "BTC/USDC:USDC", 3),
+            BotNeeds("coin", "ETH/USD:ETH", 3),
+            BotNeeds("dated", "ETH/USDT:USDT-261225", 3),
+            BotNeeds("gone", "XYZ/USDT:USDT", 3),
+            BotNeeds("b1", ETH, 3),
+        ]
+        report = await preflight(gw, bots, Decimal(50), started=True)
+        assert report.account_ok, "one bot's symbol holds that bot, not the account"
+        refused = {f.bot: f.reason for f in report.failures if f.check == "market"}
+        assert [f.check for f in report.failures] == ["market"] * 4
+        assert refused["gone"] == "bitget has no market XYZ/USDT:USDT"
+        assert refused["usdc"] == (
+            "BTC/USDC:USDC is not a USDT-margined perpetual (margin coin USDC, Bitget product "
+            "type USDC-FUTURES); tradectl trades USDT-margined perpetuals only (Bitget: "
+            "product type USDT-FUTURES, margin coin USDT)"
+        )
+        assert "margin coin ETH, Bitget product type COIN-FUTURES" in refused["coin"]
+        assert "a future delivered on 261225" in refused["dated"]
+        assert report.refusal("b1") is None
+        assert report.brackets == {ETH: "exchange", "XYZ/USDT:USDT": "unknown"}
+        assert server.margin_mode("ETHUSDT") == "isolated"
+        private = [p for _, path, p in server.requests if "/mix/account/" in path]
+        assert private and all(p["productType"] == "USDT-FUTURES" for p in private)
+        assert {p["marginCoin"] for p in private if "marginCoin" in p} == {"USDT"}
+        assert server.unknown_requests == []
+
+    run(story, isolated=False)
+
+
 def test_a_lost_reply_with_a_lagging_lookup_is_one_order_and_a_dropped_one_never_placed() -> None:
     async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
         server.faults.add("accepted_reply_lost", path="/api/v2/mix/order/place-order")

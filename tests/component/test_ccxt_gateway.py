@@ -186,6 +186,7 @@ def test_cancel_of_an_order_already_gone_is_not_an_error() -> None:
     run(story)
 
 
+@pytest.mark.slow  # waits out injected faults and back-offs over HTTP
 def test_flatten_all_flattens_a_loopback_account_through_faults() -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
         await gw.submit_order(intent("tc1-a", qty="0.04"))

@@ -84,7 +84,7 @@ class Flipper(Strategy):
 
 
 def config_text(url: str, plugins: Path, exchange: str = "binanceusdm") -> str:
-    # The loopback Bitget has no websocket: candles by REST.
+    # Bitget on REST (candles, fills), as its figures were measured; LoopbackBitgetWs streams.
     lookup = 'order_lookup_window_s = 10\nmarket_data_transport = "rest"'
     lookup = lookup if exchange == "bitget" else ""
     age = "max_candle_age_s = 2592000" if exchange == "bitget" else ""  # 30 days

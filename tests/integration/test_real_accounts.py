@@ -17,6 +17,7 @@ from tests.integration.real_account import LIVE_BOT, PAPER_BOT, daemon_on_loopba
 from tests.loopback.binance_usdm import LoopbackBinance
 from tests.loopback.binance_ws import LoopbackBinanceWs
 from tests.loopback.bitget_usdt import LoopbackBitget
+from tests.loopback.bitget_ws import LoopbackBitgetWs
 from tests.loopback.server_thread import API_KEY, API_SECRET
 
 PASSPHRASE = "loopback-passphrase"
@@ -259,3 +260,95 @@ def test_a_bot_the_exchange_keeps_refusing_backs_off_and_says_why(tmp_path: Path
         eventually(lambda: daemon.bot(LIVE_BOT)["candles_processed"] >= before + 5, timeout=60)
         assert posts() == sent == 2, "entries are held back, not sent again and again"
         assert len(journal(daemon.state_dir, "order_rejected")) == 2
+
+
+def test_a_bitget_fill_between_candles_arrives_by_the_user_data_stream_before_the_next_candle(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE)
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=1.0, kind="bitget"
+    ) as (daemon, market):
+        daemon.start()
+        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        account = eventually(
+            lambda: (
+                (a := daemon.cli_json("status")["daemon"]["accounts"]["live"])["user_stream"][
+                    "connected"
+                ]
+                and a
+            )
+        )
+        assert account["user_stream"]["fills_recorded"] >= 1
+        assert account["user_stream"]["error"] is None
+        market.pause_market()
+        before = settled(daemon)  # the last pushed candle is processed; no other comes
+        assert market.call(lambda s: s.position("ETHUSDT")[0]) != 0
+        price = market.call(lambda s: s.last_price("ETHUSDT"))
+        order_id = market.call(lambda s: s.liquidate("ETHUSDT", price))
+        logged = eventually(lambda: journal(daemon.state_dir, "liquidation_filled"), timeout=5)
+        [(bot, data)] = logged
+        cid = market.call(lambda s: s.orders_by_client_id())
+        assert bot == LIVE_BOT and json.loads(data)["cid"] in cid
+        assert json.loads(data)["cid"].startswith("burst-") and order_id
+        assert daemon.bot(LIVE_BOT)["candles_processed"] == before, "no candle was needed"
+        assert market.call(lambda s: s.ws_logins) == ["ok"]
+
+
+def test_a_bitget_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE)
+    limits = "daily_loss_limit_usdt = 20"
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=0.5, kind="bitget"
+    ) as (daemon, market):
+        text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
+        daemon.config.write_text(text)
+        daemon.start()
+        for _ in range(10):  # a quiet market with a position open (its stop may fire first)
+            eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+            market.pause_market()
+            settled(daemon)
+            if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
+                break
+            market.resume_market()
+        daemon.stop()  # down over a funding time
+        signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
+        paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
+        assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid, as a Bitget bill
+        daemon.start()
+        market.resume_market()  # the next candle checks the loss limits
+        bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
+        assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
+        [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
+        assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
+        assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+        bills = [p for m, path, p in market.call(lambda s: list(s.requests)) if "bill" in path]
+        assert bills and all(p["productType"] == "USDT-FUTURES" for p in bills)
+
+
+def test_a_refused_bitget_websocket_login_shows_in_status_and_the_bot_trades_by_rest(
+    tmp_path: Path,
+) -> None:
+    server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE, ws_passphrase="another")
+    with daemon_on_loopback(
+        tmp_path, server, password=PASSPHRASE, interval_s=0.5, kind="bitget"
+    ) as (daemon, market):
+        daemon.start()
+        stream = eventually(
+            lambda: (
+                (s := daemon.cli_json("status")["daemon"]["accounts"]["live"]["user_stream"])[
+                    "error"
+                ]
+                and s
+            ),
+            timeout=60,
+        )
+        assert not stream["connected"]
+        assert "websocket login was refused (30012 Invalid ACCESS_PASSPHRASE)" in stream["error"]
+        filled = eventually(lambda: len(journal(daemon.state_dir, "order_filled")) >= 2, timeout=60)
+        assert filled, "fills are recorded by REST while the stream is refused"
+        assert daemon.bot(LIVE_BOT)["state"] == "running" and daemon.bot(LIVE_BOT)["restarts"] == 0
+        assert daemon.cli("health").returncode == 0
+        log = daemon.log_path.read_text()
+        assert "user_stream_failed" in log and API_SECRET not in log and PASSPHRASE not in log
+        assert set(market.call(lambda s: s.ws_logins)) == {"30012"}

@@ -362,6 +362,9 @@ class LoopbackBitget:
         pos = self._state(symbol).position
         return pos.qty, pos.entry
 
+    def last_price(self, symbol: str) -> Decimal | None:
+        return self._state(symbol).last
+
     def margin_mode(self, symbol: str) -> str:
         return self._state(symbol).margin_mode
 
@@ -430,6 +433,12 @@ class LoopbackBitget:
         self._orders[order.order_id] = order
         self._fill(order, order.size, order.price, maker=False, now=now)
         return order.order_id
+
+    def _on_order_event(self, order: _Order) -> None:
+        """An order was placed, cancelled or expired without a fill (the websocket pushes)."""
+
+    def _on_fill(self, order: _Order, fill: _Fill) -> None:
+        """An order filled, in part or whole (the websocket pushes the fill and the order)."""
 
     # ------------------------------------------------------------------ HTTP
 
@@ -909,6 +918,8 @@ class LoopbackBitget:
                 order.state = "canceled"
             elif marketable and last is not None:
                 self._fill(order, size, last, maker=False, now=now)
+        if order.state != "filled":
+            self._on_order_event(order)  # a fill already told of a filled one
         return {"orderId": str(order.order_id), "clientOid": oid}
 
     def _fill(self, order: _Order, qty: Decimal, price: Decimal, *, maker: bool, now: int) -> None:
@@ -920,6 +931,7 @@ class LoopbackBitget:
                 order.state = "canceled"  # never flip: the excess is dropped
         if qty <= 0:
             order.update_time = now
+            self._on_order_event(order)
             return
         price = price.quantize(state.spec.tick)
         profit = state.position.apply(order.side.upper(), qty, price)
@@ -955,6 +967,7 @@ class LoopbackBitget:
         order.update_time = now
         if order.state != "canceled":
             order.state = "filled" if order.filled == order.size else "partially_filled"
+        self._on_fill(order, self._fills[-1])
 
     def _find(self, params: dict[str, Any]) -> _Order | None:
         state = self._symbol(params)
@@ -984,6 +997,7 @@ class LoopbackBitget:
             raise BitgetError("40768", "Order does not exist")
         order.state = "canceled"
         order.update_time = self._clock()
+        self._on_order_event(order)
         return {"orderId": str(order.order_id), "clientOid": order.client_oid}
 
     def _orders_pending(self, params: dict[str, Any]) -> Any:

@@ -94,7 +94,7 @@ class ServerThread:
     def resume_market(self) -> None:
         self._pushing.set()
 
-    def call(self, fn: Callable[[LoopbackBinance], T]) -> T:
+    def call(self, fn: Callable[[Any], T]) -> T:
         """Run `fn(server)` on the server's own thread and return its result."""
 
         async def inner() -> T:

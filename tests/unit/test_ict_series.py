@@ -101,6 +101,7 @@ REAL = [
 ]
 
 
+@pytest.mark.slow  # evaluates every window of weeks of real candles
 @pytest.mark.parametrize(("raw", "rows"), REAL)
 def test_real_candles_match_evaluate(
     eth: dict[str, pl.DataFrame], raw: dict[str, Any], rows: range
@@ -115,6 +116,7 @@ def test_real_candles_match_evaluate(
     assert restricted(series, rows) == expected
 
 
+@pytest.mark.slow  # evaluates every window of weeks of real candles
 def test_btc_through_the_backtest_s_own_signal_rows() -> None:
     """BTC, 1m base with a 15m trend (`evaluate` per 1m candle, as the runner calls it)."""
     strategy = Ict(IctParams(timeframe="1m", trend_timeframe="15m", lookback=80, max_age=30))
@@ -204,6 +206,7 @@ def setups(draw: st.DrawFn) -> tuple[Ict, dict[str, pl.DataFrame], dict[str, int
     return strategy, frames, {tf: max(1, n) for tf, n in windows.items()}
 
 
+@pytest.mark.slow  # every window of every example (10-15 s); indicators: test_indicators.py
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(setups())
 def test_random_candles_match_evaluate(
@@ -240,6 +243,7 @@ def sees(zones: ZoneInstances, start: int, end: int) -> set[tuple[Any, ...]]:
     return out
 
 
+@pytest.mark.slow  # every window of every example (10-15 s); indicators: test_indicators.py
 @settings(max_examples=30, deadline=None)
 @given(moves(0, 50), WINDOW)
 def test_window_trend_is_structure_on_each_window(
@@ -260,6 +264,7 @@ def test_window_trend_is_structure_on_each_window(
     assert got.tolist() == expected
 
 
+@pytest.mark.slow  # every window of every example (10-15 s); indicators: test_indicators.py
 @settings(max_examples=30, deadline=None)
 @given(moves(0, 50), WINDOW)
 def test_zone_instances_are_the_zones_of_each_window(
@@ -288,6 +293,7 @@ def test_zone_instances_are_the_zones_of_each_window(
     target(float(seen))
 
 
+@pytest.mark.slow  # every window of every example (10-15 s); indicators: test_indicators.py
 @settings(max_examples=30, deadline=None)
 @given(
     moves(0, 50),
