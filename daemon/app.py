@@ -746,6 +746,7 @@ class Daemon:
         bot = arg(request, "bot", str, None)
         if self.keeper is not None:
             await self.keeper.refresh()
+        bots = [self._with_lease(row) for row in self.supervisor.status(bot)]
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -758,12 +759,14 @@ class Daemon:
                 "reconciliation": self.reconciliation + self.duties.drift_rows(),
                 "node": self.loaded.node,
                 "store": "sqlite" if self.loaded.store_url is None else "postgresql",
+                # None, or why the bots' stored fields are the last ones read (from memory)
+                "store_unreachable": self.supervisor.store_problem,
                 "accounts": {
                     name: {**r.as_dict(), "user_stream": self._stream_status(name)}
                     for name, r in self.preflights.items()
                 },
             },
-            "bots": [self._with_lease(row) for row in self.supervisor.status(bot)],
+            "bots": bots,
             **({} if self.keeper is None else {"nodes": self.keeper.nodes()}),
         }
 
