@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from difflib import unified_diff
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +58,11 @@ class Module:
 
 
 MODULES: dict[str, Module] = {
-    "risk": Module("daemon/domain/risk.py", ("tests/unit/test_risk.py",)),
+    "risk": Module(
+        "daemon/domain/risk.py",
+        ("tests/unit/test_risk.py", "tests/unit/test_leverage_brackets.py"),
+        note="the leverage brackets (issue 15) are tested in their own file",
+    ),
     "health": Module("daemon/domain/health.py", ("tests/unit/test_health.py",)),
     "health-monitor": Module(
         "daemon/runtime/health.py", ("tests/component/test_health_monitor.py",)
@@ -98,6 +104,11 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_preflight.py",),
         note="every check before the store is touched; config check runs it (issue 11)",
     ),
+    "fleet": Module(
+        "daemon/domain/fleet.py",
+        ("tests/unit/test_fleet_placement.py",),
+        note="which node holds which bot, and who takes a free one (the lease book)",
+    ),
     **{
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
         for name in ("fvg", "swings", "blocks", "liquidity", "structure")
@@ -114,7 +125,7 @@ MODULES: dict[str, Module] = {
 class Equivalent:
     path: str  # a file, or a folder for every file in it
     before: str  # the changed part of the source line
-    after: str  # what the mutant has there instead
+    after: str | None  # what the mutant has there instead; None: any change (unreachable)
     reason: str
 
 
@@ -161,6 +172,21 @@ JOIN_ORDER = (
     "promise, which no test can tell apart from luck"
 )
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
+FLATTEN = "daemon/runtime/flatten.py"
+ROW_KEPT = (
+    "a refused flatten order goes to the store's update_order, which writes only the status, "
+    "fills, exchange id and reason of the row its client order id names (both stores); the "
+    "account, symbol, side, type, quantity, price and reduce-only flag stay as record_intent "
+    "wrote them"
+)
+LOAD_ORDER = (
+    "the load is only compared, to pick the least-loaded node: starting every node at 1, or "
+    "counting each lease twice, keeps every node's order and every tie"
+)
+NEVER_BOUND = (
+    "with no socket made (never started, or closed), the path's (device, inode) is compared "
+    'with "" instead of skipped: a tuple never equals it, so nothing is removed either way'
+)
 CLOSE = (
     "close(): connection tasks end at once when cancelled and, on Python 3.11, a closed "
     "Server's wait_closed() returns at once; neither wait can be seen to matter"
@@ -234,6 +260,13 @@ EQUIVALENT: list[Equivalent] = [
         "stop_distance <= 0 and equity <= 0",
         "a Signal never has its stop at its entry, so stop_distance > 0 and the guard reduces to "
         "equity <= 0, whose size (0 or negative) the minimum-amount check refuses anyway",
+    ),
+    Equivalent(
+        RISK,
+        'return Sizing(ZERO, "stop", f"the signal\'s stop {signal.stop} is at its entry")',
+        None,
+        "unreachable: a Signal cannot be made with its stop at its entry (it checks "
+        "stop < entry < take_profit, or the reverse for a short)",
     ),
     Equivalent(
         RISK,
@@ -382,6 +415,47 @@ EQUIVALENT: list[Equivalent] = [
         "limit=MAX_REQUEST_BYTES + 1",
         "limit=MAX_REQUEST_BYTES + 2",
         "outside the contract: frames over the limit are refused by the parser either way",
+    ),
+    Equivalent(
+        SERVER,
+        "self._bound: tuple[int, int] | None = None",
+        'self._bound: tuple[int, int] | None = ""',
+        NEVER_BOUND,
+    ),
+    Equivalent(SERVER, "self._bound = None", 'self._bound = ""', NEVER_BOUND),
+    Equivalent(
+        SERVER,
+        "error, reply.v)",
+        "error, )",
+        "every reply is made by ok_reply or error_reply with the protocol's one version, which "
+        "is also Reply's default",
+    ),
+    Equivalent(
+        SERVER,
+        "self._connections.pop(task, None)",
+        "self._connections.pop(task, )",
+        "the task was added to the pool before the `try` and only this `finally` removes it "
+        "(close() cancels tasks, it does not remove them): the key is always there",
+    ),
+    *(
+        Equivalent(FLATTEN, f"{name}=intent.{name},", f"{name}=None,", ROW_KEPT)
+        for name in ("account", "symbol", "side", "type", "qty", "price", "reduce_only")
+    ),
+    Equivalent(
+        FLATTEN,
+        "if p.symbol == symbol), ZERO)",
+        "if p.symbol == symbol), )",
+        "with no position the sum starts from int 0 instead of Decimal 0: equal to it, shown "
+        "and stored as the same '0'; with one, int 0 + Decimal is that Decimal",
+    ),
+    Equivalent(
+        "daemon/domain/fleet.py",
+        "load = dict.fromkeys(live, 0)",
+        "load = dict.fromkeys(live, 1)",
+        LOAD_ORDER,
+    ),
+    Equivalent(
+        "daemon/domain/fleet.py", "load[lease.holder] += 1", "load[lease.holder] += 2", LOAD_ORDER
     ),
     Equivalent(
         MONITOR,
@@ -560,7 +634,7 @@ def run_group(
                 outcome.error = f"mutmut exited {run.returncode}:\n{tail}"
             return outcomes
         for outcome in outcomes:
-            collect(work, outcome, mutmut)
+            collect(work, outcome)
         return outcomes
     finally:
         if keep:
@@ -569,11 +643,12 @@ def run_group(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
+def collect(work: Path, outcome: Outcome) -> None:
     from mutmut.stats import status_by_exit_code
 
     meta = json.loads((work / "mutants" / (outcome.path + ".meta")).read_text())
     source = (work / outcome.path).read_text()
+    diff_of = mutant_diffs(work / "mutants" / outcome.path, outcome.path)
     for name, exit_code in sorted(meta["exit_code_by_key"].items(), key=mutant_order):
         status = status_by_exit_code[exit_code]
         outcome.total += 1
@@ -581,10 +656,7 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
             outcome.killed += 1
             outcome.timeouts += status == "timeout"
             continue
-        shown = subprocess.run(
-            [mutmut, "show", name], cwd=work, capture_output=True, text=True
-        ).stdout
-        line, before, after = locate(source, name, shown)
+        line, before, after = locate(source, name, diff_of(name))
         survivor = Survivor(name, status, line, before, after)
         survivor.equivalent = next(
             (
@@ -592,11 +664,27 @@ def collect(work: Path, outcome: Outcome, mutmut: str) -> None:
                 for e in EQUIVALENT
                 if outcome.path.startswith(e.path)
                 and e.before in before
-                and before.replace(e.before, e.after, 1) == after
+                and (e.after is None or before.replace(e.before, e.after, 1) == after)
             ),
             None,
         )
         outcome.survivors.append(survivor)
+
+
+def mutant_diffs(mutated: Path, path: str) -> Callable[[str], str]:
+    """What `mutmut show NAME` prints, from one parse of the mutated file: a `mutmut show`
+    per survivor parses it again each time, minutes for a module with many survivors."""
+    import libcst as cst
+    from mutmut.mutation.diff_apply import read_mutant_function, read_original_function
+
+    module = cst.parse_module(mutated.read_text())
+
+    def diff_of(name: str) -> str:
+        functions = (read_original_function(module, name), read_mutant_function(module, name))
+        before, after = (cst.Module([f]).code.strip().split("\n") for f in functions)
+        return "\n".join(unified_diff(before, after, fromfile=path, tofile=path, lineterm=""))
+
+    return diff_of
 
 
 def mutant_order(item: tuple[str, object]) -> tuple[str, int]:

@@ -50,6 +50,9 @@ MAX_CLIENTS_PER_OTHER_UID = 8
 OTHER_IDLE_TIMEOUT_S = 10.0
 SOCKET_MODE = 0o660
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+# CPython refuses a getsockopt buffer over 1024 bytes ("buflen out of range", an OSError):
+# 256 groups; a peer in more is looked up in /proc instead.
+PEERGROUPS_BUFFER_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +310,7 @@ def _peer_of(writer: asyncio.StreamWriter) -> Peer:
     pid, uid, gid = struct.unpack("iII", raw)
     supplementary: frozenset[int] | None = None
     with contextlib.suppress(OSError):  # too many groups for the buffer, or an old kernel
-        packed = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4096)
+        packed = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, PEERGROUPS_BUFFER_BYTES)
         supplementary = frozenset(struct.unpack(f"{len(packed) // 4}I", packed))
     return Peer(pid, uid, gid, supplementary)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.control import server as control_server
 from daemon.control.server import (
@@ -293,7 +295,8 @@ def test_the_authorizer_sees_the_kernels_peer_and_may_refuse(sock_path: Path) ->
             assert code(replies[1]) == ErrorCode.FORBIDDEN
             assert replies[1]["error"]["message"] == f"uid {os.getuid()} may not"
             assert [cmd for _, cmd in seen] == ["status", "positions"]
-            assert seen[0][0] == Peer(os.getpid(), os.getuid(), os.getgid())
+            groups = frozenset(os.getgroups())  # as the kernel tells them (SO_PEERGROUPS)
+            assert seen[0][0] == Peer(os.getpid(), os.getuid(), os.getgid(), groups)
 
     run(body)
 
@@ -396,8 +399,11 @@ def test_a_stale_socket_left_by_a_crash_is_replaced(sock_path: Path) -> None:
 def test_a_missing_folder_is_named_and_closing_twice_is_harmless(sock_path: Path) -> None:
     async def body() -> None:
         nested = sock_path.parent / "run" / "c.sock"
-        with pytest.raises(SocketPathError, match=f"control socket {nested}: cannot listen"):
+        with pytest.raises(SocketPathError) as refused:
             await ControlServer(nested, HANDLERS).start()
+        assert str(refused.value) == (
+            f"control socket {nested}: cannot listen there: No such file or directory"
+        )
         assert not nested.parent.exists(), "the daemon's folders are checked, not made, here"
         server = ControlServer(sock_path, HANDLERS)
         await server.start()
@@ -531,7 +537,10 @@ def test_a_probe_of_a_socket_that_never_accepts_gives_up(sock_path: Path) -> Non
     try:
         assert not starter.is_alive(), "start() hung on a socket that never answers"
         [error] = outcome
-        assert isinstance(error, SocketInUse) and "cannot tell whether it is in use" in str(error)
+        assert isinstance(error, SocketInUse) and str(error) == (
+            f"control socket {sock_path}: cannot tell whether it is in use "
+            f"({os.strerror(errno.EAGAIN)}); refusing to take it"  # Linux: the backlog is full
+        )
         assert mode(sock_path) > 0, "and left it in place"
     finally:
         for client in waiting:
@@ -592,3 +601,342 @@ def test_a_peers_supplementary_groups_are_read_from_the_kernel() -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(read_end)
+
+
+# --- who gets a slot (issue 11: administrators' pool, everyone else's, per uid) -------------
+
+
+def roles(*admin: bool) -> Callable[[Peer], bool]:
+    """Each new connection's role, in the order they connect: one test process is everyone."""
+    queue = list(admin)
+    return lambda peer: queue.pop(0)
+
+
+async def served(path: Path, id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has been answered once, so it surely holds its slot."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(frame(id=id))
+    reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
+    assert (reply["id"], reply["ok"]) == (id, True), reply
+    return reader, writer
+
+
+def test_a_user_without_rights_holds_eight_connections_and_the_ninth_is_told_why(
+    sock_path: Path,
+) -> None:
+    async def body() -> None:
+        async with serving(sock_path, privileged=lambda peer: peer.uid != os.getuid()):
+            held = [await served(sock_path, f"c{i}") for i in range(8)]
+            [busy] = await exchange(sock_path, frame(id="ninth"))
+            assert busy["error"] == {
+                "code": ErrorCode.BUSY,
+                "message": f"uid {os.getuid()} holds 8 connections already; try again",
+            }
+            await closed(held.pop()[1])
+            for _ in range(200):
+                if (await exchange(sock_path, frame(id="again")))[0]["ok"]:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the freed slot never served again")
+            for _, writer in held:
+                await closed(writer)
+
+    run(body)
+
+
+def test_others_share_a_pool_of_48_that_never_crowds_out_an_administrator(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_server, "MAX_CLIENTS_PER_OTHER_UID", 1000)  # one uid fills it
+
+    async def body() -> None:
+        admin_pool = 2
+        order = roles(*[False] * 49, True, True, False, True)
+        async with serving(sock_path, privileged=order, max_clients=admin_pool):
+            others = [await served(sock_path, f"o{i}") for i in range(48)]
+            [busy] = await exchange(sock_path, frame(id="49th"))
+            assert busy["error"] == {
+                "code": ErrorCode.BUSY,
+                "message": "too many clients without administrator rights; try again",
+            }
+            admins = [await served(sock_path, f"a{i}") for i in range(admin_pool)]
+            [still] = await exchange(sock_path, frame(id="other"))
+            assert still["error"]["message"].startswith("too many clients without"), (
+                "the administrators' slots are not the others' pool"
+            )
+            [full] = await exchange(sock_path, frame(id="third admin"))
+            assert full["error"] == {
+                "code": ErrorCode.BUSY,
+                "message": "too many clients; try again",
+            }
+            for _, writer in others + admins:
+                await closed(writer)
+
+    run(body)
+
+
+def test_an_idle_user_without_rights_is_dropped_sooner_than_an_administrator(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_server, "OTHER_IDLE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(control_server, "IDLE_TIMEOUT_S", 30.0)
+
+    async def body() -> None:
+        async with serving(sock_path, privileged=roles(True, False)):
+            admin_reader, admin_writer = await served(sock_path, "admin")
+            other_reader, other_writer = await served(sock_path, "other")
+            assert await asyncio.wait_for(other_reader.read(), 10) == b"", "idle: dropped"
+            admin_writer.write(frame(id="still here"))
+            reply = json.loads(await asyncio.wait_for(admin_reader.readline(), 10))
+            assert (reply["id"], reply["ok"]) == ("still here", True)
+            await closed(other_writer)
+            await closed(admin_writer)
+
+    run(body)
+
+
+def test_a_peers_supplementary_groups_come_from_the_socket_itself(sock_path: Path) -> None:
+    async def groups(request: Request) -> Any:
+        peer = current_peer.get()
+        return {"supplementary": sorted(peer.supplementary or ()), "groups": sorted(peer.groups())}
+
+    extra = [4242, 4343, 4444] if os.geteuid() == 0 else []  # root can show several
+    before = os.getgroups()
+
+    async def body() -> None:
+        async with serving(sock_path, {"ping": groups}):
+            if extra:
+                os.setgroups([*before, *extra])
+            try:
+                [reply] = await exchange(sock_path, frame())
+            finally:
+                if extra:
+                    os.setgroups(before)
+            expected = sorted({*before, *extra})
+            assert reply["result"] == {
+                "supplementary": expected,
+                "groups": sorted({os.getgid(), *expected}),
+            }
+
+    run(body)
+
+
+def test_groups_the_socket_told_are_used_as_they_are_without_reading_proc() -> None:
+    told = Peer(os.getpid(), os.getuid(), 4100, frozenset({4242, 4343}))
+    assert told.groups() == {4100, 4242, 4343}
+    assert Peer(os.getpid(), os.getuid(), 4100, frozenset()).groups() == {4100}
+
+
+# --- what is at the socket path -----------------------------------------------------------
+
+
+def test_a_symbolic_link_at_the_socket_path_is_refused_and_left_in_place(
+    sock_path: Path,
+) -> None:
+    target = sock_path.parent / "elsewhere"
+    target.write_text("not ours")
+    sock_path.symlink_to(target)
+
+    async def body() -> None:
+        with pytest.raises(SocketPathError) as refused:
+            await ControlServer(sock_path, HANDLERS).start()
+        assert str(refused.value) == (
+            f"control socket {sock_path}: is a symbolic link; refusing to replace it"
+        )
+
+    run(body)
+    assert sock_path.is_symlink() and target.read_text() == "not ours"
+
+
+def test_a_folder_at_the_socket_path_is_refused_and_left_in_place(sock_path: Path) -> None:
+    sock_path.mkdir()
+    (sock_path / "keep").write_text("x")
+
+    async def body() -> None:
+        with pytest.raises(SocketPathError) as refused:
+            await ControlServer(sock_path, HANDLERS).start()
+        assert (
+            str(refused.value) == f"control socket {sock_path}: is a folder; refusing to replace it"
+        )
+
+    run(body)
+    assert (sock_path / "keep").read_text() == "x"
+
+
+def test_a_socket_path_that_cannot_be_checked_is_refused_with_the_reason(
+    sock_path: Path,
+) -> None:
+    sock_path.write_text("a file where a folder should be")
+    inside = sock_path / "c.sock"
+
+    async def body() -> None:
+        with pytest.raises(SocketPathError) as refused:
+            await ControlServer(inside, HANDLERS).start()
+        assert str(refused.value) == f"control socket {inside}: cannot check it: Not a directory"
+
+    run(body)
+
+
+def test_a_socket_path_of_107_bytes_is_served_and_one_of_108_refused(sock_path: Path) -> None:
+    folder = bytes(sock_path.parent)
+    longest = Path(os.fsdecode(folder + b"/" + b"s" * (106 - len(folder))))
+    too_long = Path(os.fsdecode(bytes(longest) + b"t"))
+    assert (len(bytes(longest)), len(bytes(too_long))) == (107, 108)
+
+    async def body() -> None:
+        async with serving(longest):
+            [reply] = await exchange(longest, frame(id="long"))
+            assert reply["ok"]
+        with pytest.raises(SocketPathError) as refused:
+            await ControlServer(too_long, HANDLERS).start()
+        assert str(refused.value) == (
+            f"control socket {too_long}: the path is 108 bytes long; a Unix socket path may "
+            "have at most 107"
+        )
+
+    run(body)
+    assert not too_long.exists()
+
+
+def put_file(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_close_removes_only_the_socket_it_made(sock_path: Path) -> None:
+    async def body() -> None:
+        first = ControlServer(sock_path, HANDLERS)
+        await first.start()
+        os.unlink(sock_path)  # someone took the path over: another daemon's socket is there now
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(str(sock_path))
+        try:
+            await first.close()
+            assert mode(sock_path) > 0, "another's socket is left alone"
+        finally:
+            other.close()
+        os.unlink(sock_path)
+        second = ControlServer(sock_path, HANDLERS)
+        await second.start()
+        os.unlink(sock_path)
+        put_file(sock_path, "a file now")
+        await second.close()
+
+    run(body)
+    assert sock_path.read_text() == "a file now"
+
+
+# --- no secret leaves in a reply ----------------------------------------------------------
+
+
+def test_a_reply_never_carries_a_signed_url_or_a_key_whatever_field_it_hides_in(
+    sock_path: Path,
+) -> None:
+    leaky = "GET https://fapi.binance.com/fapi/v1/order?symbol=ETHUSDT&signature=abcd1234 503"
+
+    async def chatty(request: Request) -> Any:
+        return {"error": leaky, "nested": [{"note": "X-MBX-APIKEY: abcdefgh12345"}], "n": 3}
+
+    async def body() -> None:
+        handlers = {"ping": chatty, "status": failing(Refused(f"exchange said: {leaky}"))}
+        async with serving(sock_path, handlers):
+            ok, refused = await exchange(sock_path, frame("ping", id="a") + frame("status", id="b"))
+            assert ok == {
+                "v": 1,
+                "id": "a",
+                "ok": True,
+                "result": {
+                    "error": "GET https://fapi.binance.com/fapi/v1/order?*** 503",
+                    "nested": [{"note": "X-MBX-APIKEY: ***"}],
+                    "n": 3,
+                },
+            }
+            assert refused == {
+                "v": 1,
+                "id": "b",
+                "ok": False,
+                "error": {
+                    "code": ErrorCode.REFUSED,
+                    "message": "exchange said: GET https://fapi.binance.com/fapi/v1/order?*** 503",
+                },
+            }
+
+    run(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to be in more groups than fit")
+def test_a_peer_in_more_groups_than_the_socket_can_tell_is_looked_up_in_proc(
+    sock_path: Path,
+) -> None:
+    async def groups(request: Request) -> Any:
+        peer = current_peer.get()
+        return {"told": peer.supplementary is not None, "groups": sorted(peer.groups())}
+
+    many = list(range(5000, 5300))  # 300 groups: 1200 bytes, over the 1024 Python reads
+    before = os.getgroups()
+
+    async def body() -> None:
+        async with serving(sock_path, {"ping": groups}):
+            os.setgroups(many)
+            try:
+                [reply] = await exchange(sock_path, frame())
+            finally:
+                os.setgroups(before)
+            assert reply["result"] == {"told": False, "groups": sorted({os.getgid(), *many})}
+
+    run(body)
+
+
+def test_a_client_that_connects_and_leaves_without_a_word_is_no_error(sock_path: Path) -> None:
+    async def body() -> None:
+        async with serving(sock_path):
+            with capture_logs() as logs:
+                reader, writer = await asyncio.open_unix_connection(str(sock_path))
+                writer.write_eof()
+                assert await asyncio.wait_for(reader.read(), 10) == b""
+                await closed(writer)
+                [reply] = await exchange(sock_path, frame(id="after"))  # the server is fine
+            assert reply["ok"]
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == []
+
+    run(body)
+
+
+def test_a_parser_failure_of_any_kind_still_gets_an_answer(
+    sock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse = control_server.decode_request
+
+    def buggy(line: bytes) -> Request:
+        if b"boom" in line:
+            raise KeyError("a bug in the parser")
+        return parse(line)
+
+    monkeypatch.setattr(control_server, "decode_request", buggy)
+
+    async def body() -> None:
+        async with serving(sock_path):
+            bad, good = await exchange(sock_path, frame(id="boom") + frame(id="next"))
+            assert bad == {
+                "v": 1,
+                "id": None,
+                "ok": False,
+                "error": {
+                    "code": ErrorCode.BAD_REQUEST,
+                    "message": "frame cannot be parsed (KeyError)",
+                },
+            }
+            assert (good["id"], good["ok"]) == ("next", True)
+
+    run(body)
+
+
+def test_closing_after_someone_removed_our_socket_is_harmless(sock_path: Path) -> None:
+    async def body() -> None:
+        server = ControlServer(sock_path, HANDLERS)
+        await server.start()
+        os.unlink(sock_path)
+        await server.close()
+        assert mode(sock_path) == 0
+
+    run(body)

@@ -4,18 +4,22 @@ the SQLite file and the PostgreSQL store (the `open_store` fixture)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
+from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
 from daemon.domain.errors import NotFound, OrderRejected, RetryableExchangeError
 from daemon.domain.models import (
@@ -211,10 +215,12 @@ class Scripted:
         self.stuck_cancels = False
         self.cancel_not_found = False
         self.fill_cap: Decimal | None = None
+        self.refusals = 0  # how many more submits the exchange refuses outright
         self.extra_positions: list[Position] = []
         self.cancels: list[str] = []
         self.submitted: list[OrderIntent] = []
         self.asked: list[tuple[str, str | None]] = []  # (what, symbol) of every read
+        self.trigger_flags: list[tuple[str, str, bool]] = []  # (call, cid, trigger=)
 
     def _fail(self, method: str) -> None:
         if self.failures.get(method, 0) > 0:
@@ -236,6 +242,7 @@ class Scripted:
     ) -> Order | None:
         self._fail("cancel_order")
         self.cancels.append(client_order_id)
+        self.trigger_flags.append(("cancel", client_order_id, trigger))
         if self.cancel_not_found:
             await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
             raise NotFound(f"{client_order_id}: unknown order")
@@ -244,9 +251,18 @@ class Scripted:
             return None if order is None else order.with_status(OrderStatus.CANCELED)
         return await self.inner.cancel_order(symbol, client_order_id, trigger=trigger)
 
+    async def fetch_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        self.trigger_flags.append(("fetch", client_order_id, trigger))
+        return await self.inner.fetch_order(symbol, client_order_id, trigger=trigger)
+
     async def submit_order(self, intent: OrderIntent) -> Order:
         self._fail("submit_order")
         self.submitted.append(intent)
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OrderRejected(f"{intent.client_order_id}: margin is insufficient")
         if self.fill_cap is not None and intent.qty > self.fill_cap:
             return await self.inner.submit_order(replace(intent, qty=self.fill_cap))
         return await self.inner.submit_order(intent)
@@ -515,3 +531,110 @@ def test_a_report_reads_as_plain_data() -> None:
     assert SymbolFlatten("paper", ETH, "eth-bot").as_dict()["known"] is True
     assert re.fullmatch(f"tcfx{bot_tag('eth-bot')}-[0-9a-f]{{12}}", flatten_order_id("eth-bot"))
     assert flatten_order_id("eth-bot") != flatten_order_id("eth-bot")
+
+
+def test_a_resting_stop_is_cancelled_and_read_back_as_a_trigger_order(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        stop = OrderIntent(
+            "eth-bot",
+            "paper",
+            ETH,
+            "tcx-stop",
+            Side.SELL,
+            OrderType.STOP_MARKET,
+            D("0.05"),
+            None,
+            True,
+            T0,
+            purpose="stop",
+            trigger_price=D(2400),
+        )
+        store.record_intent(stop)
+        store.update_order(await paper.submit_order(stop))
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat
+        assert sorted(gw.trigger_flags) == [
+            ("cancel", "tcx-rest", False),
+            ("cancel", "tcx-stop", True),
+            ("fetch", "tcx-stop", True),
+        ]
+        stored = store.order("tcx-stop")
+        assert stored is not None and stored.status is OrderStatus.CANCELED
+
+    on_fake_clock(open_store, body)
+
+
+def test_the_owning_bots_position_in_the_store_is_what_the_read_back_found(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        store.save_position("eth-bot", Position("paper", ETH, D("0.05"), D(2400), D(2450), 5))
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat
+        assert store.position("eth-bot") == Position("paper", ETH, D(0), D(0), D(0), 5)
+
+    on_fake_clock(open_store, body)
+
+
+def test_a_position_left_open_is_stored_as_found_keeping_its_entry_and_leverage(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        gw.fill_cap = D("0.001")  # one pass closes only a sliver
+        owners = {ETH: "eth-bot", BTC: "btc-bot"}.get
+        store.save_position("eth-bot", Position("paper", ETH, D("0.08"), D(2400), D(2450), 5))
+        store.save_position("btc-bot", Position("paper", BTC, D("-0.003"), D(1), D(2), 7))
+        await Flattener(store, clock, clock.sleep).flatten(gw, [ETH, BTC], owners, 0)
+        assert store.position("eth-bot") == Position("paper", ETH, D("0.049"), D(2400), D(2400), 5)
+        assert store.position("btc-bot") == Position("paper", BTC, D("-0.003"), D(1), D(2), 7), (
+            "already right: left as it was"
+        )
+
+    on_fake_clock(open_store, body)
+
+
+def test_a_bot_the_store_knew_no_position_of_gets_the_one_found_without_an_entry(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        gw.fill_cap = D("0.001")
+        await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 0)
+        assert store.position("eth-bot") == Position("paper", ETH, D("0.049"), D(0), D(0), 0)
+
+    on_fake_clock(open_store, body)
+
+
+def test_a_refused_flatten_order_is_stored_as_rejected_with_the_exchanges_words(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        gw.refusals = 1
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat, "the next pass tries afresh"
+        refused, _ = gw.submitted
+        words = f"{refused.client_order_id}: margin is insufficient"
+        assert eth.errors == [f"OrderRejected: {words}"]
+        stored = store.order(refused.client_order_id)
+        assert stored is not None and stored.status is OrderStatus.REJECTED
+        assert stored.reason == words
+        [change] = [
+            e
+            for e in store.events(limit=1000)
+            if e["kind"] == "order_status_changed" and e["cid"] == refused.client_order_id
+        ]
+        assert (change["bot"], change["to"], change["reason"]) == ("eth-bot", "rejected", words)
+
+    on_fake_clock(open_store, body)
+
+
+def test_no_position_row_is_made_up_for_a_symbol_no_bot_owns(tmp_path: Path) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        gw.fill_cap = D("0.001")  # left open: the read-back finds a position
+        [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
+        assert btc.remaining_qty == D("0.003")
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+            assert db.execute("SELECT count(*) FROM positions").fetchone() == (0,)
+
+    on_fake_clock(lambda: SqliteStore(tmp_path / "state.db"), body)  # reads the file

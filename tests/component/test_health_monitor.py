@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import BotState, DesiredState
 from daemon.domain.health import HealthLimits, HealthVerdict
-from daemon.domain.models import Position
+from daemon.domain.models import Order, OrderIntent, OrderStatus, OrderType, Position, Side
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 from daemon.runtime.health import LOOP_PROBE_INTERVAL_S, HealthMonitor
 from daemon.runtime.supervisor import Supervisor
@@ -332,3 +332,70 @@ def test_a_store_file_deleted_or_replaced_makes_the_daemon_unhealthy_at_once(
         "nothing written now survives a restart"
     )
     assert world.monitor.store_problem() is None, "a monitor told of no file never judges one"
+
+
+def test_an_unprotected_position_is_counted_from_when_it_was_first_seen_bare(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    world.holding("eth", "0.05")  # a stopped bot's position still needs its stop
+    assert world.monitor.verdict().healthy, "just seen: within the grace"
+    world.clock.t += 6
+    bare = "unprotected position of bot eth: no resting stop covers it for 6s"
+    assert world.monitor.verdict() == HealthVerdict(False, (bare,), alive=True)
+    stop = OrderIntent(
+        "eth",
+        "paper",
+        "ETH/USDT:USDT",
+        "tcstop-1",
+        Side.SELL,
+        OrderType.STOP_MARKET,
+        Decimal("0.05"),
+        None,
+        True,
+        datetime(2025, 5, 10, tzinfo=UTC),
+        purpose="stop",
+        trigger_price=Decimal(90),
+    )
+    world.store.record_intent(stop)
+    world.store.update_order(
+        Order(
+            "paper",
+            stop.symbol,
+            stop.client_order_id,
+            stop.side,
+            stop.type,
+            stop.qty,
+            None,
+            True,
+            OrderStatus.OPEN,
+            bot="eth",
+            trigger_price=stop.trigger_price,
+        )
+    )
+    assert world.monitor.verdict().healthy, "covered by a resting stop"
+    world.clock.t += 20
+    world.store.update_order(
+        Order(
+            "paper",
+            stop.symbol,
+            stop.client_order_id,
+            stop.side,
+            stop.type,
+            stop.qty,
+            None,
+            True,
+            OrderStatus.CANCELED,
+            bot="eth",
+        )
+    )
+    assert world.monitor.verdict().healthy, "bare again: counted afresh, not from the first time"
+    world.clock.t += 5.5
+    assert world.monitor.verdict().reasons == (
+        "unprotected position of bot eth: no resting stop covers it for 6s",
+    )
+    world.holding("btc", "-0.002")
+    world.clock.t += 1
+    assert world.monitor.verdict().reasons == (
+        "unprotected position of bot eth: no resting stop covers it for 6s",
+    ), "btc's own clock starts when btc is first seen bare"

@@ -12,15 +12,19 @@ from typing import Any
 
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
+from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import NotFound
 from daemon.domain.models import (
     Candle,
+    Direction,
+    FundingPayment,
     Order,
     OrderIntent,
     OrderStatus,
     OrderType,
     Position,
     Side,
+    TradePlan,
 )
 from daemon.ports import CandlesClosed, StateStore
 from daemon.runtime.reconcile import reconcile_account
@@ -445,5 +449,391 @@ def test_every_bot_symbol_of_the_account_is_reconciled(open_store: StoreOpener) 
             ("position_adopted", "eth-bot"),
         ]
         assert await acc.paper.fetch_open_orders() == []
+
+    story(body, open_store)
+
+
+class Watched:
+    """The paper account, with a note of every lookup and cancel the reconciliation makes
+    (and whether it asked for a trigger order), answering as a real exchange does: with
+    orders that know no bot, and with the funding `paid` says was settled."""
+
+    def __init__(self, inner: PaperExchange, paid: tuple[FundingPayment, ...] = ()) -> None:
+        self.inner = inner
+        self.account = inner.account
+        self.paid = paid
+        self.lookups: list[tuple[str, bool]] = []
+        self.cancels: list[tuple[str, bool]] = []
+
+    async def fetch_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        self.lookups.append((client_order_id, trigger))
+        found = await self.inner.fetch_order(symbol, client_order_id)
+        return None if found is None else replace(found, bot=None)
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, trigger: bool = False
+    ) -> Order | None:
+        self.cancels.append((client_order_id, trigger))
+        found = await self.inner.cancel_order(symbol, client_order_id)
+        return None if found is None else replace(found, bot=None)
+
+    async def fetch_funding(
+        self, symbol: str, since: datetime | None = None
+    ) -> list[FundingPayment]:
+        return [p for p in self.paid if p.symbol == symbol]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def protective(cid: str, kind: OrderType, trigger: str, side: Side = Side.SELL) -> OrderIntent:
+    purpose = "stop" if kind is OrderType.STOP_MARKET else "take_profit"
+    return replace(
+        order(cid, side=side, qty="0.02"),
+        type=kind,
+        reduce_only=True,
+        purpose=purpose,
+        trigger_price=Decimal(trigger),
+    )
+
+
+async def placed(acc: Account, intent: OrderIntent) -> Order:
+    """Sent the way a bot sends it: the intent stored first, then the exchange's answer."""
+    acc.store.record_intent(intent)
+    sent = await acc.paper.submit_order(intent)
+    acc.store.update_order(sent)
+    return sent
+
+
+async def candle(acc: Account, symbol: str, minute: int, low: str, close: str) -> None:
+    top = max(Decimal(close), PRICES[symbol])
+    bar = Candle(
+        symbol,
+        "1m",
+        T0 + timedelta(minutes=minute),
+        top,
+        top,
+        Decimal(low),
+        Decimal(close),
+        Decimal(1),
+    )
+    await acc.paper.on_candles(CandlesClosed(symbol, T0 + timedelta(minutes=minute + 1), (bar,)))
+
+
+def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stopped_bot(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        elsewhere = replace(order("tcbbbb-00000001", price="2000"), account="other")
+        acc.store.record_intent(elsewhere)  # another account's: not this reconciliation's
+        lost = order("tcaaaa-00000020", price="2000")
+        acc.store.record_intent(lost)  # committed, then the daemon died before sending it
+        sent = order("tcaaaa-00000019", symbol=BTC, qty="0.002", bot="btc-bot")
+        acc.store.record_intent(sent)  # a bot of this account no longer configured
+        await acc.paper.submit_order(sent)
+        gateway = Watched(acc.paper)
+
+        differences = await acc.reconcile(gateway)
+
+        assert differences == [
+            {
+                "kind": "pending_intent_rejected",
+                "account": "paper",
+                "bot": "eth-bot",
+                "cid": "tcaaaa-00000020",
+                "symbol": ETH,
+                "reason": "never reached the exchange",
+            },
+            {
+                "kind": "pending_intent_resolved",
+                "account": "paper",
+                "bot": "btc-bot",
+                "cid": "tcaaaa-00000019",
+                "symbol": BTC,
+                "status": "filled",
+            },
+            {
+                "kind": "foreign_position_seen",
+                "account": "paper",
+                "bot": None,
+                "symbol": BTC,
+                "qty": "0.002",
+            },
+        ]
+        assert acc.journal("pending_intent_rejected") == [differences[0]]
+        rejected = acc.store.order(lost.client_order_id)
+        assert rejected is not None and rejected.status is OrderStatus.REJECTED
+        assert rejected.reason == "never reached the exchange"
+        assert gateway.lookups == [("tcaaaa-00000020", False), ("tcaaaa-00000019", False)], (
+            "only this account's orders, every one of them"
+        )
+        other = acc.store.order(elsewhere.client_order_id)
+        assert other is not None and other.status is OrderStatus.PENDING_SUBMIT
+
+    story(body, open_store)
+
+
+def test_an_intent_that_filled_while_the_daemon_was_down_is_resolved_for_its_bot(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        entry = order("tcaaaa-00000021", qty="0.03")
+        acc.store.record_intent(entry)
+        await acc.paper.submit_order(entry)  # filled at once; the reply was lost
+
+        differences = await acc.reconcile(Watched(acc.paper))
+
+        assert [d for d in differences if d["kind"] == "pending_intent_resolved"] == [
+            {
+                "kind": "pending_intent_resolved",
+                "account": "paper",
+                "bot": "eth-bot",
+                "cid": "tcaaaa-00000021",
+                "symbol": ETH,
+                "status": "filled",
+            }
+        ]
+        assert [e["cid"] for e in acc.journal("pending_intent_resolved")] == ["tcaaaa-00000021"]
+        filled = acc.store.order(entry.client_order_id)
+        assert filled is not None and filled.status is OrderStatus.FILLED
+        assert filled.filled_qty == Decimal("0.03")
+        [change] = [
+            e for e in acc.journal("order_status_changed") if e["cid"] == entry.client_order_id
+        ]
+        assert (change["bot"], change["from"], change["to"]) == (
+            "eth-bot",
+            "pending_submit",
+            "filled",
+        )
+
+    story(body, open_store)
+
+
+def test_an_order_cancelled_on_the_exchange_while_down_is_learnt_without_a_difference(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        resting = await placed(acc, order("tcaaaa-00000022", price="2000"))
+        await acc.paper.cancel_order(ETH, resting.client_order_id)  # by hand, on the website
+        unchanged = await placed(acc, order("tcaaaa-00000023", price="2050"))
+
+        assert await acc.reconcile(Watched(acc.paper)) == []
+
+        cancelled = acc.store.order(resting.client_order_id)
+        assert cancelled is not None and cancelled.status is OrderStatus.CANCELED
+        changes = [
+            (e["bot"], e["from"], e["to"])
+            for e in acc.journal("order_status_changed")
+            if e["cid"] == resting.client_order_id
+        ]
+        assert changes[-1] == ("eth-bot", "open", "canceled")
+        assert [
+            e["to"]
+            for e in acc.journal("order_status_changed")
+            if e["cid"] == unchanged.client_order_id
+        ] == ["open"]
+
+    story(body, open_store)
+
+
+def test_an_order_partly_filled_while_down_is_learnt_though_its_status_is_the_same(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        resting = await placed(acc, order("tcaaaa-00000024", price="2000"))
+        acc.store.update_order(resting.with_status(OrderStatus.OPEN, filled_qty=Decimal("0.004")))
+
+        assert await acc.reconcile(Watched(acc.paper)) == []
+
+        known = acc.store.order(resting.client_order_id)
+        assert known is not None and known.filled_qty == 0 and known.status is OrderStatus.OPEN
+
+    story(body, open_store)
+
+
+def test_an_unknown_trigger_order_of_ours_is_cancelled_as_a_trigger_order(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        await acc.paper.submit_order(order("tcaaaa-00000025", qty="0.02"))
+        acc.store.record_intent(order("tcaaaa-00000025", qty="0.02"))
+        await acc.paper.submit_order(protective("tcdead-00000026", OrderType.STOP_MARKET, "2400"))
+        await acc.paper.submit_order(order("tcdead-00000027", price="2000"))
+        gateway = Watched(acc.paper)
+
+        await acc.reconcile(gateway)
+
+        assert sorted(gateway.cancels) == [
+            ("tcdead-00000026", True),
+            ("tcdead-00000027", False),
+        ]
+        assert await acc.paper.fetch_open_orders() == []
+
+    story(body, open_store)
+
+
+def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        await placed(acc, order("tcaaaa-00000030", qty="0.02"))
+        acc.store.save_position("eth-bot", (await acc.paper.fetch_positions(ETH))[0])
+        waiting = await placed(acc, order("tcaaaa-00000033", price="2000"))  # an entry
+        stop = await placed(acc, protective("tcaaaa-00000031", OrderType.STOP_MARKET, "2400"))
+        take = await placed(
+            acc, protective("tcaaaa-00000032", OrderType.TAKE_PROFIT_MARKET, "2600")
+        )
+        theirs = replace(
+            protective("tcsol-00000001", OrderType.STOP_MARKET, "90"), bot="sol-bot", account="b"
+        )
+        acc.store.record_intent(theirs)  # another account's bot: its protection is its own
+        acc.store.update_order(
+            Order(
+                "b",
+                ETH,
+                theirs.client_order_id,
+                theirs.side,
+                theirs.type,
+                theirs.qty,
+                None,
+                True,
+                OrderStatus.OPEN,
+                bot="sol-bot",
+            )
+        )
+        acc.store.set_desired_state("eth-bot", DesiredState.STOPPED)  # its row holds the plan
+        acc.store.save_plan("eth-bot", TradePlan(Direction.LONG, Decimal(2400), Decimal(2600), T0))
+        await candle(acc, ETH, 1, low="2350", close="2360")  # the stop fills: flat
+        gateway = Watched(acc.paper)
+
+        differences = await acc.reconcile(gateway)
+
+        assert [d for d in differences if d["kind"] != "position_adopted"] == [
+            {
+                "kind": "plan_cleared",
+                "account": "paper",
+                "bot": "eth-bot",
+                "symbol": ETH,
+                "reason": "no position on the exchange",
+            },
+            {
+                "kind": "protection_cancelled",
+                "account": "paper",
+                "bot": "eth-bot",
+                "cid": "tcaaaa-00000032",
+                "purpose": "take_profit",
+                "reason": "the position is gone",
+            },
+        ]
+        assert [e["kind"] for e in acc.journal("plan_cleared")] == ["plan_cleared"]
+        assert [e["cid"] for e in acc.journal("protection_cancelled")] == ["tcaaaa-00000032"]
+        assert acc.store.plan("eth-bot") is None
+        assert gateway.cancels == [("tcaaaa-00000032", True)], "the entry is its bot's business"
+        assert ("tcaaaa-00000031", True) in gateway.lookups
+        assert ("tcaaaa-00000033", False) in gateway.lookups
+        states = {
+            o.client_order_id: o.status
+            for o in (acc.store.order(x.client_order_id) for x in (stop, take, waiting))
+            if o is not None
+        }
+        assert states == {
+            "tcaaaa-00000031": OrderStatus.FILLED,
+            "tcaaaa-00000032": OrderStatus.CANCELED,
+            "tcaaaa-00000033": OrderStatus.OPEN,
+        }
+        changes = acc.journal("order_status_changed")
+        assert [e["bot"] for e in changes if e["cid"] == take.client_order_id] == [
+            "eth-bot",
+            "eth-bot",
+        ], "recorded, then cancelled: both for its bot"
+        assert [o.client_order_id for o in await acc.paper.fetch_open_orders()] == [
+            waiting.client_order_id
+        ]
+        kept = acc.store.order(theirs.client_order_id)
+        assert kept is not None and kept.status is OrderStatus.OPEN
+
+    story(body, open_store)
+
+
+def test_a_bot_still_holding_does_not_stop_the_next_bot_from_being_zeroed(
+    open_store: StoreOpener,
+) -> None:
+    bots = {ETH: "eth-bot", BTC: "btc-bot"}
+
+    async def body(acc: Account) -> None:
+        await placed(acc, order("tcaaaa-00000040", symbol=BTC, qty="0.002", bot="btc-bot"))
+        acc.store.save_position(
+            "eth-bot", Position("paper", ETH, Decimal("0.05"), Decimal(2400), Decimal(2450), 3)
+        )
+        differences = await reconcile_account(acc.paper, acc.store, bots.get, bots)
+        assert [(d["kind"], d["bot"]) for d in differences] == [("position_adopted", "eth-bot")]
+        btc, eth = acc.store.position("btc-bot"), acc.store.position("eth-bot")
+        assert btc is not None and btc.qty == Decimal("0.002"), "BTC (sorted first) is held"
+        assert eth is not None and eth.qty == 0
+
+    story(body, open_store)
+
+
+def test_protection_the_exchange_no_longer_has_is_closed_in_the_store_when_flat(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        lost = protective("tcaaaa-00000034", OrderType.STOP_MARKET, "2400")
+        acc.store.record_intent(lost)
+        acc.store.update_order(  # the store believes it rests; the exchange lost it
+            Order(
+                "paper",
+                ETH,
+                lost.client_order_id,
+                lost.side,
+                lost.type,
+                lost.qty,
+                None,
+                True,
+                OrderStatus.OPEN,
+                exchange_order_id="paper-99",
+                bot="eth-bot",
+            )
+        )
+
+        differences = await acc.reconcile(VanishingCancels(acc.paper))
+
+        assert differences == [
+            {
+                "kind": "protection_cancelled",
+                "account": "paper",
+                "bot": "eth-bot",
+                "cid": "tcaaaa-00000034",
+                "purpose": "stop",
+                "reason": "the position is gone",
+            }
+        ]
+        gone = acc.store.order("tcaaaa-00000034")
+        assert gone is not None and gone.status is OrderStatus.CANCELED
+        assert gone.reason == "not found on the exchange"
+        [change] = acc.journal("order_status_changed")[-1:]
+        assert (change["cid"], change["bot"], change["to"]) == (
+            "tcaaaa-00000034",
+            "eth-bot",
+            "canceled",
+        )
+
+    story(body, open_store)
+
+
+def test_funding_settled_while_down_is_recorded_for_the_bot_trading_the_symbol(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        now = datetime.fromtimestamp(acc.paper.exchange_time_ms() / 1000, UTC)
+        # read a moment before the daemon stopped: without forcing, too soon to ask again
+        acc.store.save_history_cursor("paper", ETH, "funding", now)
+        paid = FundingPayment("paper", "f-1", ETH, Decimal("-0.42"), now)
+
+        await acc.reconcile(Watched(acc.paper, paid=(paid,)))
+
+        assert acc.store.funding("eth-bot") == [paid]
 
     story(body, open_store)

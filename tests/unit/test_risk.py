@@ -22,6 +22,7 @@ from daemon.domain.risk import (
     entry_quantity,
     loss_breach,
     shrinks_position,
+    size_entry,
 )
 
 MARKET = Market(
@@ -499,12 +500,70 @@ def signal(entry: str, stop: str) -> Signal:
         ("2500", "2450", "0", "0", "no equity, no trade"),
         ("2500", "2450", "-5", "0", "a negative equity, no trade"),
         ("0", "-1", "1000", "0", "no usable entry price"),
+        ("1", "0.5", "1000", "20", "an entry of 1 USDT is a price like any other"),
     ],
 )
 def test_entry_size_by_hand(entry: str, stop: str, equity: str, expected: str, why: str) -> None:
     sizing = dataclasses.replace(EDGE, max_position_usdt=Decimal(1000))
     qty = entry_quantity(signal(entry, stop), Decimal(equity), sizing, MARKET)
     assert qty == Decimal(expected), why
+
+
+STEPS = "ETH/USDT:USDT minimum order 20 USDT (steps of 0.001)"
+
+
+@pytest.mark.parametrize(
+    ("entry", "stop", "equity", "max_position", "rule", "reason"),
+    [
+        ("0", "-1", "1000", "1000", "price", "no usable entry price (0)"),
+        ("2500", "2450", "0", "1000", "equity", "no equity to risk (0.00 USDT)"),
+        ("2500", "2450", "-5", "1000", "equity", "no equity to risk (-5.00 USDT)"),
+        (
+            "2500",
+            "2450",
+            "1000",
+            "19.99",
+            "max_position",
+            "max_position_usdt 19.99 < ETH/USDT:USDT minimum order 20 USDT",
+        ),
+        (  # a cap exactly at the minimum can buy it, but not at this price's step
+            "2501",
+            "2450",
+            "1000",
+            "20",
+            "max_position",
+            f"max_position_usdt 20 buys 0.007 at 2501 (17.51 USDT) < {STEPS}",
+        ),
+        (  # the cap and the risk buy exactly as much: the cap is named
+            "15000",
+            "5000",
+            "1500",
+            "22.5",
+            "max_position",
+            f"max_position_usdt 22.5 buys 0.001 at 15000 (15.00 USDT) < {STEPS}",
+        ),
+        (
+            "2500",
+            "2450",
+            "39",
+            "1000",
+            "risk_per_trade",
+            "risk_per_trade_pct 1 % of equity 39.00 USDT (0.39 USDT over a stop 50 away) buys "
+            f"0.007 (17.50 USDT) < {STEPS}",
+        ),
+    ],
+)
+def test_a_size_of_zero_names_the_rule_and_the_numbers(
+    entry: str, stop: str, equity: str, max_position: str, rule: str, reason: str
+) -> None:
+    limits = dataclasses.replace(EDGE, max_position_usdt=Decimal(max_position))
+    sized = size_entry(signal(entry, stop), Decimal(equity), limits, MARKET)
+    assert (sized.qty, sized.rule, sized.reason) == (0, rule, reason)
+
+
+def test_a_size_that_can_be_bought_names_no_rule() -> None:
+    sized = size_entry(signal("2500", "2450"), Decimal(1000), EDGE, MARKET)
+    assert (sized.qty, sized.rule, sized.reason) == (Decimal("0.04"), "", "")
 
 
 def test_the_risk_day_follows_the_reset_time_in_utc() -> None:
