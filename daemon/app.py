@@ -43,6 +43,7 @@ from daemon.control.server import (
     claim_socket_path,
     current_peer,
 )
+from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import NotFound, Refused
 from daemon.domain.fleet import LeaseBook
 from daemon.domain.health import HealthLimits
@@ -246,10 +247,25 @@ class Daemon:
         return store
 
     async def _adopt(self, bot: str) -> None:
-        """A bot taken over from another node: its paper account as that node left it."""
-        gateway = self.gateways[self.config.bots[bot].account]
+        """A bot taken over from another node: its paper account as that node left it, and
+        its symbol reconciled with the exchange as a single node does at start (a stop that
+        fired meanwhile clears the plan and cancels the take-profit, journalled alike)."""
+        spec = self.config.bots[bot]
+        gateway = self.gateways[spec.account]
         if isinstance(gateway, PaperExchange):
             await gateway.start()
+        if not self._account_up(spec.account):
+            return
+        try:
+            self.reconciliation += await reconcile_account(
+                gateway,
+                self.store,
+                functools.partial(self._owner, spec.account),
+                {spec.symbol: bot},
+                in_flight_of=frozenset([bot]),
+            )
+        except Exception as e:  # the runner's own start looks at its orders again
+            self.log.error("reconcile_failed", bot=bot, error=f"{type(e).__name__}: {e}")
 
     def _build_feed(self, key: FeedKey, timeframes: list[str], store: StateStore) -> MarketFeed:
         """Replay for paper accounts on recorded data, else the exchange: websocket or REST."""
@@ -378,6 +394,13 @@ class Daemon:
                     self.clock,
                     on_adopt=self._adopt,
                 )
+                # The first round before the feeds run: a bot this node takes at start sees
+                # every candle from the first, as on a single node (a replay keeps parity).
+                try:
+                    await self.keeper.tick()
+                except Exception as e:  # the keeper's loop below tries again
+                    self.log.error("lease_keeper_failed", error=f"{type(e).__name__}: {e}")
+                await self.supervisor.wait_started(self._still_starting)
                 self._tasks.append(asyncio.create_task(self.keeper.run(), name="lease-keeper"))
             for key, feed in self.feeds.items():
                 if self._account_up(key.account):
@@ -534,17 +557,28 @@ class Daemon:
         }
 
     async def _reconcile(self, account: str) -> None:
+        bots = [name for name, bot in self.config.bots.items() if bot.account == account]
         if self.lease_book is not None:
-            return  # a fleet: each bot is reconciled by the node that takes it, when it takes it
-        bot_symbols = {
-            bot.symbol: name for name, bot in self.config.bots.items() if bot.account == account
-        }
+            # A fleet: a bot that should run is reconciled by the node that takes it, when
+            # it takes it. One that should not (stopped, halted) and that no node holds is
+            # reconciled here, as on a single node: its intents in flight and a position
+            # its stop closed while down must not wait for its next run.
+            assert isinstance(self.store, PostgresStore)
+            held = self.store.live_holders(bots)
+            bots = [name for name in bots if name not in held and not self._wanted(name)]
+            if not bots:
+                return
         self.reconciliation += await reconcile_account(
             self.gateways[account],
             self.store,
             functools.partial(self._owner, account),
-            bot_symbols,
+            {self.config.bots[name].symbol: name for name in bots},
+            in_flight_of=None if self.lease_book is None else frozenset(bots),
         )
+
+    def _wanted(self, bot: str) -> bool:
+        record = self.store.bot(bot)
+        return record is not None and record.desired_state is DesiredState.RUNNING
 
     async def _preflight(self, account: str) -> PreflightReport:
         """Check the account; hold the bots it refuses, journal what changed since last time."""
@@ -712,6 +746,7 @@ class Daemon:
         bot = arg(request, "bot", str, None)
         if self.keeper is not None:
             await self.keeper.refresh()
+        bots = [self._with_lease(row) for row in self.supervisor.status(bot)]
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -724,12 +759,14 @@ class Daemon:
                 "reconciliation": self.reconciliation + self.duties.drift_rows(),
                 "node": self.loaded.node,
                 "store": "sqlite" if self.loaded.store_url is None else "postgresql",
+                # None, or why the bots' stored fields are the last ones read (from memory)
+                "store_unreachable": self.supervisor.store_problem,
                 "accounts": {
                     name: {**r.as_dict(), "user_stream": self._stream_status(name)}
                     for name, r in self.preflights.items()
                 },
             },
-            "bots": [self._with_lease(row) for row in self.supervisor.status(bot)],
+            "bots": bots,
             **({} if self.keeper is None else {"nodes": self.keeper.nodes()}),
         }
 

@@ -64,6 +64,8 @@ def status_text(status: dict[str, Any]) -> str:
         f"daemon pid {d['pid']}  version {d['version']}  up {duration(d['uptime_s'])}\n"
         f"socket {d['socket']}  state {d['state_dir']}"
     )
+    if d.get("store_unreachable"):
+        head += f"\nstate store unreachable, shown from memory: {d['store_unreachable']}"
     bots = status["bots"]
     if not bots:
         return head + "\nno bots configured"

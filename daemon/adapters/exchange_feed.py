@@ -324,8 +324,13 @@ class ExchangeFeed:
         cutoff = closed_at - timedelta(seconds=longest)
         self._pending = [c for c in self._pending if c.timestamp >= cutoff]
         for c in batch:
-            self._history[c.timeframe].append(c)
-            del self._history[c.timeframe][:-2000]
+            # A restart delivers again what closed after the saved cursor, which the warm-up
+            # may already hold: the history stays strictly newer-by-candle, or a bot that
+            # starts later (a fleet's takeover) gets a window that refuses it.
+            history = self._history[c.timeframe]
+            if not history or c.timestamp > history[-1].timestamp:
+                history.append(c)
+                del history[:-2000]
         event = CandlesClosed(self.symbol, closed_at, tuple(batch))
         for consumer in list(self._consumers):
             try:

@@ -24,7 +24,7 @@ Every difference is journalled and listed in `tradectl status`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -42,8 +42,12 @@ async def reconcile_account(
     store: StateStore,
     owner_of: Callable[[str], str | None],
     bot_symbols: Mapping[str, str],
+    *,
+    in_flight_of: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """`bot_symbols`: symbol -> the bot trading it on this account."""
+    """`bot_symbols`: symbol -> the bot trading it on this account; `in_flight_of`: the
+    bots whose orders in flight are looked up (None: every order of the account; a fleet
+    node names the bots it reconciles, the others' belong to their holders)."""
     log = structlog.get_logger().bind(account=gateway.account)
     differences: list[dict[str, Any]] = []
 
@@ -88,7 +92,7 @@ async def reconcile_account(
                 qty=str(order.qty),
             )
 
-    await _resolve_in_flight(gateway, store, report)
+    await _resolve_in_flight(gateway, store, report, in_flight_of)
 
     positions = {p.symbol: p for p in await gateway.fetch_positions()}
     for symbol, position in positions.items():
@@ -138,11 +142,15 @@ async def reconcile_account(
 
 
 async def _resolve_in_flight(
-    gateway: ExchangeGateway, store: StateStore, report: Callable[..., None]
+    gateway: ExchangeGateway,
+    store: StateStore,
+    report: Callable[..., None],
+    bots: Collection[str] | None,
 ) -> None:
-    """Every live order of this account in the store, asked for by its client id."""
+    """Every live order of this account in the store (of `bots`, when named), asked for
+    by its client id."""
     for order in store.live_orders():
-        if order.account != gateway.account:
+        if order.account != gateway.account or (bots is not None and order.bot not in bots):
             continue
         known = await gateway.fetch_order(
             order.symbol, order.client_order_id, trigger=order.type.is_trigger

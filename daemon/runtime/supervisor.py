@@ -18,9 +18,10 @@ import structlog
 
 from daemon.domain.bot_state import BotState, DesiredState, Trigger, transition
 from daemon.domain.errors import HaltRequested, LeaseLost, NotFound, Refused, StorageError
-from daemon.domain.models import Position
+from daemon.domain.models import Order, Position
 from daemon.domain.protection import is_protected
 from daemon.domain.sessions import SessionWindow, parse_sessions, session_state
+from daemon.domain.store_records import BotRecord
 from daemon.ports import Clock, StateStore
 from daemon.runtime.bot_runner import BotRunner, BotSpec
 
@@ -85,6 +86,10 @@ class Supervisor:
         self._clock = clock
         self._windows: dict[str, tuple[SessionWindow, ...]] = {}
         self._log = structlog.get_logger()
+        # What status last read from the store per bot, shown while the store does not
+        # answer (a fleet node cut off from PostgreSQL), with the reason in store_problem.
+        self._last_read: dict[str, _StoreView] = {}
+        self.store_problem: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -440,15 +445,37 @@ class Supervisor:
             return slot.runner.snapshot.position
         return self._store.position(name)
 
+    def _store_view(self, name: str) -> _StoreView:
+        """The store's side of a bot's status; while the store does not answer, the last
+        one read (the running runner's position from memory), and the reason kept."""
+        try:
+            view = _StoreView(
+                self._store.bot(name),
+                self.position(name),
+                self._store.live_orders(name),
+                self._store.realized_pnl(name),
+            )
+        except StorageError as e:
+            self.store_problem = str(e)
+            slot = self._slot(name)
+            last = self._last_read.get(name, _StoreView(None, None, [], Decimal(0)))
+            running = slot.runner is not None and slot.task is not None and not slot.task.done()
+            if running and slot.runner is not None:
+                return _StoreView(last.record, slot.runner.snapshot.position, last.live, last.pnl)
+            return last
+        self._last_read[name] = view
+        return view
+
     def bot_status(self, name: str) -> dict[str, Any]:
         slot = self._slot(name)
-        record = self._store.bot(name)
+        stored = self._store_view(name)
+        record = stored.record
         runner = slot.runner
-        position = self.position(name)
+        position = stored.position
         last_mono = runner.snapshot.last_candle_monotonic if runner is not None else None
         last_close = runner.snapshot.last_candle_close if runner is not None else None
         qty = position.qty if position is not None else Decimal(0)
-        live = self._store.live_orders(name)
+        live = stored.live
         return {
             "name": name,
             "state": slot.state.value,
@@ -470,7 +497,7 @@ class Supervisor:
             "open_orders": len(live),
             # flat, or a resting reduce-only stop covers the whole position
             "protected": is_protected(qty, live),
-            "realized_pnl": str(self._store.realized_pnl(name)),
+            "realized_pnl": str(stored.pnl),
             "error": slot.error,
             "held_by_preflight": slot.blocked,
             "last_problem": runner.snapshot.last_problem if runner is not None else None,
@@ -506,7 +533,20 @@ class Supervisor:
 
     def status(self, bot: str | None = None) -> list[dict[str, Any]]:
         """Every bot's status from memory: the runners' snapshots and what the store keeps
-        of each bot (read from the file once, then kept current by its writes)."""
-        self._store.notice_other_writers()
+        of each bot (read from the file once, then kept current by its writes). A store
+        that does not answer leaves the last reads standing, and `store_problem` says why."""
+        self.store_problem = None
+        with contextlib.suppress(StorageError):
+            self._store.notice_other_writers()
         names = [bot] if bot is not None else sorted(self._slots)
         return [self.bot_status(n) for n in names]
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreView:
+    """What a bot's status reads from the store."""
+
+    record: BotRecord | None
+    position: Position | None
+    live: list[Order]
+    pnl: Decimal

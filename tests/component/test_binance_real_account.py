@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from daemon.adapters.ccxt_gateway import CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import AccountRefused, OrderNeverPlaced
 from daemon.domain.models import OrderIntent, OrderType, Side
+from daemon.ports import StateStore
 from daemon.runtime.fills import record_new_fills
+from tests.conftest import StoreOpener
 from tests.loopback.binance_usdm import LoopbackBinance
 from tests.loopback.binance_ws import LoopbackBinanceWs
 
@@ -86,7 +87,7 @@ def user_trade_queries(server: LoopbackBinance) -> int:
     return sum(1 for m, p, _ in server.requests if (m, p) == ("GET", "/fapi/v1/userTrades"))
 
 
-async def fill_days_ago(server: LoopbackBinance, gw: CcxtGateway, store: SqliteStore, days: int):
+async def fill_days_ago(server: LoopbackBinance, gw: CcxtGateway, store: StateStore, days: int):
     """A fill the bot recorded `days` ago, and nothing since: the store's view of an idle bot."""
     await gw.submit_order(intent("tc1-old"))
     server.shift_history(-days * DAY_MS)
@@ -95,9 +96,9 @@ async def fill_days_ago(server: LoopbackBinance, gw: CcxtGateway, store: SqliteS
     return old
 
 
-def test_a_fill_after_ten_idle_days_is_recorded(tmp_path: Path) -> None:
+def test_a_fill_after_ten_idle_days_is_recorded(open_store: StoreOpener) -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
         await fill_days_ago(server, gw, store, days=10)
         await gw.submit_order(intent("tc1-new", Side.SELL, reduce_only=True))
         new = await record_new_fills(gw, store, ETH, "b1")
@@ -109,10 +110,10 @@ def test_a_fill_after_ten_idle_days_is_recorded(tmp_path: Path) -> None:
 
 
 def test_a_three_month_gap_is_read_in_weekly_windows_and_the_cursor_moves_on(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
         await fill_days_ago(server, gw, store, days=90)
         await gw.submit_order(intent("tc1-new", Side.SELL, reduce_only=True))
         before = user_trade_queries(server)
@@ -282,9 +283,11 @@ def test_a_fee_paid_in_bnb_is_counted_in_usdt_at_the_fill_minute() -> None:
     run(story, bnb_fees=True)
 
 
-def test_liquidation_and_adl_fills_are_told_apart_journalled_and_counted(tmp_path: Path) -> None:
+def test_liquidation_and_adl_fills_are_told_apart_journalled_and_counted(
+    open_store: StoreOpener,
+) -> None:
     async def story(server: LoopbackBinance, gw: CcxtGateway, sleeps: Sleeps) -> None:
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
         await gw.submit_order(intent("tc1-a"))
         server.liquidate("ETHUSDT", 2400)
         await gw.submit_order(intent("tc1-b"))

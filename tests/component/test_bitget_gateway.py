@@ -9,13 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.adapters.ccxt_gateway import CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.clock import SystemClock
 from daemon.credentials import ApiCredentials
 from daemon.domain.errors import AccountRefused, OrderNeverPlaced
@@ -23,6 +21,7 @@ from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side
 from daemon.runtime.fills import record_new_fills
 from daemon.runtime.flatten import Flattener
 from daemon.runtime.preflight import BotNeeds, preflight
+from tests.conftest import StoreOpener
 from tests.loopback.bitget_usdt import LoopbackBitget
 
 ETH = "ETH/USDT:USDT"
@@ -263,9 +262,11 @@ def test_a_clock_3_s_ahead_trades_on_bitget_and_is_measured_again_on_40008() -> 
     )
 
 
-def test_fills_after_ten_idle_days_funding_and_a_liquidation_on_bitget(tmp_path: Path) -> None:
+def test_fills_after_ten_idle_days_funding_and_a_liquidation_on_bitget(
+    open_store: StoreOpener,
+) -> None:
     async def story(server: LoopbackBitget, gw: CcxtGateway, sleeps: Sleeps) -> None:
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
         await gw.submit_order(intent("tc1-old"))
         server.shift_history(-10 * DAY_MS)
         [old] = await gw.fetch_fills(ETH, datetime.now(UTC) - timedelta(days=11))

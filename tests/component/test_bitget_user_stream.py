@@ -9,16 +9,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.adapters.ccxt_gateway import AuthenticationFailed, CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import ApiCredentials
 from daemon.domain.models import OrderIntent, OrderStatus, OrderType, Side
 from daemon.runtime.user_stream import UserStream
+from tests.conftest import StoreOpener
 from tests.loopback.bitget_ws import LoopbackBitgetWs
 
 ETH = "ETH/USDT:USDT"
@@ -177,9 +176,9 @@ def test_a_host_clock_40_s_ahead_still_logs_in_with_the_measured_offset() -> Non
     run(story, clock=lambda: int(time.time() * 1000) - 40_000)
 
 
-def test_a_dropped_bitget_stream_reconnects_and_rest_fills_the_gap(tmp_path: Path) -> None:
+def test_a_dropped_bitget_stream_reconnects_and_rest_fills_the_gap(open_store: StoreOpener) -> None:
     async def story(server: LoopbackBitgetWs, gw: CcxtGateway) -> None:
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
 
         async def quick(seconds: float) -> None:
             await asyncio.sleep(min(seconds, 0.2))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from daemon.adapters.apprise_alerts import AppriseAlerter
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.models import Fill, FundingPayment, Side
 from daemon.duties import Duties
 from daemon.runtime.supervisor import Supervisor
+from tests.conftest import StoreOpener
 from tradectl.config import Config
 
 D = Decimal
@@ -47,9 +46,9 @@ def fill(n: int, at: datetime, pnl: str, fee: str, symbol: str = "ETH/USDT:USDT"
 
 
 def test_the_report_sums_one_risk_day_per_bot_and_account_with_its_drawdown(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    store = SqliteStore(tmp_path / "state.db")
+    store = open_store()
     try:
         hour = timedelta(hours=1)
         store.record_fill(fill(1, DAY - hour, "100", "1"), "eth")  # the day before: not counted
@@ -86,8 +85,8 @@ def test_the_report_sums_one_risk_day_per_bot_and_account_with_its_drawdown(
     assert (account["trades"], account["fees"]) == (4, "2.5")
 
 
-def test_the_rollover_journals_the_day_that_ended(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "state.db")
+def test_the_rollover_journals_the_day_that_ended(open_store: StoreOpener) -> None:
+    store = open_store()
     try:
         store.record_fill(fill(1, DAY + timedelta(hours=1), "10", "1"), "eth")
         clock = FixedClock(DAY + timedelta(days=1, hours=5))  # a late (caught-up) run
@@ -103,8 +102,10 @@ def test_the_rollover_journals_the_day_that_ended(tmp_path: Path) -> None:
     assert event["bots"]["eth"]["net_pnl"] == "9"
 
 
-def test_funding_of_the_day_counts_in_the_bots_and_the_accounts_net(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "state.db")
+def test_funding_of_the_day_counts_in_the_bots_and_the_accounts_net(
+    open_store: StoreOpener,
+) -> None:
+    store = open_store()
     try:
         hour = timedelta(hours=1)
         store.record_fill(fill(1, DAY + hour, "10", "1"), "eth")

@@ -1,4 +1,5 @@
-"""Flatten against a paper account through an exchange that misbehaves on purpose."""
+"""Flatten against a paper account through an exchange that misbehaves on purpose, with
+the SQLite file and the PostgreSQL store (the `open_store` fixture)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ from daemon.domain.models import (
     Side,
     bot_tag,
 )
-from daemon.ports import CandlesClosed
+from daemon.ports import CandlesClosed, StateStore
 from daemon.runtime.flatten import Flattener, SymbolFlatten, flatten_order_id
+from tests.conftest import StoreOpener
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
 D = Decimal
@@ -83,8 +85,8 @@ class FaultyExchange:
         return getattr(self.inner, name)
 
 
-async def paper_with_positions(folder: Path) -> tuple[PaperExchange, SqliteStore]:
-    store = SqliteStore(folder / "state.db")
+async def paper_with_positions(open_store: StoreOpener) -> tuple[PaperExchange, StateStore]:
+    store: StateStore = open_store()
     paper = PaperExchange(
         "paper",
         PaperSettings(Decimal(10_000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
@@ -132,10 +134,10 @@ def no_owner(symbol: str) -> str | None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_flatten_ends_flat_through_timeouts_rate_limits_rejections_and_partial_fills(
-    tmp_path: Path, seed: int
+    open_store: StoreOpener, seed: int
 ) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         faulty = FaultyExchange(paper, seed, fault_rate=0.3)
         flattener = Flattener(store, SystemClock(), sleep=lambda s: asyncio.sleep(0))
         reports = await flattener.flatten(faulty, [], no_owner, timeout_s=20, whole_account=True)
@@ -150,9 +152,9 @@ def test_flatten_ends_flat_through_timeouts_rate_limits_rejections_and_partial_f
     asyncio.run(story())
 
 
-def test_flatten_never_reports_flat_when_it_is_not(tmp_path: Path) -> None:
+def test_flatten_never_reports_flat_when_it_is_not(open_store: StoreOpener) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         refusing = FaultyExchange(paper, seed=1, fault_rate=1.0)  # every call fails
         flattener = Flattener(store, SystemClock(), sleep=lambda s: asyncio.sleep(0.01))
         [eth] = await flattener.flatten(refusing, [ETH], no_owner, timeout_s=0.5)
@@ -162,9 +164,11 @@ def test_flatten_never_reports_flat_when_it_is_not(tmp_path: Path) -> None:
     asyncio.run(story())
 
 
-def test_flatten_orders_are_reduce_only_and_written_to_the_store_first(tmp_path: Path) -> None:
+def test_flatten_orders_are_reduce_only_and_written_to_the_store_first(
+    open_store: StoreOpener,
+) -> None:
     async def story() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         [eth] = await Flattener(store, SystemClock()).flatten(paper, [ETH], lambda s: "eth-bot", 5)
         assert eth.flat and eth.cancelled == ["tcx-rest"] and eth.closed_qty == Decimal("0.05")
         flatten_orders = [
@@ -268,10 +272,10 @@ class Scripted:
 
 
 def on_fake_clock(
-    tmp_path: Path, body: Callable[[PaperExchange, SqliteStore, Scripted, FakeClock], Any]
+    open_store: StoreOpener, body: Callable[[PaperExchange, StateStore, Scripted, FakeClock], Any]
 ) -> None:
     async def main() -> None:
-        paper, store = await paper_with_positions(tmp_path)
+        paper, store = await paper_with_positions(open_store)
         clock = FakeClock()
         await body(paper, store, Scripted(paper), clock)
 
@@ -283,11 +287,9 @@ def eth_bot(symbol: str) -> str | None:
 
 
 def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["fetch_open_orders"] = 1000
         began = clock.t
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
@@ -298,25 +300,23 @@ def test_backoff_doubles_to_its_cap_and_the_flatten_gives_up_at_its_deadline(
         assert eth.errors[0] == "RetryableExchangeError: fetch_open_orders: timed out"
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_flatten_with_no_time_left_tries_once_and_reports_what_is_left(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_flatten_with_no_time_left_tries_once_and_reports_what_is_left(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["submit_order"] = 1000  # orders cancel, the position cannot be closed
         [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
         assert clock.sleeps == [] and btc.attempts == 1 and not btc.flat
         assert btc.errors == ["RetryableExchangeError: submit_order: timed out"]
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_position_that_will_not_close_is_reported_with_its_size(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_position_that_will_not_close_is_reported_with_its_size(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["submit_order"] = 3  # the first three closes fail; a short position
         [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0.5)
         assert not btc.flat and btc.attempts == 3, btc.as_dict()
@@ -325,15 +325,13 @@ def test_a_position_that_will_not_close_is_reported_with_its_size(tmp_path: Path
         await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
         assert await paper.fetch_positions(BTC) == []
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_an_order_still_listed_after_its_cancel_was_acknowledged_is_not_flat(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.stuck_cancels = True
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
         assert not eth.flat
@@ -342,24 +340,20 @@ def test_an_order_still_listed_after_its_cancel_was_acknowledged_is_not_flat(
         assert eth.cancelled == ["tcx-rest"], "each cancelled id is reported once"
         assert eth.as_dict()["remaining_orders"] == 1 and eth.as_dict()["flat"] is False
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_an_order_gone_before_its_cancel_counts_as_cancelled(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_an_order_gone_before_its_cancel_counts_as_cancelled(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.cancel_not_found = True
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 3)
         assert eth.flat and eth.cancelled == ["tcx-rest"] and eth.errors == []
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_partial_closes_add_up_to_the_whole_position(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_partial_closes_add_up_to_the_whole_position(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.fill_cap = D("0.02")  # the exchange fills at most 0.02 of any order
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 10)
         assert eth.flat and eth.closed_qty == D("0.05") and eth.remaining_qty == 0
@@ -367,15 +361,13 @@ def test_partial_closes_add_up_to_the_whole_position(tmp_path: Path) -> None:
         assert clock.sleeps == pytest.approx([0.2, 0.4]), "one back-off per pass that left some"
         assert eth.attempts == 3 and eth.as_dict()["closed_qty"] == "0.05"
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_the_flatten_order_closes_reduce_only_on_the_opposite_side_and_is_stored_first(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         reports = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH, BTC], eth_bot, 5)
         assert [(r.symbol, r.owner, r.flat) for r in reports] == [
             (BTC, None, True),
@@ -400,13 +392,11 @@ def test_the_flatten_order_closes_reduce_only_on_the_opposite_side_and_is_stored
         assert stored is not None and stored.status is OrderStatus.FILLED
         assert stored.filled_qty == D("0.05")
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_the_flattens_own_fill_is_in_the_store_afterwards(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_the_flattens_own_fill_is_in_the_store_afterwards(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
         assert eth.flat
         [sent] = gw.submitted
@@ -415,13 +405,11 @@ def test_the_flattens_own_fill_is_in_the_store_afterwards(tmp_path: Path) -> Non
         assert fills[sent.client_order_id].qty == D("0.05")
         assert "tcx-0" in fills, "the entry fill no one had recorded yet is there too"
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_resting_order_the_store_knows_is_marked_cancelled_there(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_resting_order_the_store_knows_is_marked_cancelled_there(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         known = await paper.submit_order(
             OrderIntent(
                 "eth-bot",
@@ -461,13 +449,11 @@ def test_a_resting_order_the_store_knows_is_marked_cancelled_there(tmp_path: Pat
         ]
         assert "tcx-rest" not in changed
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_a_flatten_without_a_store_works_the_same(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_flatten_without_a_store_works_the_same(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         events_before = len(store.events(limit=10_000))
         reports = await Flattener(None, clock, clock.sleep).flatten(gw, [ETH, BTC], no_owner, 5)
         assert all(r.flat for r in reports)
@@ -475,15 +461,13 @@ def test_a_flatten_without_a_store_works_the_same(tmp_path: Path) -> None:
         kinds = {e["kind"] for e in store.events(limit=10_000)[events_before:]}
         assert not kinds & {"order_intent_recorded", "order_filled", "order_status_changed"}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         await paper.submit_order(
             OrderIntent(
                 None,
@@ -513,13 +497,11 @@ def test_the_whole_account_finds_every_symbol_with_an_order_or_a_position(
         assert clock.sleeps[:2] == pytest.approx([0.2, 0.4]), "discovery retried with back-off"
         assert reports[0].flat and reports[0].cancelled == ["tcx-rest"]
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
-def test_discovery_that_keeps_failing_past_the_deadline_raises(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_discovery_that_keeps_failing_past_the_deadline_raises(open_store: StoreOpener) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.failures["fetch_positions"] = 1000
         with pytest.raises(RetryableExchangeError):
             await Flattener(store, clock, clock.sleep).flatten(
@@ -528,7 +510,7 @@ def test_discovery_that_keeps_failing_past_the_deadline_raises(tmp_path: Path) -
         assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6])
         assert {p.symbol for p in await paper.fetch_positions()} == {ETH, BTC}
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_a_report_reads_as_plain_data() -> None:
@@ -551,10 +533,10 @@ def test_a_report_reads_as_plain_data() -> None:
     assert flatten_order_id("eth-bot") != flatten_order_id("eth-bot")
 
 
-def test_a_resting_stop_is_cancelled_and_read_back_as_a_trigger_order(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+def test_a_resting_stop_is_cancelled_and_read_back_as_a_trigger_order(
+    open_store: StoreOpener,
+) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         stop = OrderIntent(
             "eth-bot",
             "paper",
@@ -581,29 +563,25 @@ def test_a_resting_stop_is_cancelled_and_read_back_as_a_trigger_order(tmp_path: 
         stored = store.order("tcx-stop")
         assert stored is not None and stored.status is OrderStatus.CANCELED
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_the_owning_bots_position_in_the_store_is_what_the_read_back_found(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         store.save_position("eth-bot", Position("paper", ETH, D("0.05"), D(2400), D(2450), 5))
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
         assert eth.flat
         assert store.position("eth-bot") == Position("paper", ETH, D(0), D(0), D(0), 5)
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_a_position_left_open_is_stored_as_found_keeping_its_entry_and_leverage(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.fill_cap = D("0.001")  # one pass closes only a sliver
         owners = {ETH: "eth-bot", BTC: "btc-bot"}.get
         store.save_position("eth-bot", Position("paper", ETH, D("0.08"), D(2400), D(2450), 5))
@@ -614,28 +592,24 @@ def test_a_position_left_open_is_stored_as_found_keeping_its_entry_and_leverage(
             "already right: left as it was"
         )
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_a_bot_the_store_knew_no_position_of_gets_the_one_found_without_an_entry(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.fill_cap = D("0.001")
         await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 0)
         assert store.position("eth-bot") == Position("paper", ETH, D("0.049"), D(0), D(0), 0)
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_a_refused_flatten_order_is_stored_as_rejected_with_the_exchanges_words(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.refusals = 1
         [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
         assert eth.flat, "the next pass tries afresh"
@@ -652,17 +626,15 @@ def test_a_refused_flatten_order_is_stored_as_rejected_with_the_exchanges_words(
         ]
         assert (change["bot"], change["to"], change["reason"]) == ("eth-bot", "rejected", words)
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(open_store, body)
 
 
 def test_no_position_row_is_made_up_for_a_symbol_no_bot_owns(tmp_path: Path) -> None:
-    async def body(
-        paper: PaperExchange, store: SqliteStore, gw: Scripted, clock: FakeClock
-    ) -> None:
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
         gw.fill_cap = D("0.001")  # left open: the read-back finds a position
         [btc] = await Flattener(store, clock, clock.sleep).flatten(gw, [BTC], no_owner, 0)
         assert btc.remaining_qty == D("0.003")
         with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
             assert db.execute("SELECT count(*) FROM positions").fetchone() == (0,)
 
-    on_fake_clock(tmp_path, body)
+    on_fake_clock(lambda: SqliteStore(tmp_path / "state.db"), body)  # reads the file

@@ -7,15 +7,14 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 from daemon.adapters.apprise_alerts import AppriseAlerter
 from daemon.adapters.ccxt_gateway import CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import ApiCredentials
 from daemon.domain.models import OrderIntent, OrderType, Side
 from daemon.duties import Duties
 from daemon.runtime.supervisor import Supervisor
+from tests.conftest import StoreOpener
 from tests.loopback.binance_usdm import LoopbackBinance
 from tradectl.config import Config
 
@@ -31,7 +30,7 @@ class WallClock:
 
 
 def test_a_stopped_bots_funding_is_collected_once_and_the_job_is_scheduled(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     config = Config.model_validate(
         {
@@ -53,7 +52,7 @@ def test_a_stopped_bots_funding_is_collected_once_and_the_job_is_scheduled(
             timeout_s=2,
             requests_per_s=1000,
         )
-        store = SqliteStore(tmp_path / "state.db")
+        store = open_store()
         try:
             await gateway.start()
             await gateway.submit_order(

@@ -8,12 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from daemon.adapters.paper_exchange import PaperExchange, PaperSettings
 from daemon.adapters.paper_markets import load_paper_markets
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import NotFound
 from daemon.domain.models import (
@@ -28,8 +26,9 @@ from daemon.domain.models import (
     Side,
     TradePlan,
 )
-from daemon.ports import CandlesClosed
+from daemon.ports import CandlesClosed, StateStore
 from daemon.runtime.reconcile import reconcile_account
+from tests.conftest import StoreOpener
 
 T0 = datetime(2025, 5, 10, tzinfo=UTC)
 ETH, BTC = "ETH/USDT:USDT", "BTC/USDT:USDT"
@@ -65,10 +64,10 @@ def order(
 
 
 class Account:
-    """A paper account and the daemon's store, both on disk in one folder."""
+    """A paper account and the daemon's store (the SQLite file, or PostgreSQL)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.store = SqliteStore(folder / "state.db")
+    def __init__(self, open_store: StoreOpener) -> None:
+        self.store: StateStore = open_store()
         self.paper = PaperExchange(
             "paper",
             PaperSettings(Decimal(10_000), Decimal("0.0005"), Decimal("0.0002"), Decimal(0), 3),
@@ -88,20 +87,20 @@ class Account:
 
     def journal(self, kind: str) -> list[dict[str, Any]]:
         return [
-            {k: v for k, v in e.items() if k not in ("id", "ts")}
+            {k: v for k, v in e.items() if k not in ("id", "ts", "node")}  # node: a fleet's
             for e in self.store.events(limit=1000)
             if e["kind"] == kind
         ]
 
 
-def story(body: Callable[[Account], Awaitable[None]], folder: Path) -> None:
+def story(body: Callable[[Account], Awaitable[None]], open_store: StoreOpener) -> None:
     async def main() -> None:
-        await body(await Account(folder).open())
+        await body(await Account(open_store).open())
 
     asyncio.run(main())
 
 
-def test_an_order_the_store_knows_as_pending_is_learnt_open(tmp_path: Path) -> None:
+def test_an_order_the_store_knows_as_pending_is_learnt_open(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000001", price="2000")
         acc.store.record_intent(resting)  # the daemon died before it heard the reply
@@ -116,7 +115,7 @@ def test_an_order_the_store_knows_as_pending_is_learnt_open(tmp_path: Path) -> N
             resting.client_order_id
         ], "a known order is never cancelled"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 class WithoutBots:
@@ -134,7 +133,7 @@ class WithoutBots:
 
 
 def test_a_known_orders_change_is_journalled_for_its_bot_though_the_exchange_knows_none(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000008", price="2000")
@@ -150,10 +149,12 @@ def test_a_known_orders_change_is_journalled_for_its_bot_though_the_exchange_kno
             "open",
         )
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(tmp_path: Path) -> None:
+def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         known = order("tcaaaa-00000009", price="2000")
         acc.store.record_intent(known)
@@ -167,10 +168,10 @@ def test_a_known_order_does_not_stop_the_look_at_the_orders_after_it(tmp_path: P
             known.client_order_id
         ]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(tmp_path: Path) -> None:
+def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000002", price="2000")
         acc.store.record_intent(resting)
@@ -181,10 +182,10 @@ def test_a_known_order_whose_fill_the_store_got_wrong_is_corrected(tmp_path: Pat
         known = acc.store.order(resting.client_order_id)
         assert known is not None and known.filled_qty == 0 and known.status is OrderStatus.OPEN
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_an_order_the_store_already_agrees_with_is_not_rewritten(tmp_path: Path) -> None:
+def test_an_order_the_store_already_agrees_with_is_not_rewritten(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         resting = order("tcaaaa-00000003", price="2000")
         acc.store.record_intent(resting)
@@ -195,11 +196,11 @@ def test_an_order_the_store_already_agrees_with_is_not_rewritten(tmp_path: Path)
         assert len(acc.journal("order_status_changed")) == changes_before
         assert acc.store.order(resting.client_order_id) == store_order
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_an_unknown_order_of_ours_is_cancelled_and_a_hand_placed_one_left_alone(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         ours = order("tcdead-00000009", side=Side.SELL, qty="0.02", price="3000")
@@ -246,7 +247,7 @@ def test_an_unknown_order_of_ours_is_cancelled_and_a_hand_placed_one_left_alone(
         ]
         assert [e["cid"] for e in acc.journal("foreign_order_seen")] == ["web-12345"]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 class VanishingCancels:
@@ -267,7 +268,9 @@ class VanishingCancels:
         return getattr(self.inner, name)
 
 
-def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(tmp_path: Path) -> None:
+def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcdead-00000010", price="2000"))
         gateway = VanishingCancels(acc.paper)
@@ -277,10 +280,10 @@ def test_an_unknown_order_already_gone_when_cancelled_is_still_reported(tmp_path
             ("unknown_order_cancelled", "tcdead-00000010")
         ]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(tmp_path: Path) -> None:
+def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("manual-1", symbol=BTC, qty="0.002", bot=None))
         await acc.paper.submit_order(order("tcaaaa-00000004", qty="0.04"))  # the bot's own
@@ -301,10 +304,12 @@ def test_only_a_position_on_a_symbol_no_bot_trades_is_foreign(tmp_path: Path) ->
         assert journalled["bot"] is None and journalled["symbol"] == BTC
         assert journalled["account"] == "paper" and journalled["qty"] == "0.002"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(tmp_path: Path) -> None:
+def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         entry = order("tcaaaa-00000005", qty="0.03")
         acc.store.record_intent(entry)
@@ -324,10 +329,12 @@ def test_fills_made_while_the_daemon_was_down_are_recorded_for_their_bot(tmp_pat
         await acc.reconcile()  # twice is harmless: no fill recorded twice
         assert len(acc.store.fills("eth-bot")) == 1
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_position_that_changed_while_down_is_adopted_and_journalled(tmp_path: Path) -> None:
+def test_a_position_that_changed_while_down_is_adopted_and_journalled(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcaaaa-00000006", qty="0.05"))
         held = (await acc.paper.fetch_positions(ETH))[0]
@@ -350,10 +357,10 @@ def test_a_position_that_changed_while_down_is_adopted_and_journalled(tmp_path: 
         assert adopted is not None and adopted.qty == Decimal("0.05")
         assert adopted.entry_price == Decimal(2500) and adopted.symbol == ETH
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_position_the_store_already_knows_is_no_difference(tmp_path: Path) -> None:
+def test_a_position_the_store_already_knows_is_no_difference(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcaaaa-00000007", side=Side.SELL, qty="0.05"))
         held = (await acc.paper.fetch_positions(ETH))[0]
@@ -363,11 +370,11 @@ def test_a_position_the_store_already_knows_is_no_difference(tmp_path: Path) -> 
         refreshed = acc.store.position("eth-bot")
         assert refreshed is not None and refreshed.mark_price == Decimal(2500), "saved afresh"
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_a_position_closed_while_the_daemon_was_down_is_zeroed_in_the_store(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         acc.store.save_position(
@@ -401,28 +408,28 @@ def test_a_position_closed_while_the_daemon_was_down_is_zeroed_in_the_store(
         assert (zeroed.qty, zeroed.entry_price, zeroed.symbol) == (0, 0, ETH)
         assert zeroed.mark_price == Decimal(2450) and zeroed.leverage == 3
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_bot_that_never_held_anything_gets_no_position_row(tmp_path: Path) -> None:
+def test_a_bot_that_never_held_anything_gets_no_position_row(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         assert await acc.reconcile() == []
         assert acc.store.position("eth-bot") is None
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_flat_position_the_store_knows_as_flat_is_left_as_it_is(tmp_path: Path) -> None:
+def test_a_flat_position_the_store_knows_as_flat_is_left_as_it_is(open_store: StoreOpener) -> None:
     async def body(acc: Account) -> None:
         flat = Position("paper", ETH, Decimal(0), Decimal(0), Decimal(2450), 3)
         acc.store.save_position("eth-bot", flat)
         assert await acc.reconcile() == []
         assert acc.store.position("eth-bot") == flat
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_every_bot_symbol_of_the_account_is_reconciled(tmp_path: Path) -> None:
+def test_every_bot_symbol_of_the_account_is_reconciled(open_store: StoreOpener) -> None:
     bots = {ETH: "eth-bot", BTC: "btc-bot"}
 
     async def body(acc: Account) -> None:
@@ -443,7 +450,7 @@ def test_every_bot_symbol_of_the_account_is_reconciled(tmp_path: Path) -> None:
         ]
         assert await acc.paper.fetch_open_orders() == []
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 class Watched:
@@ -516,7 +523,7 @@ async def candle(acc: Account, symbol: str, minute: int, low: str, close: str) -
 
 
 def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stopped_bot(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         elsewhere = replace(order("tcbbbb-00000001", price="2000"), account="other")
@@ -565,11 +572,11 @@ def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stoppe
         other = acc.store.order(elsewhere.client_order_id)
         assert other is not None and other.status is OrderStatus.PENDING_SUBMIT
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_an_intent_that_filled_while_the_daemon_was_down_is_resolved_for_its_bot(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         entry = order("tcaaaa-00000021", qty="0.03")
@@ -601,11 +608,11 @@ def test_an_intent_that_filled_while_the_daemon_was_down_is_resolved_for_its_bot
             "filled",
         )
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_an_order_cancelled_on_the_exchange_while_down_is_learnt_without_a_difference(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         resting = await placed(acc, order("tcaaaa-00000022", price="2000"))
@@ -628,11 +635,11 @@ def test_an_order_cancelled_on_the_exchange_while_down_is_learnt_without_a_diffe
             if e["cid"] == unchanged.client_order_id
         ] == ["open"]
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_an_order_partly_filled_while_down_is_learnt_though_its_status_is_the_same(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         resting = await placed(acc, order("tcaaaa-00000024", price="2000"))
@@ -643,10 +650,12 @@ def test_an_order_partly_filled_while_down_is_learnt_though_its_status_is_the_sa
         known = acc.store.order(resting.client_order_id)
         assert known is not None and known.filled_qty == 0 and known.status is OrderStatus.OPEN
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_an_unknown_trigger_order_of_ours_is_cancelled_as_a_trigger_order(tmp_path: Path) -> None:
+def test_an_unknown_trigger_order_of_ours_is_cancelled_as_a_trigger_order(
+    open_store: StoreOpener,
+) -> None:
     async def body(acc: Account) -> None:
         await acc.paper.submit_order(order("tcaaaa-00000025", qty="0.02"))
         acc.store.record_intent(order("tcaaaa-00000025", qty="0.02"))
@@ -662,11 +671,11 @@ def test_an_unknown_trigger_order_of_ours_is_cancelled_as_a_trigger_order(tmp_pa
         ]
         assert await acc.paper.fetch_open_orders() == []
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         await placed(acc, order("tcaaaa-00000030", qty="0.02"))
@@ -745,10 +754,12 @@ def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
         kept = acc.store.order(theirs.client_order_id)
         assert kept is not None and kept.status is OrderStatus.OPEN
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
-def test_a_bot_still_holding_does_not_stop_the_next_bot_from_being_zeroed(tmp_path: Path) -> None:
+def test_a_bot_still_holding_does_not_stop_the_next_bot_from_being_zeroed(
+    open_store: StoreOpener,
+) -> None:
     bots = {ETH: "eth-bot", BTC: "btc-bot"}
 
     async def body(acc: Account) -> None:
@@ -762,11 +773,11 @@ def test_a_bot_still_holding_does_not_stop_the_next_bot_from_being_zeroed(tmp_pa
         assert btc is not None and btc.qty == Decimal("0.002"), "BTC (sorted first) is held"
         assert eth is not None and eth.qty == 0
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_protection_the_exchange_no_longer_has_is_closed_in_the_store_when_flat(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         lost = protective("tcaaaa-00000034", OrderType.STOP_MARKET, "2400")
@@ -809,11 +820,11 @@ def test_protection_the_exchange_no_longer_has_is_closed_in_the_store_when_flat(
             "canceled",
         )
 
-    story(body, tmp_path)
+    story(body, open_store)
 
 
 def test_funding_settled_while_down_is_recorded_for_the_bot_trading_the_symbol(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
     async def body(acc: Account) -> None:
         now = datetime.fromtimestamp(acc.paper.exchange_time_ms() / 1000, UTC)
@@ -825,4 +836,4 @@ def test_funding_settled_while_down_is_recorded_for_the_bot_trading_the_symbol(
 
         assert acc.store.funding("eth-bot") == [paid]
 
-    story(body, tmp_path)
+    story(body, open_store)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 from daemon.adapters.ccxt_gateway import CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import ApiCredentials
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.models import (
@@ -24,6 +22,7 @@ from daemon.domain.models import (
     TradePlan,
 )
 from daemon.runtime.reconcile import reconcile_account
+from tests.conftest import StoreOpener
 from tests.loopback.binance_usdm import LoopbackBinance
 
 ETH = "ETH/USDT:USDT"
@@ -50,9 +49,9 @@ def order(cid: str, kind: OrderType, side: Side, trigger: str | None = None) -> 
 
 
 def test_reconciliation_adopts_cancels_and_leaves_trigger_orders_by_who_placed_them(
-    tmp_path: Path,
+    open_store: StoreOpener,
 ) -> None:
-    store = SqliteStore(tmp_path / "state.db")
+    store = open_store()
     store.set_desired_state(BOT, DesiredState.STOPPED)
 
     async def story() -> list[dict[str, object]]:

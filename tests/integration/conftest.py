@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir, write_config
+from tests.store_under_test import StoreUnderTest, chosen_stores, use
 
 HERE = Path(__file__).parent
 
@@ -18,8 +19,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test whose daemons use `daemon_store` runs once per store of TRADECTL_TEST_STORES;
+    one marked `sqlite_only(reason)` (it is about the SQLite file itself) on SQLite alone."""
+    if "daemon_store" not in metafunc.fixturenames:
+        return
+    stores = chosen_stores()
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        stores = ["sqlite"]
+    metafunc.parametrize("daemon_store", stores, indirect=True)
+
+
 @pytest.fixture
-def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+def daemon_store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
+    """The store of every daemon this test starts: each state folder's SQLite file, or a
+    fresh database per state folder on the worker's PostgreSQL server."""
+    kind = getattr(request, "param", "sqlite")
+    store = StoreUnderTest(kind, request.getfixturevalue("postgres") if kind != "sqlite" else None)
+    use(store)
+    try:
+        yield store
+    finally:
+        use(None)
+
+
+@pytest.fixture
+def make_daemon(
+    tmp_path: Path, daemon_store: StoreUnderTest
+) -> Iterator[Callable[..., DaemonProcess]]:
     """Build daemons on a copy of the shipped config, each with its own state and socket."""
     made: list[DaemonProcess] = []
     socket_dirs: list[Path] = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,6 +23,7 @@ from tests.conftest import REPO, eventually
 from tests.integration.daemon_process import DaemonProcess, short_socket_dir
 from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import current
 
 BOT = "eth-flip"
 SYMBOL_ID = "ETHUSDT"
@@ -192,6 +192,8 @@ def run_crash_test(
     socket_dir = short_socket_dir()
     config = folder / "config.toml"
     config.write_text(config_text(url, plugins, exchange))
+    if current().kind != "sqlite":  # a restart after a kill waits out its old lease: keep it short
+        config.write_text(config.read_text() + "\n[fleet]\nlease_ttl_s = 4\n")
     daemon = DaemonProcess(
         config, folder / "state", socket_dir / "control.sock", folder / "daemon.log", extra_env=env
     )
@@ -223,7 +225,7 @@ def run_crash_test(
         daemon.stop()
         daemon.start()  # one more reconciliation with the bot stopped: the last word
         daemon.stop()
-        check(report, market, folder / "state" / "state.db", exchange)
+        check(report, market, folder / "state", exchange)
     finally:
         daemon.stop()
         market.stop()
@@ -237,7 +239,7 @@ def recent(candles: list[Any], days_ago: int) -> list[Any]:
 
 
 def check(
-    report: CrashReport, market: ServerThread, state_db: Path, exchange: str = "binanceusdm"
+    report: CrashReport, market: ServerThread, state_dir: Path, exchange: str = "binanceusdm"
 ) -> None:
     orders = market.call(lambda s: s.orders_by_client_id())
     if exchange == "bitget":
@@ -250,13 +252,10 @@ def check(
     trade_ids = [str(t["id"] if "id" in t else t["tradeId"]) for t in trades]
     requests = market.call(lambda s: list(s.requests))
     position = market.call(lambda s: s.position(SYMBOL_ID))[0]
-    db = sqlite3.connect(state_db)
-    store_orders = {
-        cid: status for cid, status in db.execute("SELECT client_order_id, status FROM orders")
-    }
-    store_fills = {fid for (fid,) in db.execute("SELECT fill_id FROM fills")}
-    row = db.execute("SELECT qty FROM positions WHERE bot = ?", (BOT,)).fetchone()
-    db.close()
+    store = current()  # the daemon's store, SQLite or PostgreSQL
+    store_orders = dict(store.query(state_dir, "SELECT client_order_id, status FROM orders"))
+    store_fills = {fid for (fid,) in store.query(state_dir, "SELECT fill_id FROM fills")}
+    [row] = store.query(state_dir, "SELECT qty FROM positions WHERE bot = ?", (BOT,)) or [None]
     posts = [
         p.get(cid_field)
         for order_path, cid_field in (ORDER_POST[exchange], TRIGGER_POST[exchange])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO, eventually
+from tests.store_under_test import current
 
 
 def write_config(
@@ -50,6 +51,9 @@ class DaemonProcess:
             TRADECTL_SOCKET=str(self.socket),
             PYTHONUNBUFFERED="1",
         )
+        url = current().url(self.state_dir)  # the test's store: None is the state folder's file
+        if url is not None:
+            env["TRADECTL_STORE_URL"] = url
         env.update(self.extra_env)
         return env
 

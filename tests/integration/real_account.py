@@ -3,7 +3,6 @@ paper account beside it, so a test can show what one account's trouble does to t
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from tests.conftest import REPO
 from tests.integration.crash_harness import FLIPPER
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import current
 
 LIVE_BOT, PAPER_BOT = "eth-live", "eth-paper"
 ETH_FILE = REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
@@ -110,8 +110,6 @@ def daemon_on_loopback(
 
 def journal(state_dir: Path, kind: str) -> list[tuple[str | None, str]]:
     """(bot, data) of every journal entry of `kind`, oldest first."""
-    db = sqlite3.connect(state_dir / "state.db")
-    try:
-        return list(db.execute("SELECT bot, data FROM events WHERE kind = ? ORDER BY id", (kind,)))
-    finally:
-        db.close()
+    return current().query(
+        state_dir, "SELECT bot, data FROM events WHERE kind = ? ORDER BY id", (kind,)
+    )

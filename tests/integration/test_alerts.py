@@ -7,9 +7,12 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import eventually
 from tests.integration.alert_receiver import AlertReceiver, refusing_url
 from tests.integration.daemon_process import DaemonProcess
+from tests.store_under_test import current
 
 MakeDaemon = Callable[..., DaemonProcess]
 BOT = "eth-ema"
@@ -66,6 +69,7 @@ def test_a_flatten_through_the_daemon_and_a_direct_one_with_it_down_are_alerted(
         assert "from the command line" in direct and "eth-ema" in direct
 
 
+@pytest.mark.sqlite_only("two bots share one paper account: a fleet refuses it, see README")
 def test_a_hanging_or_refusing_receiver_holds_up_neither_candles_nor_a_flatten(
     make_daemon: MakeDaemon,
 ) -> None:
@@ -128,30 +132,25 @@ def test_a_start_after_a_kill_is_alerted_as_unclean(make_daemon: MakeDaemon) -> 
 
 def _journal(daemon: DaemonProcess) -> str | None:
     """The journal's alert_delivery_failed entries, once there are any."""
-    import sqlite3
-
-    db = sqlite3.connect(daemon.state_dir / "state.db")
-    try:
-        rows = db.execute("SELECT data FROM events WHERE kind = 'alert_delivery_failed'").fetchall()
-    finally:
-        db.close()
+    rows = current().query(
+        daemon.state_dir, "SELECT data FROM events WHERE kind = 'alert_delivery_failed'"
+    )
     return "\n".join(r[0] for r in rows) or None
 
 
 def test_a_rollover_missed_while_down_reports_the_day_once_at_start(
     make_daemon: MakeDaemon,
 ) -> None:
-    import sqlite3
     from datetime import UTC, datetime, timedelta
 
     with AlertReceiver() as receiver:
         daemon = make_daemon(alerts_to(receiver.url())).start()
         daemon.stop()
         long_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
-        db = sqlite3.connect(daemon.state_dir / "state.db")
-        with db:
-            db.execute("INSERT OR REPLACE INTO duty_runs VALUES ('rollover', ?)", (long_ago,))
-        db.close()
+        current().query(daemon.state_dir, "DELETE FROM duty_runs WHERE name = 'rollover'")
+        current().query(
+            daemon.state_dir, "INSERT INTO duty_runs VALUES ('rollover', ?)", (long_ago,)
+        )
         daemon.start()
         yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
         [report] = eventually(lambda: receiver.saying("daily report", yesterday))

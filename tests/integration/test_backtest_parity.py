@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.backtest import round_trips
 from tests.conftest import REPO, eventually
 from tests.integration.daemon_process import DaemonProcess
+from tests.store_under_test import StoreUnderTest
 
 BOT = "eth-ema"
 ETH = REPO / "data" / "candles" / "ETH_USDT_USDT-1m-futures.feather"
@@ -55,7 +55,7 @@ def trade_key(trade: dict[str, Any]) -> tuple[str, ...]:
 
 
 def test_backtest_makes_the_same_trades_as_the_daemon_on_the_same_window(
-    make_daemon: MakeDaemon,
+    make_daemon: MakeDaemon, daemon_store: StoreUnderTest
 ) -> None:
     daemon = make_daemon(speed=0).start()
     eventually(lambda: daemon.bot(BOT)["candles_processed"] >= CANDLES, timeout=60)
@@ -65,16 +65,13 @@ def test_backtest_makes_the_same_trades_as_the_daemon_on_the_same_window(
     position = (bot["position_side"], bot["position_qty"], bot["entry_price"])
     daemon.stop()
 
-    store = SqliteStore(daemon.state_dir / "state.db")
-    try:
+    with daemon_store.opened(daemon.state_dir) as store:
         fills = sorted(store.fills(BOT), key=lambda f: (f.timestamp, f.client_order_id))
         purposes = {
             e["cid"]: e["purpose"]
             for e in store.events(BOT, limit=1 << 30)
             if e["kind"] == "order_intent_recorded"
         }
-    finally:
-        store.close()
     live = [t.as_dict() for t in round_trips(fills, purposes)]
     assert len(live) >= 5, "the window must hold real trades to compare"
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.crash_harness import run_crash_test
+from tests.store_under_test import StoreUnderTest
 
 
-def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(
+    tmp_path: Path, daemon_store: StoreUnderTest
+) -> None:
     report = run_crash_test(tmp_path, kills=24)
     print(report.summary())
     # Enough order flow to mean something: orders and the stops and take-profits they carry.
@@ -21,14 +24,18 @@ def test_kill_9_at_random_moments_leaves_store_and_exchange_in_agreement(tmp_pat
     assert report.position_exchange == report.position_store, report.summary()
 
 
-def test_flatten_all_flattens_a_loopback_account_after_kills(tmp_path: Path) -> None:
+def test_flatten_all_flattens_a_loopback_account_after_kills(
+    tmp_path: Path, daemon_store: StoreUnderTest
+) -> None:
     report = run_crash_test(tmp_path, kills=3, seed=3, finish_with_flatten=True)
     assert report.flattened is not None and report.flattened["flat"], report.flattened
     assert report.position_exchange == report.position_store == 0, report.summary()
     assert report.mismatches == 0, report.summary()
 
 
-def test_kill_9_on_bitget_leaves_store_and_exchange_in_agreement(tmp_path: Path) -> None:
+def test_kill_9_on_bitget_leaves_store_and_exchange_in_agreement(
+    tmp_path: Path, daemon_store: StoreUnderTest
+) -> None:
     report = run_crash_test(tmp_path, kills=16, seed=5, exchange="bitget")
     print(report.summary())
     assert report.kills == 16, report.summary()

@@ -18,6 +18,7 @@ from tests.integration.alert_receiver import AlertReceiver
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.integration.test_protection_on_loopback import ALWAYS_LONG
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import StoreUnderTest, current
 
 BOT = "eth-quiet"
 CHECK_EVERY_S = 10
@@ -58,12 +59,12 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, daemon_store: StoreUnderTest) -> Iterator[Rig]:
     yield from make_rig(tmp_path, "never", NEVER, 0.5)
 
 
 @pytest.fixture
-def trading_rig(tmp_path: Path) -> Iterator[Rig]:
+def trading_rig(tmp_path: Path, daemon_store: StoreUnderTest) -> Iterator[Rig]:
     yield from make_rig(tmp_path, "always_long", ALWAYS_LONG, 0.1)
 
 
@@ -196,13 +197,8 @@ def test_a_bot_trading_with_its_stops_and_targets_shows_no_drift(trading_rig: Ri
 
 
 def _store(rig: Rig, sql: str) -> int:
-    import sqlite3
-
-    db = sqlite3.connect(rig.daemon.state_dir / "state.db")
-    try:
-        return int(db.execute(sql).fetchone()[0])
-    finally:
-        db.close()
+    [(value,)] = current().query(rig.daemon.state_dir, sql)
+    return int(value)
 
 
 def _drift(rig: Rig) -> list[dict[str, Any]]:

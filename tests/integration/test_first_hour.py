@@ -154,6 +154,7 @@ def test_idempotent_commands_answer_alike_and_global_options_go_anywhere(
     assert any("bot_started" in line for line in first)
 
 
+@pytest.mark.sqlite_only("two bots share one paper account: a fleet refuses it, see README")
 def test_btc_trades_on_the_shipped_paper_account_within_the_first_hours(
     make_daemon: MakeDaemon,
 ) -> None:

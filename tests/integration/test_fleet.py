@@ -281,6 +281,12 @@ def test_a_node_cut_off_from_the_database_stops_its_bots_before_its_leases_expir
 
         eventually(moved, timeout=TTL_S * 10)
         assert_one_holder_per_epoch(fleet)
+        cut_off = fleet.nodes["node-a"].cli_json("status")  # from memory, saying why
+        assert cut_off["daemon"]["store_unreachable"], cut_off["daemon"]
+        assert {b["name"] for b in cut_off["bots"]} >= held
+        assert all(b["state"] != "running" for b in cut_off["bots"] if b["name"] in held)
+        text = fleet.nodes["node-a"].cli("status")
+        assert text.returncode == 0 and "state store unreachable" in text.stdout, text.stderr
     finally:
         proxy.close()
 

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import eventually
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.integration.load_config import many_bots_config
@@ -14,6 +16,8 @@ from tradectl.client import ControlClient
 BOTS, SPEED, WINDOW_S = 100, 60, 15.0  # each feed: one 1m candle a second
 
 
+@pytest.mark.usefixtures("daemon_store")
+@pytest.mark.sqlite_only("bots share paper accounts, which a fleet refuses (see README)")
 def test_a_hundred_bots_keep_their_cadence_while_clients_hammer_status(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(many_bots_config(BOTS, SPEED))

@@ -24,6 +24,7 @@ def market() -> Iterator[ServerThread]:
 
 
 @pytest.mark.parametrize("transport", ["rest", "websocket"])
+@pytest.mark.usefixtures("daemon_store")  # on each store of TRADECTL_TEST_STORES
 def test_paper_bot_trades_on_exchange_prices_without_sending_orders_there(
     tmp_path: Path, market: ServerThread, transport: str
 ) -> None:

@@ -5,14 +5,12 @@ exchange's word when the order got there, as "never reached the exchange" when n
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from daemon.adapters.ccxt_gateway import CcxtGateway
-from daemon.adapters.sqlite_store import SqliteStore
 from daemon.credentials import ApiCredentials
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.models import ClientOrderIds, OrderIntent, OrderType, Side
@@ -20,6 +18,7 @@ from tests.conftest import REPO
 from tests.integration.crash_harness import FLIPPER, config_text
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import StoreUnderTest, current
 
 MakeDaemon = Callable[..., DaemonProcess]
 
@@ -40,25 +39,24 @@ def intent(bot: str, account: str, sequence: int) -> OrderIntent:
 
 
 def stored(state_dir: Path, cid: str) -> tuple[str, str | None, int]:
-    db = sqlite3.connect(state_dir / "state.db")
-    status, reason = db.execute(
-        "SELECT status, reason FROM orders WHERE client_order_id = ?", (cid,)
-    ).fetchone()
-    fills = db.execute("SELECT count(*) FROM fills WHERE client_order_id = ?", (cid,)).fetchone()
-    db.close()
-    return status, reason, int(fills[0])
+    [(status, reason)] = current().query(
+        state_dir, "SELECT status, reason FROM orders WHERE client_order_id = ?", (cid,)
+    )
+    [(fills,)] = current().query(
+        state_dir, "SELECT count(*) FROM fills WHERE client_order_id = ?", (cid,)
+    )
+    return status, reason, int(fills)
 
 
 def test_an_intent_of_a_stopped_bot_that_never_left_is_rejected_at_start(
-    make_daemon: MakeDaemon,
+    make_daemon: MakeDaemon, daemon_store: StoreUnderTest
 ) -> None:
     daemon = make_daemon().start()
     assert daemon.cli("stop", "eth-ema").returncode == 0
     daemon.stop()
-    store = SqliteStore(daemon.state_dir / "state.db")
     lost = intent("eth-ema", "paper", 900)  # the stop cancelled the runner right after this
-    store.record_intent(lost)
-    store.close()
+    with daemon_store.opened(daemon.state_dir) as store:
+        store.record_intent(lost)
 
     daemon.start()
     assert stored(daemon.state_dir, lost.client_order_id) == (
@@ -72,7 +70,7 @@ def test_an_intent_of_a_stopped_bot_that_never_left_is_rejected_at_start(
 
 
 def test_an_intent_of_a_stopped_bot_that_reached_the_exchange_takes_its_outcome(
-    tmp_path: Path,
+    tmp_path: Path, daemon_store: StoreUnderTest
 ) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -96,10 +94,9 @@ def test_an_intent_of_a_stopped_bot_that_reached_the_exchange_takes_its_outcome(
     sent = intent("eth-flip", "binance", 77)
     try:
         (tmp_path / "state").mkdir(mode=0o750)
-        store = SqliteStore(tmp_path / "state" / "state.db")
-        store.set_desired_state("eth-flip", DesiredState.STOPPED)
-        store.record_intent(sent)  # committed; the order left; then the stop cancelled us
-        store.close()
+        with daemon_store.opened(tmp_path / "state") as store:
+            store.set_desired_state("eth-flip", DesiredState.STOPPED)
+            store.record_intent(sent)  # committed; the order left; then the stop cancelled us
         asyncio.run(_send(url, sent))
 
         daemon.start()

@@ -9,7 +9,6 @@ while nobody watched (the stop fired: the plan is cleared, the take-profit cance
 from __future__ import annotations
 
 import signal
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +23,7 @@ from tests.integration.daemon_process import DaemonProcess, remove, short_socket
 from tests.integration.test_protection_on_loopback import ALWAYS_LONG
 from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import StoreUnderTest, current
 
 BOT = "eth-long"
 SYMBOL_ID = "ETHUSDT"
@@ -34,7 +34,7 @@ PASSPHRASE = "protection-passphrase"
 class BitgetRig:
     market: ServerThread
     daemon: DaemonProcess
-    state_db: Path
+    state_dir: Path
 
     def plans(self) -> list[dict[str, Any]]:
         plans = self.market.call(lambda s: s.plan_orders_by_client_id())
@@ -68,15 +68,11 @@ class BitgetRig:
         self.market.call(push)
 
     def store(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.state_db)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        return current().query(self.state_dir, sql, args)
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[BitgetRig]:
+def rig(tmp_path: Path, daemon_store: StoreUnderTest) -> Iterator[BitgetRig]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "always_long.py").write_text(ALWAYS_LONG)
@@ -129,7 +125,7 @@ max_candle_age_s = 2592000
         },
     )
     try:
-        yield BitgetRig(market, daemon, tmp_path / "state" / "state.db")
+        yield BitgetRig(market, daemon, tmp_path / "state")
     finally:
         daemon.stop()
         market.stop()

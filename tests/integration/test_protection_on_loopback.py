@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +20,7 @@ import pytest
 from tests.conftest import REPO, eventually
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
+from tests.store_under_test import StoreUnderTest, current
 
 BOT = "eth-long"
 SYMBOL_ID = "ETHUSDT"
@@ -62,7 +62,7 @@ class AlwaysLong(Strategy):
 class Rig:
     market: ServerThread
     daemon: DaemonProcess
-    state_db: Path
+    state_dir: Path
 
     def algo_orders(self) -> list[dict[str, Any]]:
         orders = self.market.call(lambda s: s.algo_orders_by_client_id())
@@ -92,15 +92,11 @@ class Rig:
         self.market.call(push)
 
     def store(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.state_db)
-        try:
-            return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
+        return current().query(self.state_dir, sql, args)
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, daemon_store: StoreUnderTest) -> Iterator[Rig]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "always_long.py").write_text(ALWAYS_LONG)
@@ -144,7 +140,7 @@ leverage = 3
         extra_env={"TRADECTL_LOOPBACK_API_KEY": API_KEY, "TRADECTL_LOOPBACK_SECRET": API_SECRET},
     )
     try:
-        yield Rig(market, daemon, tmp_path / "state" / "state.db")
+        yield Rig(market, daemon, tmp_path / "state")
     finally:
         daemon.stop()
         market.stop()
@@ -188,8 +184,8 @@ def test_an_entry_gets_its_stop_and_target_and_the_stop_closes_it_with_the_daemo
     rig.push("0.97")  # through the stop while nobody watches
     assert rig.position() == 0, "the exchange closed the position with the daemon dead"
 
-    rig.daemon.start()
-    eventually(lambda: rig.daemon.bot(BOT)["state"] == "running", timeout=30)
+    rig.daemon.start()  # on PostgreSQL it first waits out its old lease (lease_ttl_s)
+    eventually(lambda: rig.daemon.bot(BOT)["state"] == "running", timeout=45)
     states = {o["clientAlgoId"]: o["algoStatus"] for o in rig.algo_orders()}
     assert states[stop["clientAlgoId"]] in ("TRIGGERED", "FINISHED")
     assert states[target["clientAlgoId"]] == "CANCELED", "the orphaned take-profit is cancelled"

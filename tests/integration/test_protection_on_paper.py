@@ -13,9 +13,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from daemon.adapters.sqlite_store import SqliteStore
 from tests.conftest import eventually
 from tests.integration.daemon_process import DaemonProcess
+from tests.store_under_test import current
 
 BOT = "eth-ema"
 MakeDaemon = Callable[..., DaemonProcess]
@@ -31,14 +31,11 @@ def resting(daemon: DaemonProcess, purpose: str) -> list[dict[str, Any]]:
 
 def placed_since_last_start(daemon: DaemonProcess) -> list[dict[str, Any]]:
     """Protective intents recorded since the bot last started."""
-    store = SqliteStore(daemon.state_dir / "state.db")
-    try:
+    with current().opened(daemon.state_dir) as store:
         events = store.events(BOT, limit=1 << 20)
-    finally:
-        store.close()
     started = max(
-        e["id"] for e in events if e["kind"] in ("bot_resumed", "bot_autostarted")
-    )  # before its launch
+        e["id"] for e in events if e["kind"] in ("bot_resumed", "bot_autostarted", "bot_adopted")
+    )  # before its launch (adopted: a fleet node took its lease)
     return [
         e
         for e in events

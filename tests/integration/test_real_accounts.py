@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import eventually
 from tests.integration.real_account import LIVE_BOT, PAPER_BOT, daemon_on_loopback, journal
 from tests.loopback.binance_usdm import LoopbackBinance
@@ -19,6 +21,8 @@ from tests.loopback.bitget_ws import LoopbackBitgetWs
 from tests.loopback.server_thread import API_KEY, API_SECRET
 
 PASSPHRASE = "loopback-passphrase"
+# Every test here starts a daemon: on each store of TRADECTL_TEST_STORES.
+pytestmark = pytest.mark.usefixtures("daemon_store")
 
 
 def settled(daemon: Any) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_process import DaemonProcess
+from tests.store_under_test import current
 
 MakeDaemon = Callable[..., DaemonProcess]
 EXIT_FAILED, EXIT_CONFIG = 1, 78
@@ -67,7 +68,7 @@ def test_whatever_sits_at_the_socket_path_is_refused_and_left_as_it_was(
     after = os.lstat(daemon.socket)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
     assert notes.read_text() == "my notes\n"
-    assert not (daemon.state_dir / "state.db").exists(), "a refusal comes before the store"
+    assert not current().touched(daemon.state_dir), "a refusal comes before the store"
 
 
 def test_a_stale_socket_left_by_a_crash_is_replaced(make_daemon: MakeDaemon) -> None:

@@ -6,7 +6,6 @@ and neither key, secret nor any request signature shows up in the daemon's log, 
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from tests.integration.crash_harness import FLIPPER
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.loopback.binance_usdm import LoopbackBinance
 from tests.loopback.server_thread import ServerThread, real_candles
+from tests.store_under_test import StoreUnderTest
 
 KEY = "SENTINELKEY" + "k7q2" * 12
 SECRET = "SENTINELSECRET" + "s9x4" * 12
@@ -130,7 +130,9 @@ def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_no_credential_or_signature_leaves_the_daemon_on_any_error_path(tmp_path: Path) -> None:
+def test_no_credential_or_signature_leaves_the_daemon_on_any_error_path(
+    tmp_path: Path, daemon_store: StoreUnderTest
+) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "flipper.py").write_text(FLIPPER)
@@ -201,10 +203,7 @@ def test_no_credential_or_signature_leaves_the_daemon_on_any_error_path(tmp_path
 
     assert len(fired) >= len(FAULTS), fired
     assert len(sigs) > 50, "the test must have seen signed requests to look for"
-    db = sqlite3.connect(tmp_path / "state" / "state.db")
-    store_dump = "\n".join(db.iterdump())
-    db.close()
-    texts = {"daemon log": daemon.log(), "state.db": store_dump, **outputs}
+    texts = {"daemon log": daemon.log(), "store": daemon_store.dump(tmp_path / "state"), **outputs}
     assert "create order" in texts["daemon log"], "the faults reached the order path"
     assert "AuthenticationFailed" in texts["daemon log"] + texts["cli status --json"]
     assert "Invalid API-key" in outputs["cli status, refused key"]

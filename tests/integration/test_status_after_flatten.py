@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, eventually
 from tests.integration.crash_harness import FLIPPER, config_text
 from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
@@ -49,6 +51,7 @@ def test_a_flattened_paper_bot_shows_flat_and_health_agrees(make_daemon: MakeDae
     shows_flat_after_flatten(make_daemon().start(), "eth-ema")
 
 
+@pytest.mark.usefixtures("daemon_store")  # on each store of TRADECTL_TEST_STORES
 def test_a_flattened_bot_on_the_loopback_exchange_shows_flat(tmp_path: Path) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()

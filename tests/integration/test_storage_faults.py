@@ -71,6 +71,7 @@ def damage(store: Path, tables: str | None) -> None:
             f.write(os.urandom(PAGE))
 
 
+@pytest.mark.sqlite_only("garbage written over the SQLite file's pages")
 @pytest.mark.parametrize("where", ["every_page", "fills", "bots"])
 def test_a_damaged_store_is_named_not_a_traceback(make_daemon: MakeDaemon, where: str) -> None:
     daemon = a_store_that_lived(make_daemon)
@@ -123,6 +124,7 @@ def test_a_read_only_state_folder_is_named_for_the_daemon_and_the_emergency_flat
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private mount needs root")
+@pytest.mark.sqlite_only("the SQLite file fills the state folder's disk, not the server's")
 def test_a_disk_that_fills_up_before_shutdown_ends_in_a_message(make_daemon: MakeDaemon) -> None:
     daemon = make_daemon(speed=0)  # flat out: the store grows fast
     daemon.state_dir.mkdir(mode=0o750)

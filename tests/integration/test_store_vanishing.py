@@ -8,10 +8,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import eventually
 from tests.integration.daemon_process import DaemonProcess
 
 MakeDaemon = Callable[..., DaemonProcess]
+pytestmark = pytest.mark.sqlite_only(
+    "the SQLite file deleted or replaced in the state folder; a PostgreSQL database is not there"
+)
 BOT = "eth-ema"
 EXIT_STORE_MISSING = 66
 
