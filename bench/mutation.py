@@ -171,6 +171,11 @@ JOIN_ORDER = (
     "promised, may differ between runs'; maintain_order='left' turns what happens into a "
     "promise, which no test can tell apart from luck"
 )
+TYPED = (
+    "the other branch of the same when/then chain keeps its Int8 literal, and polars types an "
+    "integer literal without a dtype by the expression around it: the column stays Int8 (the "
+    "documented types are tested) with the same values"
+)
 TUNING = "a tuning constant of a wait no test can observe without waiting that long"
 FLATTEN = "daemon/runtime/flatten.py"
 ROW_KEPT = (
@@ -228,6 +233,16 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(TRADER, "if qty > 0 else s.high", "if qty >= 0 else s.high", FLAT_RETURNED),
     Equivalent(TRADER, "long = qty > 0", "long = qty >= 0", FLAT_RETURNED),
     Equivalent(TRADER, "if (qty > 0) == (signal", "if (qty >= 0) == (signal", FLAT_RETURNED),
+    Equivalent(TRADER, 'side = "long" if qty > 0', 'side = "long" if qty >= 0', FLAT_RETURNED),
+    Equivalent(
+        TRADER,
+        "return None if moment is None else",
+        "return None if (moment is None) and False else",
+        "_iso is given only the time a bot outside its sessions may trade again; outside them "
+        "that is always the next open (session_state has none only for windows on no weekday, "
+        "and every parsed window has at least one; with no sessions a bot is always in one), "
+        "so None never reaches it",
+    ),
     Equivalent(TRADER, "s.todo = ()", "s.todo = None", HALTED_TODO),
     Equivalent(
         TRADER,
@@ -482,6 +497,11 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(INDICATORS, 'maintain_order="left", ', "", JOIN_ORDER),
     Equivalent(INDICATORS, 'maintain_order="left")', "maintain_order=None)", JOIN_ORDER),
     Equivalent(INDICATORS, ', maintain_order="left")', ", )", JOIN_ORDER),
+    *(
+        Equivalent(INDICATORS, f"pl.lit({sign}, SIGN_DTYPE)", f"pl.lit({sign}, {dropped})", TYPED)
+        for sign in ("1", "-1")
+        for dropped in ("None", "")
+    ),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, fill_value=None)", FIRST_ROW),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(fill_value=0)", FIRST_ROW),
     Equivalent(STRUCTURE, "shift(1, fill_value=0)", "shift(1, )", FIRST_ROW),

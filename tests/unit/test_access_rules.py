@@ -84,6 +84,7 @@ def test_a_refusal_says_why_and_names_the_caller_and_owner() -> None:
         reason(OWNER, "stop", every=True)
         == f"stop --all is for administrators (uid {OWNER} is not)"
     )
+    assert reason(OWNER, "alerts_test") == f"alerts_test is for administrators (uid {OWNER} is not)"
     assert (
         reason(OTHER, "flatten", owner=None)
         == "bot 'b1' has no owner yet; its first start makes one"

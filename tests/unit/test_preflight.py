@@ -264,3 +264,140 @@ def test_a_paper_bot_after_an_exchange_bot_is_still_held_to_the_paper_markets(
         extra=BINANCE,
     )
     assert "risk.max_position_usdt: 19.5 USDT is below" in message, message
+
+
+STORE = 'log_level = "info"\n\n[store]\nurl = "{url}"\n'
+FLEET_URL = "postgresql://tradectl@db.internal:5432/tradectl"
+BTC_BOT = (
+    '[bots.btc-ema]\naccount = "{account}"\nsymbol = "BTC/USDT:USDT"\nstrategy = "ema_cross"\n'
+    'timeframes = ["1m", "5m"]\nleverage = 3\n'
+)
+SECOND_PAPER = '\n[accounts.paper2]\nkind = "paper"\nmarket_data = "binanceusdm"\n'
+
+
+def store(url: str) -> tuple[str, str]:
+    return ('log_level = "info"\n', STORE.format(url=url))
+
+
+def on_nodes(*nodes: str) -> tuple[str, str]:
+    listed = ", ".join(f'"{n}"' for n in nodes)
+    return (BOT_LINE, f"leverage = 3\nnodes = [{listed}]\n\n[bots.eth-ema.params]")
+
+
+@pytest.fixture
+def no_store_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's password is looked for in the credentials folder: none here."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+def test_a_bot_placed_on_nodes_needs_a_fleet_store(tmp_path: Path) -> None:
+    message = refused(tmp_path, on_nodes("a", "b"))
+    assert message.endswith(
+        'bots.eth-ema.nodes: placing a bot on nodes needs a fleet (store.url = "postgresql://'
+        '..."); the SQLite store is one node'
+    ), message
+
+
+@pytest.mark.usefixtures("no_store_password")
+def test_a_bot_placed_on_nodes_of_a_fleet_store_passes(tmp_path: Path) -> None:
+    checked = config(tmp_path, on_nodes("a", "b"), store(FLEET_URL))
+    assert checked == Checked(owners={}, admin_gid=None)
+
+
+@pytest.mark.usefixtures("no_store_password")
+def test_a_fleet_store_from_the_environment_counts_for_placed_bots(tmp_path: Path) -> None:
+    environ = {"TRADECTL_SOCKET": "/tmp/tc-preflight/c.sock", "TRADECTL_STORE_URL": FLEET_URL}
+    assert config(tmp_path, on_nodes("a"), environ=environ) == Checked({}, None)
+
+
+@pytest.mark.usefixtures("no_store_password")
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            "postgresql://tradectl:hunter2@db.internal/tradectl",
+            "carries a password; the password belongs in the credentials folder "
+            "(tradectl_store-password) or PGPASSWORD, never in the config or the environment "
+            "variable TRADECTL_STORE_URL",
+        ),
+        (
+            "postgresql://tradectl@db.internal:5432/",
+            "names no database (postgresql://user@host:5432/tradectl)",
+        ),
+        (
+            "postgresql://tradectl@db.internal:port/tradectl",
+            "not a valid URL (Port could not be cast to integer value as 'port')",
+        ),
+        (  # only the field's name is replaced, never the user's own words
+            "postgresql://tradectl@db.internal:store.url/tradectl",
+            "not a valid URL (Port could not be cast to integer value as 'store.url')",
+        ),
+    ],
+)
+def test_a_bad_store_url_is_named_where_it_was_set(tmp_path: Path, url: str, problem: str) -> None:
+    """The same problem under the name the user wrote it: the file's `store.url`, or the
+    environment variable that overrides it."""
+    in_file = refused(tmp_path, store(url))
+    assert in_file == f"{tmp_path / 'config.toml'}: store.url: {problem}", in_file
+    environ = {"TRADECTL_SOCKET": "/tmp/tc-preflight/c.sock", "TRADECTL_STORE_URL": url}
+    from_env = refused(tmp_path, environ=environ)
+    assert from_env == f"{tmp_path / 'config.toml'}: TRADECTL_STORE_URL: {problem}", from_env
+    overriding = refused(tmp_path, store(FLEET_URL), environ=environ)
+    assert overriding == from_env, overriding
+    same = refused(tmp_path, store(url), environ=environ)
+    assert same == in_file, same
+
+
+@pytest.mark.usefixtures("no_store_password")
+def test_a_fleet_needs_a_paper_account_per_bot(tmp_path: Path) -> None:
+    """A paper account moves with its bot from node to node: two bots cannot share one.
+    The bots are named in order whatever the config's order."""
+    shared = BTC_BOT.format(account="paper")
+    eth_last = ("[bots.eth-ema]\n", shared + "\n[bots.eth-ema]\n")
+    message = refused(tmp_path, eth_last, store(FLEET_URL))
+    assert message == (
+        f"{tmp_path / 'config.toml'}: accounts.paper: a fleet moves a paper account with its "
+        "bot, so each bot needs its own paper account; btc-ema, eth-ema share this one"
+    ), message
+    config(tmp_path, eth_last)  # the SQLite store: one node, nothing moves
+    own = BTC_BOT.format(account="paper2")
+    assert config(tmp_path, store(FLEET_URL), extra=SECOND_PAPER + own) == Checked({}, None)
+
+
+@pytest.mark.usefixtures("no_store_password")
+def test_a_fleet_lets_bots_share_an_exchange_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRADECTL_PREFLIGHT_TEST_API_KEY", "k")
+    monkeypatch.setenv("TRADECTL_PREFLIGHT_TEST_SECRET", "s")
+    bots = (
+        BTC_BOT.format(account="binance")
+        + "\n"
+        + BTC_BOT.format(account="binance").replace("btc-ema", "btc-two").replace("BTC/", "DOGE/")
+    )
+    assert config(tmp_path, store(FLEET_URL), extra=BINANCE + bots) == Checked({}, None)
+
+
+def test_a_bad_trading_session_is_named_with_its_bot(tmp_path: Path) -> None:
+    message = refused(
+        tmp_path,
+        (BOT_LINE, 'leverage = 3\nsessions = ["Mon-Fri 10:00-10:00 UTC"]\n\n[bots.eth-ema.params]'),
+    )
+    assert message == (
+        f"{tmp_path / 'config.toml'}: bots.eth-ema.sessions: session 'Mon-Fri 10:00-10:00 UTC': "
+        "start and end are the same time"
+    ), message
+
+
+def test_flattening_at_the_session_end_needs_sessions(tmp_path: Path) -> None:
+    flatten = 'leverage = 3\nsession_end = "flatten"\n'
+    message = refused(tmp_path, (BOT_LINE, flatten + "\n[bots.eth-ema.params]"))
+    assert message == (
+        f'{tmp_path / "config.toml"}: bots.eth-ema.session_end: "flatten" needs sessions to end'
+    ), message
+    with_sessions = flatten + 'sessions = ["Mon-Fri 07:00-10:00 Europe/London"]\n'
+    assert config(tmp_path, (BOT_LINE, with_sessions + "\n[bots.eth-ema.params]")) == Checked(
+        {}, None
+    )
+    keep = 'leverage = 3\nsession_end = "keep"\n\n[bots.eth-ema.params]'
+    assert config(tmp_path, (BOT_LINE, keep)) == Checked({}, None)

@@ -5,7 +5,7 @@ which facts, what is refused and why, when a candle is too old, what a start doe
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -23,7 +23,9 @@ from daemon.domain.models import (
 from daemon.domain.risk import AccountExposure
 from tests.unit.test_trader import (
     CONFIG,
+    IN_SESSION,
     LONG,
+    MONDAY_AFTER,
     PLAN,
     SHORT,
     T0,
@@ -34,6 +36,7 @@ from tests.unit.test_trader import (
     kinds,
     protected_long,
     resting,
+    session_step,
     step,
 )
 
@@ -498,3 +501,91 @@ def test_a_new_plan_for_the_same_position_moves_its_protection() -> None:
     assert trader.needs_attention(replace(settled, plan=wider), CONFIG)
     _, actions = step(replace(settled, plan=wider), candle(settled.facts))
     assert kinds(actions) == ["cancel stop"]
+
+
+# --- trading sessions -----------------------------------------------------------------------
+
+SATURDAY = datetime(2025, 3, 29, 8, 0, tzinfo=UTC)
+SESSION_CLOSE = datetime(2025, 10, 27, 10, 0, tzinfo=UTC)  # Monday, 10:00 London (GMT)
+
+
+def test_a_signal_outside_the_sessions_is_skipped_saying_when_the_next_one_opens() -> None:
+    _, actions = session_step(trader.TraderState(), candle(facts(), LONG, at=SATURDAY), SATURDAY)
+    assert journal(actions, "signal_skipped") == {
+        "rule": "session",
+        "reason": "outside the bot's trading sessions",
+        "until": MONDAY_AFTER.isoformat(),  # Monday 07:00 London, summer time
+    }
+    assert kinds(actions) == ["journal signal_skipped"]
+
+
+def test_the_session_end_flatten_is_journalled_with_the_quantity_it_closes() -> None:
+    state, f = protected_long("0.02")
+    _, actions = session_step(state, candle(f, at=SESSION_CLOSE), SESSION_CLOSE)
+    assert journal(actions, "session_ended") == {
+        "qty": "0.02",
+        "action": "closed at market (session_end)",
+    }
+    [close] = submits(actions)
+    assert (close.intent.side, close.intent.reduce_only) == (Side.SELL, True)
+
+
+def protected_short(qty: str) -> trader.Facts:
+    stop = resting("s", "stop", qty, "2510", side=Side.BUY)
+    return facts(f"-{qty}", stop, resting("t", "take_profit", qty, "2480", side=Side.BUY))
+
+
+def test_a_short_is_closed_at_the_session_end_by_buying() -> None:
+    f = protected_short("1")
+    state = trader.TraderState(sequence=3, plan=SHORT_PLAN, facts=f)
+    _, actions = session_step(state, candle(f, at=SESSION_CLOSE), SESSION_CLOSE)
+    assert journal(actions, "session_ended")["qty"] == "-1"
+    [close] = submits(actions)
+    assert (close.intent.side, close.intent.qty, close.intent.purpose) == (
+        Side.BUY,
+        D(1),
+        trader.SESSION_END,
+    )
+
+
+def test_a_flat_bot_at_the_session_end_has_nothing_to_close_or_journal() -> None:
+    _, actions = session_step(
+        trader.TraderState(), candle(facts(), at=SESSION_CLOSE), SESSION_CLOSE
+    )
+    assert actions == []
+
+
+def test_a_position_out_of_session_needs_attention_only_for_a_flatten_bot() -> None:
+    """A backtest skips candles that need no attention: a flatten bot holding a position
+    after its session must not be skipped, a keep bot or a flat one may be."""
+    settled, _ = protected_long()
+    assert not trader.needs_attention(settled, IN_SESSION), "in session, protected"
+    out = replace(settled, in_session=False)
+    assert trader.needs_attention(out, IN_SESSION)
+    assert not trader.needs_attention(out, replace(IN_SESSION, session_end=trader.KEEP))
+    flat = replace(out, plan=None, facts=facts("0"))
+    assert not trader.needs_attention(flat, IN_SESSION)
+
+
+def test_a_session_is_due_again_only_before_its_start_or_from_its_next_change() -> None:
+    since, until = SATURDAY, MONDAY_AFTER
+    known = trader.TraderState(in_session=False, session_since=since, session_until=until)
+    due = [
+        trader.session_due(known, IN_SESSION, at)
+        for at in (since - timedelta(minutes=1), since, until - timedelta(minutes=1), until)
+    ]
+    assert due == [True, False, False, True]
+    assert trader.session_due(trader.TraderState(), IN_SESSION, since), "never computed"
+    endless = replace(known, session_until=None)
+    assert not trader.session_due(endless, IN_SESSION, until), "no next change: never due"
+    assert not trader.session_due(trader.TraderState(), CONFIG, since), "no sessions"
+
+
+def test_a_signal_the_way_a_short_already_is_is_ignored_naming_the_short() -> None:
+    f = protected_short("0.02")
+    state = trader.TraderState(sequence=3, plan=SHORT_PLAN, facts=f)
+    _, actions = step(state, candle(f, SHORT))
+    assert journal(actions, "signal_ignored") == {
+        "rule": "same_direction",
+        "reason": "the bot is already short (-0.02)",
+    }

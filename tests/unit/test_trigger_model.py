@@ -52,6 +52,10 @@ def test_only_trigger_orders_fire_whatever_rests_before_them() -> None:
     ]
     fired = fired_triggers(limit_first, D(100), D(101), D(94))
     assert [(o.client_order_id, price) for o, price in fired] == [("stop", D(95))]
+    # Without a stop among them (stops win over everything else), the take-profit alone.
+    take_profit_last = [*limit_first[:2], resting(TAKE, Side.SELL, "105", "take-profit")]
+    fired = fired_triggers(take_profit_last, D(100), D(106), D(94))
+    assert [(o.client_order_id, price) for o, price in fired] == [("take-profit", D(105))]
 
 
 def test_a_buy_stop_fires_on_the_rise_at_its_trigger() -> None:
