@@ -18,7 +18,7 @@ from tests.loopback.binance_usdm import LoopbackBinance
 from tests.loopback.binance_ws import LoopbackBinanceWs
 from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.bitget_ws import LoopbackBitgetWs
-from tests.loopback.server_thread import API_KEY, API_SECRET
+from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread
 
 PASSPHRASE = "loopback-passphrase"
 # Every test here starts a daemon: on each store of TRADECTL_TEST_STORES.
@@ -161,31 +161,37 @@ def test_a_fill_between_candles_arrives_by_the_user_data_stream_before_the_next_
         assert daemon.bot(LIVE_BOT)["candles_processed"] == before, "no candle was needed"
 
 
+def funding_past_the_loss_limit_halts_the_bot(daemon: Any, market: ServerThread) -> None:
+    """A 20 USDT daily limit; down over a funding time with a position open, 30 USDT of funding
+    paid (long or short); on restart the next candle halts the bot, the funding journalled."""
+    limits = "daily_loss_limit_usdt = 20"
+    text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
+    daemon.config.write_text(text)
+    daemon.start()
+    for _ in range(10):  # a quiet market with a position open (its stop may fire first)
+        eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
+        market.pause_market()
+        settled(daemon)
+        if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
+            break
+        market.resume_market()
+    daemon.stop()  # down over a funding time
+    signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
+    paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
+    assert paid == Decimal(-30)
+    daemon.start()
+    market.resume_market()  # the next candle checks the loss limits
+    bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
+    assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
+    [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
+    assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
+    assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+
+
 def test_a_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -> None:
     server = LoopbackBinance(API_KEY, API_SECRET)
-    limits = "daily_loss_limit_usdt = 20"
     with daemon_on_loopback(tmp_path, server, interval_s=0.5, extra_risk="") as (daemon, market):
-        text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
-        daemon.config.write_text(text)
-        daemon.start()
-        for _ in range(10):  # a quiet market with a position open (its stop may fire first)
-            eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
-            market.pause_market()
-            settled(daemon)
-            if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
-                break
-            market.resume_market()
-        daemon.stop()  # down over a funding time
-        signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
-        paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
-        assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid
-        daemon.start()
-        market.resume_market()  # the next candle checks the loss limits
-        bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
-        assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
-        [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
-        assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
-        assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+        funding_past_the_loss_limit_halts_the_bot(daemon, market)
 
 
 def withdrawal_warning(daemon: Any) -> dict[str, Any] | None:
@@ -297,31 +303,10 @@ def test_a_bitget_fill_between_candles_arrives_by_the_user_data_stream_before_th
 
 def test_a_bitget_funding_payment_counts_against_the_daily_loss_limit(tmp_path: Path) -> None:
     server = LoopbackBitgetWs(API_KEY, API_SECRET, PASSPHRASE)
-    limits = "daily_loss_limit_usdt = 20"
     with daemon_on_loopback(
         tmp_path, server, password=PASSPHRASE, interval_s=0.5, kind="bitget"
     ) as (daemon, market):
-        text = daemon.config.read_text().replace("daily_loss_limit_usdt = 1000", limits, 1)
-        daemon.config.write_text(text)
-        daemon.start()
-        for _ in range(10):  # a quiet market with a position open (its stop may fire first)
-            eventually(lambda: daemon.bot(LIVE_BOT)["position_side"] != "flat", timeout=60)
-            market.pause_market()
-            settled(daemon)
-            if market.call(lambda s: s.position("ETHUSDT")[0]) != 0:
-                break
-            market.resume_market()
-        daemon.stop()  # down over a funding time
-        signed = market.call(lambda s: s.position("ETHUSDT")[0] * s.last_price("ETHUSDT"))
-        paid = market.call(lambda s: s.pay_funding("ETHUSDT", str(30 / signed)))
-        assert paid == Decimal(-30)  # long or short, 30 USDT of funding paid, as a Bitget bill
-        daemon.start()
-        market.resume_market()  # the next candle checks the loss limits
-        bot = eventually(lambda: (b := daemon.bot(LIVE_BOT))["state"] == "halted" and b, timeout=60)
-        assert bot["halt_reason"].startswith("daily loss limit: today's PnL -")
-        [(owner, data)] = journal(daemon.state_dir, "funding_recorded")
-        assert owner == LIVE_BOT and Decimal(json.loads(data)["amount"]) == paid
-        assert Decimal(daemon.bot(LIVE_BOT)["realized_pnl"]) <= paid + 1
+        funding_past_the_loss_limit_halts_the_bot(daemon, market)
         bills = [p for m, path, p in market.call(lambda s: list(s.requests)) if "bill" in path]
         assert bills and all(p["productType"] == "USDT-FUTURES" for p in bills)
 
