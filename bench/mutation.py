@@ -104,6 +104,11 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_preflight.py",),
         note="every check before the store is touched; config check runs it (issue 11)",
     ),
+    "runtime-preflight": Module(
+        "daemon/runtime/preflight.py",
+        ("tests/unit/test_account_preflight.py", "tests/unit/test_usdt_perpetual_symbols.py"),
+        note="the account preflight before a real account's bots trade, on a scripted account",
+    ),
     "fleet": Module(
         "daemon/domain/fleet.py",
         ("tests/unit/test_fleet_placement.py",),
