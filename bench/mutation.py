@@ -114,6 +114,11 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_fleet_placement.py",),
         note="which node holds which bot, and who takes a free one (the lease book)",
     ),
+    "leases": Module(
+        "daemon/runtime/leases.py",
+        ("tests/component/test_lease_keeper.py",),
+        note="the lease keeper of a fleet node, on a fake clock and in-memory tables",
+    ),
     **{
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
         for name in ("fvg", "swings", "blocks", "liquidity", "structure")

@@ -24,7 +24,6 @@ import structlog
 from daemon.domain.errors import StorageError
 from daemon.domain.fleet import FleetView, LeaseBook, bot_to_take
 from daemon.ports import Clock
-from daemon.runtime.supervisor import Supervisor
 
 
 class FleetTable(Protocol):
@@ -42,12 +41,19 @@ class FleetTable(Protocol):
     async def close(self) -> None: ...
 
 
+class BotHost(Protocol):
+    """Where this node's bots run (runtime/supervisor.py): what the keeper starts and stops."""
+
+    def adopt(self, name: str) -> None: ...
+    async def give_up(self, name: str, reason: str) -> None: ...
+
+
 class LeaseKeeper:
     def __init__(
         self,
         table: FleetTable,
         book: LeaseBook,
-        supervisor: Supervisor,
+        supervisor: BotHost,
         allowed: Mapping[str, tuple[str, ...] | None],
         clock: Clock,
         on_adopt: Callable[[str], Awaitable[None]] | None = None,
