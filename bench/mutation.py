@@ -482,6 +482,15 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(
         "daemon/domain/fleet.py", "load[lease.holder] += 1", "load[lease.holder] += 2", LOAD_ORDER
     ),
+    *(
+        Equivalent(
+            "daemon/runtime/preflight.py",
+            'if difference > 0 else "behind"',
+            f'if difference {after} else "behind"',
+            "the direction is named only for a clock more than 2 s off; 0 and 1 ms never are",
+        )
+        for after in (">= 0", "> 1")
+    ),
     Equivalent(
         MONITOR,
         "last_error = None",

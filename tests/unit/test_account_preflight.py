@@ -135,7 +135,7 @@ def bots_checked(account: Account) -> list[tuple[Any, ...]]:
 def test_an_account_set_up_as_tradectl_trades_passes_and_each_bot_is_made_isolated() -> None:
     account = Account()
     bots = [BotNeeds("eth-fast", ETH, 20), BotNeeds("btc", BTC, 5), BotNeeds("eth-slow", ETH, 3)]
-    report = check(account, bots)
+    report = run(preflight(account, bots, LIMIT))  # the gateway is started by default
     assert report.failures == [] and report.warnings == []
     assert report.connected and report.account_ok
     assert [report.refusal(b.name) for b in bots] == [None, None, None]
@@ -304,6 +304,7 @@ def test_a_bot_on_another_product_is_refused_by_name_before_the_exchange_hears_o
         ("ETH/USDC:USDC-261225", "binanceusdm", "margin coin USDC, a future delivered on 261225"),
         ("ETH/USDTX:USDT", "binanceusdm", "quoted in USDTX"),
         ("ETH/XUSDT:USDT", "bitget", "quoted in XUSDT"),
+        ("ETH/BTC/X:USDT", "bitget", "quoted in BTC/X"),  # a typo: all after the base named
     ],
 )
 def test_every_other_product_is_named_for_what_it_is(symbol: str, kind: str, found: str) -> None:
