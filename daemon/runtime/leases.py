@@ -5,7 +5,8 @@ heartbeats the node and renews the leases it holds; a lease that did not renew i
 and its bot's runner stops at once. Bots held here whose desired state is no longer
 "running" are stopped and their lease given up. Then it takes at most one free bot, if
 this node is the least-loaded live node allowed to hold it (domain/fleet.py), and the
-supervisor launches it (reconciled as on any start).
+supervisor launches it (reconciled as on any start); a bot whose launch fails is handed
+back at once, to be taken again, rather than held where it does not run.
 
 A node cut off from the database stops its bots before their leases can expire: it
 counts from the start of its last good renewal (the database's expiry is later than
@@ -150,9 +151,17 @@ class LeaseKeeper:
             self._clock.monotonic() + self.table.ttl.total_seconds()
         )
         self._log.info("lease_taken", bot=bot, epoch=epoch)
-        if self._on_adopt is not None:
-            await self._on_adopt(bot)
-        self._supervisor.adopt(bot)
+        try:
+            if self._on_adopt is not None:
+                await self._on_adopt(bot)
+            self._supervisor.adopt(bot)
+        except Exception:
+            # Not launched: a lease kept here would be renewed for good while the bot runs
+            # nowhere (and no orphan shows). Hand it back; it is taken again next round.
+            self.book.drop(bot)
+            with contextlib.suppress(StorageError):
+                await self.table.release(bot, epoch)
+            raise
 
     async def shutdown(self) -> None:
         """A clean stop gives every lease up, so other nodes take the bots at once."""

@@ -468,6 +468,48 @@ def test_a_node_with_nothing_held_waits_the_full_round(db: Database) -> None:
     assert node.table.waits == [3.0, 3.0, 3.0]
 
 
+def test_a_bot_whose_launch_fails_is_handed_back_and_taken_again_next_round(db: Database) -> None:
+    """Held but never launched, a bot would run nowhere: its lease renewed here for good,
+    and no orphan for `health --fleet` either."""
+    node = Node(db)
+    node.host.fail_adopt = [RuntimeError("cannot launch b1")]
+    with capture_logs() as logs:
+        node.run(rounds=1)
+    assert [e["error"] for e in logs if e["event"] == "lease_keeper_failed"] == [
+        "RuntimeError: cannot launch b1"
+    ]
+    assert node.table.released == [("b1", 1)]
+    assert node.book.held() == {"b1": 2}, "taken again at the next round, a new epoch"
+    assert node.host.events == [("adopt", "b1")]
+    assert node.table.waits == [3.0, 3.0]
+
+
+def test_a_store_failing_while_a_bot_is_launched_leaves_it_free_for_any_node(db: Database) -> None:
+    node = Node(db)
+    node.host.fail_adopt = [StorageError("bots table: connection lost")]
+    node.tick()
+    assert node.book.held() == {} and node.host.events == []
+    assert db.leases["b1"].holder is None, "released, not renewed here for good"
+    assert node.keeper.orphans() == ["b1"], "health --fleet reports it until it runs"
+
+
+def test_a_bot_whose_launch_fails_with_the_store_away_is_not_renewed_again(db: Database) -> None:
+    failures = [StorageError("paper account: connection lost")]
+
+    async def store_gone_once(bot: str) -> None:
+        if failures:
+            db.reachable = False
+            raise failures.pop()
+
+    node = Node(db, on_adopt=store_gone_once)
+    node.tick()
+    assert node.book.held() == {} and node.table.released == []
+    db.reachable = True
+    db.clock.t += 15  # its lease runs out, never renewed
+    node.tick()
+    assert node.book.held() == {"b1": 2} and node.host.events == [("adopt", "b1")]
+
+
 def test_renewals_failing_in_an_unexpected_way_still_stop_the_bots_in_time(db: Database) -> None:
     node = Node(db)
     node.tick()  # b1 taken at 1000
