@@ -146,10 +146,7 @@ class LeaseKeeper:
         epoch = await self.table.acquire(bot)
         if epoch is None:
             return  # another node was quicker
-        self.book.hold(bot, epoch)
-        self._valid_until = self._valid_until or (
-            self._clock.monotonic() + self.table.ttl.total_seconds()
-        )
+        self.book.hold(bot, epoch)  # safe until _valid_until: this round's renewal set it
         self._log.info("lease_taken", bot=bot, epoch=epoch)
         try:
             if self._on_adopt is not None:

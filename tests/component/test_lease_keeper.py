@@ -318,18 +318,19 @@ def test_a_bot_that_cannot_be_stopped_does_not_keep_the_next_one_running(db: Dat
 def test_a_bot_stopped_anywhere_in_the_fleet_is_stopped_here_and_its_lease_released(
     db: Database,
 ) -> None:
-    db.wanted = {"b1", "b2"}
+    db.wanted = {"b1", "b2", "b3"}
     node = Node(db)
-    node.hold("b1", 5)
-    node.hold("b2", 2)
-    db.wanted = {"b2"}
+    node.hold("b1", 2)
+    node.hold("b2", 5)
+    node.hold("b3", 1)
+    db.wanted = {"b1", "b3"}
     node.tick()
-    assert node.stopped == [("b1", UNWANTED)]
-    assert node.table.released == [("b1", 5)]
-    assert db.leases["b1"].holder is None, "another node may take it at once"
-    assert node.book.held() == {"b2": 2}
+    assert node.stopped == [("b2", UNWANTED)]
+    assert node.table.released == [("b2", 5)]
+    assert db.leases["b2"].holder is None, "another node may take it at once"
+    assert node.book.held() == {"b1": 2, "b3": 1}
     node.tick()
-    assert node.book.held() == {"b2": 2}, "not taken back while unwanted"
+    assert node.book.held() == {"b1": 2, "b3": 1}, "not taken back while unwanted"
 
 
 def test_a_bot_this_node_may_not_hold_is_given_up_even_if_wanted(db: Database) -> None:
@@ -432,6 +433,7 @@ def test_losing_the_database_is_logged_once_and_its_return_once(db: Database) ->
         node.tick()
     events = [e["event"] for e in logs if e["event"] != "lease_taken"]
     assert events == ["lease_renewal_failed", "store_reachable_again", "lease_renewal_failed"]
+    assert {e["node"] for e in logs} == {"a"}, "a fleet's logs say which node speaks"
     assert logs[1]["error"] == "fleet store unreachable: connection refused"
 
 
