@@ -331,7 +331,6 @@ def test_registry_lists_builtins_that_build_from_defaults() -> None:
         EmaCross(pl.Config())  # type: ignore[arg-type]
 
 
-
 @pytest.mark.parametrize("name", ["ema_cross", "ict"])
 def test_a_strategy_handed_too_little_says_which_strategy_and_timeframe(
     name: str, eth: pl.DataFrame
