@@ -15,9 +15,16 @@ Prints, per module: mutants, killed, the score, and every survivor as `file:line
 line before and after. Exits 1 when a module is under the target or a survivor is unexplained.
 
 Usage: python bench/mutation.py [module ...] [--jobs N] [--suite mapped|fast|full] [--keep]
+       python bench/mutation.py --recheck FILE.json [FILE.json ...] [--jobs N]
   module   keys of MODULES (default: all); `--list` prints them
   --suite  mapped: the module's own fast test files (default); fast: every test not marked
-           slow; full: the whole suite (to check that the fast tests kill as much)
+           slow; full: the whole suite
+  --recheck FILE.json ...
+           the survivors recorded by earlier runs' --json, run against every slow test that
+           runs in-process (tests/unit and tests/component marked slow): a survivor one of
+           them kills is a mutant the full suite catches and the fast tests (`-m "not
+           slow"`) may not. Integration tests are left out: they run the daemon and the CLI
+           as subprocesses of the installed package, which never sees a mutant.
 """
 
 from __future__ import annotations
@@ -670,7 +677,7 @@ def run_group(
         if run.returncode != 0:
             tail = (run.stdout + run.stderr)[-3000:]
             for outcome in outcomes:
-                outcome.error = f"mutmut exited {run.returncode}:\n{tail}"
+                outcome.error = f"mutmut exited {run.returncode}:\n{without_spinner(tail)}"
             return outcomes
         for outcome in outcomes:
             collect(work, outcome)
@@ -680,6 +687,92 @@ def run_group(
             print(f"  (kept {work})")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+IN_PROCESS_SLOW = ["tests/unit", "tests/component"]
+
+
+@dataclass
+class Recheck:
+    """A survivor of an earlier run, as its --json recorded it, and what the slow tests say."""
+
+    module: str
+    path: str
+    name: str
+    line: int
+    before: str
+    after: str
+    status: str = "not run"
+
+
+def recheck_survivors(files: list[Path], jobs: int) -> bool:
+    """Run the recorded survivors against the slow in-process tests, in one mutmut run (one
+    collection of which test reaches which function). False when one is killed there, or a
+    survivor no longer names the same change (the source moved since: run the module again)."""
+    from mutmut.stats import status_by_exit_code
+
+    rechecks = [
+        Recheck(o["module"], o["path"], s["name"], s["line"], s["before"], s["after"])
+        for f in files
+        for o in json.loads(f.read_text())
+        for s in o["survivors"]
+    ]
+    if not rechecks:
+        print("no survivors recorded in " + " ".join(map(str, files)))
+        return True
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="tc-recheck-"))
+    try:
+        copy_checkout(work)
+        pyproject = work / "pyproject.toml"
+        paths = sorted({r.path for r in rechecks})
+        config = mutmut_config(paths, IN_PROCESS_SLOW, ["-m", "slow"])
+        pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
+        mutmut = str(Path(sys.executable).parent / "mutmut")
+        print(f"rechecking {len(rechecks)} survivors against the slow tests of {paths} ...")
+        run = subprocess.run(
+            [mutmut, "run", "--max-children", str(jobs), *(r.name for r in rechecks)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            print(f"mutmut exited {run.returncode}:\n{without_spinner(run.stdout + run.stderr)}")
+            return False
+        good = True
+        for path in paths:
+            meta = json.loads((work / "mutants" / (path + ".meta")).read_text())
+            source = (work / path).read_text()
+            diff_of = mutant_diffs(work / "mutants" / path, path)
+            for r in (r for r in rechecks if r.path == path):
+                _, before, after = locate(source, r.name, diff_of(r.name))
+                if (before, after) != (r.before, r.after):
+                    r.status = f"MOVED: now {before!r} -> {after!r}"
+                    good = False
+                    continue
+                r.status = status_by_exit_code[meta["exit_code_by_key"][r.name]]
+                good = good and r.status not in ("killed", "timeout")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nsurvivors against the slow in-process tests ({' '.join(IN_PROCESS_SLOW)}, -m slow):")
+    for r in rechecks:
+        flag = "  <-- KILLED BY A SLOW TEST" if r.status in ("killed", "timeout") else ""
+        print(f"  {r.path}:{r.line} [{r.status}]{flag}\n      - {r.before}\n      + {r.after}")
+    counts = {
+        status: sum(r.status == status for r in rechecks) for status in {r.status for r in rechecks}
+    }
+    print(f"\n{len(rechecks)} survivors: {counts}; {time.monotonic() - began:.0f} s")
+    return good
+
+
+def without_spinner(output: str) -> str:
+    """mutmut's output without its progress spinner, which fills any tail of it."""
+    lines = [
+        line
+        for line in output.splitlines()
+        if not line.lstrip("⠁⠂⠄⡀⢀⠠⠐⠈⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ").startswith(("Running", "Generating"))
+    ]
+    return "\n".join(lines)[-3000:]
 
 
 def collect(work: Path, outcome: Outcome) -> None:
@@ -815,7 +908,16 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working copies")
     parser.add_argument("--list", action="store_true", help="print the modules and tests")
     parser.add_argument("--json", type=Path, help="also write the outcomes to this file")
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        nargs="+",
+        metavar="FILE.json",
+        help="earlier runs' --json: their survivors against the slow in-process tests",
+    )
     args = parser.parse_args()
+    if args.recheck:
+        return 0 if recheck_survivors(args.recheck, args.jobs) else 1
     keys = args.modules or list(MODULES)
     unknown = [k for k in keys if k not in MODULES]
     if unknown:
@@ -871,6 +973,7 @@ def as_json(outcome: Outcome) -> dict[str, object]:
         "error": outcome.error,
         "survivors": [
             {
+                "name": s.name,
                 "line": s.line,
                 "before": s.before,
                 "after": s.after,
