@@ -273,3 +273,45 @@ def test_a_fleet_database_from_before_fenced_cancels_opens_and_fences_them(
         assert (asked["cid"], asked["epoch"]) == ("tc-old-1", 3)
     finally:
         store.close()
+
+
+def test_a_reconciliations_cancel_passes_unless_another_node_holds_the_bot(
+    postgres: PostgresServer,
+) -> None:
+    """A start-up reconciliation cancels for bots no node holds (the protection of one
+    whose position is gone); once another node holds the bot, its orders are left to it."""
+    url = postgres.database()
+    target = store_target(url, {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+
+    async def story() -> None:
+        leases_a = PostgresLeases(target, "node-a", ttl_s=60)
+        leases_b = PostgresLeases(target, "node-b", ttl_s=60)
+        store_a.record_cancel(resting_stop("tc-r-1"), "b1", cause="reconcile")  # no lease row
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b is not None
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match=r"held by node node-b .* tc-r-2 is left to it"):
+            store_a.record_cancel(resting_stop("tc-r-2"), "b1", cause="reconcile")
+        store_b.record_cancel(resting_stop("tc-r-3"), "b1", cause="reconcile")  # its holder
+        await leases_b.release("b1", epoch_b)
+        store_a.record_cancel(resting_stop("tc-r-4"), "b1", cause="reconcile")  # let go
+        with pytest.raises(LeaseLost, match="no longer holds"):
+            store_a.record_cancel(resting_stop("tc-r-5"), "b1")  # a runner's: holder only
+        await leases_a.close()
+        await leases_b.close()
+
+    asyncio.run(story())
+    asked = [
+        (e["cid"], e["node"], e["cause"], e["epoch"])
+        for e in store_a.events("b1")
+        if e["kind"] == "order_cancel_requested"
+    ]
+    assert asked == [
+        ("tc-r-1", "node-a", "reconcile", None),
+        ("tc-r-3", "node-b", "reconcile", 1),
+        ("tc-r-4", "node-a", "reconcile", None),
+    ]
+    store_a.close()
+    store_b.close()
