@@ -5,13 +5,14 @@ the bot's lease and protects its long (its own cancel is recorded, then sent); n
 paused past the lease, node-b takes the bot over and trades on with a stop of its own;
 node-a wakes to a candle, finds the stop not to its (stale) plan and wants it cancelled.
 The store refuses the request, so the exchange never hears of it, and node-a gives the
-bot up as it does for a refused intent.
+bot up as it does for a refused intent. The same holds for a start-up reconciliation
+paused between reading the positions and cancelling the protection of a flat bot.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -30,12 +31,14 @@ from daemon.domain.models import (
     OrderIntent,
     OrderStatus,
     OrderType,
+    Position,
     Side,
     TradePlan,
 )
 from daemon.domain.risk import RiskLimits
 from daemon.ports import CandleConsumer, CandlesClosed
 from daemon.runtime.bot_runner import BotRunner, BotSpec
+from daemon.runtime.reconcile import reconcile_account
 from daemon.runtime.supervisor import Supervisor
 from strategies.ema_cross import EmaCross, EmaCrossParams
 from tests.postgres_server import PostgresServer
@@ -56,11 +59,22 @@ class CountingPaper(PaperExchange):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.cancels: list[str] = []
 
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+
     async def cancel_order(
         self, symbol: str, client_order_id: str, *, trigger: bool = False
     ) -> Order | None:
         self.cancels.append(client_order_id)
         return await super().cancel_order(symbol, client_order_id, trigger=trigger)
+
+    async def fetch_positions(self, symbol: str | None = None) -> list[Position]:
+        """The positions as read; then, once, what `meanwhile` does before the caller
+        gets them (the caller paused right after the read)."""
+        read = await super().fetch_positions(symbol)
+        later, self.meanwhile = self.meanwhile, None
+        if later is not None:
+            await later()
+        return read
 
 
 class HandFeed:
@@ -247,6 +261,69 @@ def test_a_woken_node_cannot_cancel_the_new_holders_stop_and_gives_the_bot_up(
         assert asked == [("tca-stale", "node-a", 1), *((cid, "node-b", 2) for cid in taken_off)]
         still = store_b.order("tcb-stop")
         assert still is not None and still.status is OrderStatus.OPEN
+    finally:
+        store_a.close()
+        store_b.close()
+
+
+def test_a_reconciliation_paused_mid_way_leaves_the_new_holders_protection_alone(
+    postgres: PostgresServer,
+) -> None:
+    """node-a starts while the bot is stopped and held by nobody, so it reconciles it; it
+    reads the position (flat) and pauses. Meanwhile the bot is started, node-b takes it
+    and protects a new long. node-a wakes and, by its stale read, would cancel that stop
+    and take-profit as a flat bot's leftovers: the store refuses, nothing is sent."""
+    target = store_target(postgres.database(), {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+    exchange = CountingPaper(
+        "paper",
+        PaperSettings(Decimal(1000), Decimal("0.0005"), Decimal("0.0002"), Decimal(2), 3),
+        store_a,
+        load_paper_markets(),
+    )
+
+    async def story() -> list[dict[str, object]]:
+        leases_b = PostgresLeases(target, "node-b", ttl_s=60)
+        await exchange.start()
+        await exchange.on_candles(await HandFeed().close(T0, "2500"))
+        store_a.set_desired_state(BOT, DesiredState.STOPPED)
+
+        async def node_b_takes_over() -> None:
+            store_b.set_desired_state(BOT, DesiredState.RUNNING)
+            epoch = await leases_b.acquire(BOT)
+            assert epoch is not None
+            book_b.hold(BOT, epoch)
+            await send(store_b, exchange, intent("tcb-entry", Side.BUY, "0.02"))
+            store_b.save_plan(BOT, PLAN_B)
+            for purpose, kind, trigger in (
+                ("stop", OrderType.STOP_MARKET, 2450),
+                ("take_profit", OrderType.TAKE_PROFIT_MARKET, 2650),
+            ):
+                cid = f"tcb-{purpose}"
+                await send(
+                    store_b,
+                    exchange,
+                    intent(cid, Side.SELL, "0.02", kind, trigger=trigger, purpose=purpose),
+                )
+
+        exchange.meanwhile = node_b_takes_over
+        differences = await reconcile_account(
+            exchange, store_a, {ETH: BOT}.get, {ETH: BOT}, in_flight_of=frozenset([BOT])
+        )
+        assert exchange.meanwhile is None, "node-a paused after reading the positions"
+        assert exchange.cancels == [], "no cancel of node-b's protection reached the exchange"
+        resting = {o.client_order_id for o in await exchange.fetch_open_orders(ETH)}
+        assert resting == {"tcb-stop", "tcb-take_profit"}
+        await leases_b.close()
+        return differences
+
+    try:
+        differences = asyncio.run(story())
+        [left] = [d for d in differences if d["kind"] == "protection_left_to_holder"]
+        assert left["cid"] == "tcb-stop" and "held by node node-b" in str(left["reason"])
+        assert not [d for d in differences if d["kind"] == "protection_cancelled"]
+        assert [o.status for o in store_b.live_orders(BOT)] == [OrderStatus.OPEN] * 2
     finally:
         store_a.close()
         store_b.close()
