@@ -104,10 +104,20 @@ MODULES: dict[str, Module] = {
         ("tests/unit/test_preflight.py",),
         note="every check before the store is touched; config check runs it (issue 11)",
     ),
+    "runtime-preflight": Module(
+        "daemon/runtime/preflight.py",
+        ("tests/unit/test_account_preflight.py", "tests/unit/test_usdt_perpetual_symbols.py"),
+        note="the account preflight before a real account's bots trade, on a scripted account",
+    ),
     "fleet": Module(
         "daemon/domain/fleet.py",
         ("tests/unit/test_fleet_placement.py",),
         note="which node holds which bot, and who takes a free one (the lease book)",
+    ),
+    "leases": Module(
+        "daemon/runtime/leases.py",
+        ("tests/component/test_lease_keeper.py",),
+        note="the lease keeper of a fleet node, on a fake clock and in-memory tables",
     ),
     **{
         name: Module(f"strategies/indicators/{name}.py", ("tests/unit/test_indicators.py",))
@@ -471,6 +481,15 @@ EQUIVALENT: list[Equivalent] = [
     ),
     Equivalent(
         "daemon/domain/fleet.py", "load[lease.holder] += 1", "load[lease.holder] += 2", LOAD_ORDER
+    ),
+    *(
+        Equivalent(
+            "daemon/runtime/preflight.py",
+            'if difference > 0 else "behind"',
+            f'if difference {after} else "behind"',
+            "the direction is named only for a clock more than 2 s off; 0 and 1 ms never are",
+        )
+        for after in (">= 0", "> 1")
     ),
     Equivalent(
         MONITOR,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import ClassVar
 
 import polars as pl
@@ -16,6 +17,14 @@ from pydantic_core import ErrorDetails
 
 from daemon.domain.errors import ConfigError
 from daemon.domain.models import Signal
+
+PRICE_QUANTUM = Decimal("1e-8")
+"""Signal prices are quantized here; rounding to the market's tick is the bot's job."""
+
+
+def signal_price(value: float) -> Decimal:
+    """A float price from the frames as the Decimal a Signal carries."""
+    return Decimal(repr(value)).quantize(PRICE_QUANTUM)
 
 
 class StrategyConfigError(ConfigError):
@@ -74,6 +83,24 @@ class Strategy(abc.ABC):
         the windows and calls `evaluate` per candle.
         """
         return None
+
+    def require_frame(self, frames: Mapping[str, pl.DataFrame], timeframe: str) -> pl.DataFrame:
+        """A missing frame is the caller's bug, not "not warm yet": say so loudly."""
+        try:
+            return frames[timeframe]
+        except KeyError:
+            raise KeyError(f"{self.name} needs a {timeframe} frame, got {sorted(frames)}") from None
+
+    def window_length(self, windows: Mapping[str, int], timeframe: str) -> int:
+        """The live runner's window length for a timeframe, as `signal_series` is handed it."""
+        try:
+            window = windows[timeframe]
+        except KeyError:
+            got = sorted(windows)
+            raise KeyError(f"{self.name} needs a {timeframe} window, got {got}") from None
+        if window < 1:
+            raise ValueError(f"the {timeframe} window must be at least 1 candle, got {window}")
+        return window
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"

@@ -40,10 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from daemon.domain.models import Direction, Signal
 from daemon.domain.timeframes import timeframe_delta, timeframe_seconds
-from strategies.base import Strategy
+from strategies.base import PRICE_QUANTUM, Strategy, signal_price
 from strategies.rolling_ewm import rolling_ewm_mean, span_alpha
 
-PRICE_QUANTUM = Decimal("1e-8")
 FULL_CONFIDENCE_SEPARATION = 0.25  # in ATRs; see the module docstring
 
 
@@ -115,7 +114,7 @@ class EmaCross(Strategy):
 
     def evaluate(self, frames: Mapping[str, pl.DataFrame]) -> Signal | None:
         p = self._p
-        base = _require(frames, p.timeframe)
+        base = self.require_frame(frames, p.timeframe)
         if base.height < self.warmup[p.timeframe]:
             return None
         last = self._last_two(base)
@@ -141,8 +140,8 @@ class EmaCross(Strategy):
         the same scalar code as `evaluate` (`_cross` already passed, `_conclude`).
         """
         p = self._p
-        base = _require(frames, p.timeframe)
-        window = _window(windows, p.timeframe)
+        base = self.require_frame(frames, p.timeframe)
+        window = self.window_length(windows, p.timeframe)
         close, high, low = (base[c].to_numpy() for c in ("close", "high", "low"))
         with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in polars
             fast = rolling_ewm_mean(close, span_alpha(p.fast), window, tail=2)
@@ -177,8 +176,8 @@ class EmaCross(Strategy):
         timeframe: str,
     ) -> Callable[[int], tuple[Direction, str] | None]:
         """`_trend` for base row r, as a lookup into the trend computed on every window."""
-        window = _window(windows, timeframe)
-        trend = _require(frames, timeframe)
+        window = self.window_length(windows, timeframe)
+        trend = self.require_frame(frames, timeframe)
         close = trend["close"].to_numpy()
         average = rolling_ewm_mean(close, span_alpha(self._p.slow), window)[-1]
         # the last trend candle closed by the base candle's close, as in `_trend`: in ns
@@ -215,7 +214,7 @@ class EmaCross(Strategy):
         """
         last_open: datetime = base["timestamp"][-1]
         cutoff = last_open + timeframe_delta(self._p.timeframe) - timeframe_delta(timeframe)
-        trend = _require(frames, timeframe).filter(pl.col("timestamp") <= cutoff)
+        trend = self.require_frame(frames, timeframe).filter(pl.col("timestamp") <= cutoff)
         if trend.height < self.warmup[timeframe]:
             return None
         row = trend.select(
@@ -293,28 +292,6 @@ def _cross(before: float, now: float, atr: float) -> Direction | None:
     return None
 
 
-def _window(windows: Mapping[str, int], timeframe: str) -> int:
-    try:
-        window = windows[timeframe]
-    except KeyError:
-        raise KeyError(f"ema_cross needs a {timeframe} window, got {sorted(windows)}") from None
-    if window < 1:
-        raise ValueError(f"the {timeframe} window must be at least 1 candle, got {window}")
-    return window
-
-
-def _require(frames: Mapping[str, pl.DataFrame], timeframe: str) -> pl.DataFrame:
-    """A missing frame is the caller's bug, not "not warm yet": say so loudly."""
-    try:
-        return frames[timeframe]
-    except KeyError:
-        raise KeyError(f"ema_cross needs a {timeframe} frame, got {sorted(frames)}") from None
-
-
-def _price(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(PRICE_QUANTUM)
-
-
 def _signal(
     direction: Direction,
     close: float,
@@ -324,8 +301,8 @@ def _signal(
     reason: str,
 ) -> Signal | None:
     """Levels in Decimal; None when quantising collapses them or a level would be <= 0."""
-    entry = _price(close)
-    risk = _price(p.stop_atr * atr)
+    entry = signal_price(close)
+    risk = signal_price(p.stop_atr * atr)
     sign = 1 if direction is Direction.LONG else -1
     stop = entry - sign * risk
     take_profit = (entry + sign * (Decimal(repr(p.reward_risk)) * risk)).quantize(PRICE_QUANTUM)

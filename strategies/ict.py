@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from daemon.domain.models import Direction, Signal
 from daemon.domain.timeframes import timeframe_delta, timeframe_seconds
-from strategies.base import Strategy
+from strategies.base import PRICE_QUANTUM, Strategy, signal_price
 from strategies.indicators import fair_value_gaps, liquidity, order_blocks, structure
 from strategies.indicators.windows import (
     SwingRuns,
@@ -70,7 +70,6 @@ from strategies.indicators.windows import (
     window_trend,
 )
 
-PRICE_QUANTUM = Decimal("1e-8")
 FALLBACK_CONFIDENCE = 0.5
 
 Zones = Literal["both", "fvg", "ob"]
@@ -158,7 +157,7 @@ class Ict(Strategy):
 
     def evaluate(self, frames: Mapping[str, pl.DataFrame]) -> Signal | None:
         p = self._p
-        base = _require(frames, p.timeframe)
+        base = self.require_frame(frames, p.timeframe)
         if base.height < p.lookback:
             return None
         base = base.tail(p.lookback)
@@ -184,10 +183,10 @@ class Ict(Strategy):
         as `evaluate` (`_conclude`), with the window's liquidity pools.
         """
         p = self._p
-        base = _require(frames, p.timeframe)
-        higher = _require(frames, p.trend_timeframe)
-        base_window = _window(windows, p.timeframe)
-        trend_window = _window(windows, p.trend_timeframe)
+        base = self.require_frame(frames, p.timeframe)
+        higher = self.require_frame(frames, p.trend_timeframe)
+        base_window = self.window_length(windows, p.timeframe)
+        trend_window = self.window_length(windows, p.trend_timeframe)
         n = base.height
         if n < p.lookback or base_window < p.lookback or trend_window < p.trend_lookback:
             return {}  # every window too short: evaluate says None
@@ -266,11 +265,11 @@ class Ict(Strategy):
         p = self._p
         direction = Direction.LONG if trend > 0 else Direction.SHORT
         kind, bottom, top = zone
-        entry = _price(close)
+        entry = signal_price(close)
         if direction is Direction.LONG:
-            stop = _price(bottom * (1 - p.stop_buffer))
+            stop = signal_price(bottom * (1 - p.stop_buffer))
         else:
-            stop = _price(top * (1 + p.stop_buffer))
+            stop = signal_price(top * (1 + p.stop_buffer))
         risk = abs(entry - stop)
         if risk <= 0 or min(entry, stop) <= 0:
             return None
@@ -304,7 +303,7 @@ class Ict(Strategy):
         p = self._p
         last_open: datetime = base["timestamp"][-1]
         cutoff = last_open + timeframe_delta(p.timeframe) - timeframe_delta(p.trend_timeframe)
-        higher = _require(frames, p.trend_timeframe).filter(pl.col("timestamp") <= cutoff)
+        higher = self.require_frame(frames, p.trend_timeframe).filter(pl.col("timestamp") <= cutoff)
         if higher.height < p.trend_lookback:
             return 0
         rows = higher.tail(p.trend_lookback)
@@ -376,32 +375,10 @@ class Ict(Strategy):
         """The nearest unswept opposite pool with reward:risk >= min_reward_risk, if any."""
         p = self._p
         long = direction is Direction.LONG
-        levels = sorted((_price(level) for level in pool_levels), reverse=not long)
+        levels = sorted((signal_price(level) for level in pool_levels), reverse=not long)
         minimum = Decimal(repr(p.min_reward_risk))
         for level in levels:
             reward = (level - entry) if long else (entry - level)
             if reward > 0 and reward >= minimum * risk:
                 return level
         return None
-
-
-def _window(windows: Mapping[str, int], timeframe: str) -> int:
-    try:
-        window = windows[timeframe]
-    except KeyError:
-        raise KeyError(f"ict needs a {timeframe} window, got {sorted(windows)}") from None
-    if window < 1:
-        raise ValueError(f"the {timeframe} window must be at least 1 candle, got {window}")
-    return window
-
-
-def _require(frames: Mapping[str, pl.DataFrame], timeframe: str) -> pl.DataFrame:
-    """A missing frame is the caller's bug, not "not warm yet": say so loudly."""
-    try:
-        return frames[timeframe]
-    except KeyError:
-        raise KeyError(f"ict needs a {timeframe} frame, got {sorted(frames)}") from None
-
-
-def _price(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(PRICE_QUANTUM)

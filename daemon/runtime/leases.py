@@ -5,7 +5,8 @@ heartbeats the node and renews the leases it holds; a lease that did not renew i
 and its bot's runner stops at once. Bots held here whose desired state is no longer
 "running" are stopped and their lease given up. Then it takes at most one free bot, if
 this node is the least-loaded live node allowed to hold it (domain/fleet.py), and the
-supervisor launches it (reconciled as on any start).
+supervisor launches it (reconciled as on any start); a bot whose launch fails is handed
+back at once, to be taken again, rather than held where it does not run.
 
 A node cut off from the database stops its bots before their leases can expire: it
 counts from the start of its last good renewal (the database's expiry is later than
@@ -24,7 +25,6 @@ import structlog
 from daemon.domain.errors import StorageError
 from daemon.domain.fleet import FleetView, LeaseBook, bot_to_take
 from daemon.ports import Clock
-from daemon.runtime.supervisor import Supervisor
 
 
 class FleetTable(Protocol):
@@ -42,12 +42,19 @@ class FleetTable(Protocol):
     async def close(self) -> None: ...
 
 
+class BotHost(Protocol):
+    """Where this node's bots run (runtime/supervisor.py): what the keeper starts and stops."""
+
+    def adopt(self, name: str) -> None: ...
+    async def give_up(self, name: str, reason: str) -> None: ...
+
+
 class LeaseKeeper:
     def __init__(
         self,
         table: FleetTable,
         book: LeaseBook,
-        supervisor: Supervisor,
+        supervisor: BotHost,
         allowed: Mapping[str, tuple[str, ...] | None],
         clock: Clock,
         on_adopt: Callable[[str], Awaitable[None]] | None = None,
@@ -139,14 +146,19 @@ class LeaseKeeper:
         epoch = await self.table.acquire(bot)
         if epoch is None:
             return  # another node was quicker
-        self.book.hold(bot, epoch)
-        self._valid_until = self._valid_until or (
-            self._clock.monotonic() + self.table.ttl.total_seconds()
-        )
+        self.book.hold(bot, epoch)  # safe until _valid_until: this round's renewal set it
         self._log.info("lease_taken", bot=bot, epoch=epoch)
-        if self._on_adopt is not None:
-            await self._on_adopt(bot)
-        self._supervisor.adopt(bot)
+        try:
+            if self._on_adopt is not None:
+                await self._on_adopt(bot)
+            self._supervisor.adopt(bot)
+        except Exception:
+            # Not launched: a lease kept here would be renewed for good while the bot runs
+            # nowhere (and no orphan shows). Hand it back; it is taken again next round.
+            self.book.drop(bot)
+            with contextlib.suppress(StorageError):
+                await self.table.release(bot, epoch)
+            raise
 
     async def shutdown(self) -> None:
         """A clean stop gives every lease up, so other nodes take the bots at once."""

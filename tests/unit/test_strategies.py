@@ -331,6 +331,24 @@ def test_registry_lists_builtins_that_build_from_defaults() -> None:
         EmaCross(pl.Config())  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["ema_cross", "ict"])
+def test_a_strategy_handed_too_little_says_which_strategy_and_timeframe(
+    name: str, eth: pl.DataFrame
+) -> None:
+    """A missing frame or window is the caller's bug, not "not warm yet": said loudly."""
+    strategy = build_strategy(name, {})
+    base, higher = strategy.timeframes[0], strategy.timeframes[-1]
+    with pytest.raises(KeyError, match=f"{name} needs a {base} frame, got \\['1h'\\]"):
+        strategy.evaluate({"1h": eth})
+    with pytest.raises(KeyError, match=f"{name} needs a {higher} frame, got \\['{base}'\\]"):
+        strategy.signal_series({base: eth}, {base: 10, higher: 10})
+    with pytest.raises(KeyError, match=f"{name} needs a {base} window, got \\['{higher}'\\]"):
+        strategy.signal_series({base: eth, higher: eth}, {higher: 10})
+    with pytest.raises(ValueError, match=f"the {base} window must be at least 1 candle, got 0"):
+        strategy.signal_series({base: eth, higher: eth}, {base: 0, higher: 10})
+    assert strategy.signal_series({base: eth, higher: eth}, {base: 1, higher: 1}) is not None
+
+
 # --- candle windows --------------------------------------------------------------------------
 
 
