@@ -3,10 +3,13 @@
 - the cost of the lease fence per order intent: record_intent of a bot (the trigger locks
   and checks its lease row) against the same intent of no bot (the trigger lets it
   through at once), and the SQLite store's record_intent as the single-node baseline;
+- what a bot's cancel now costs before it is sent: record_cancel (always fenced on
+  PostgreSQL; an unsynced write on SQLite);
 - failover: kill -9 of the node holding a bot -> the bot processing candles on another
   node, over a few rounds, with the lease's length beside it.
 
 Usage: python bench/fleet_figures.py [intents] [failover rounds] [lease_ttl_s]
+(0 failover rounds: the write costs alone)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from daemon.adapters.postgres_url import store_target  # noqa: E402
 from daemon.adapters.sqlite_store import SqliteStore  # noqa: E402
 from daemon.domain.bot_state import DesiredState  # noqa: E402
 from daemon.domain.fleet import LeaseBook  # noqa: E402
-from daemon.domain.models import OrderIntent, OrderType, Side  # noqa: E402
+from daemon.domain.models import Order, OrderIntent, OrderStatus, OrderType, Side  # noqa: E402
 from tests.conftest import eventually  # noqa: E402
 from tests.integration.test_fleet import Fleet  # noqa: E402
 from tests.postgres_server import PostgresServer, find_bindir  # noqa: E402
@@ -64,6 +67,29 @@ def per_call_us(store: object, batch: list[OrderIntent]) -> float:
     return (time.perf_counter() - started) / len(batch) * 1e6
 
 
+def cancel_us(store: object, n: int) -> float:
+    """record_cancel per call: a resting stop of bot b1, asked to be cancelled n times."""
+    stop = Order(
+        "paper",
+        "ETH/USDT:USDT",
+        "tc-stop-00000001",
+        Side.SELL,
+        OrderType.STOP_MARKET,
+        Decimal("0.01"),
+        None,
+        True,
+        OrderStatus.OPEN,
+        bot="b1",
+        trigger_price=Decimal("2400"),
+        purpose="stop",
+    )
+    record = store.record_cancel  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for _ in range(n):
+        record(stop, "b1")
+    return (time.perf_counter() - started) / n * 1e6
+
+
 def fence_cost(server: PostgresServer, n: int) -> None:
     url = server.database()
     target = store_target(url, {})
@@ -89,11 +115,13 @@ def fence_cost(server: PostgresServer, n: int) -> None:
     ]
     fenced = statistics.median(f for f, _ in rounds)
     unfenced = statistics.median(u for _, u in rounds)
+    cancel = statistics.median(cancel_us(store, n) for _ in range(3))
     store.close()
     with tempfile.TemporaryDirectory() as folder:
         sqlite = SqliteStore(Path(folder) / "state.db")
         sqlite.set_desired_state("b1", DesiredState.RUNNING)
         single = per_call_us(sqlite, intents("s", "b1", n))
+        single_cancel = cancel_us(sqlite, n)
         sqlite.close()
     print(f"record_intent, {n} intents, median of 3 rounds (loopback PostgreSQL, fsync off):")
     print(f"  fenced (bot's lease checked)   {fenced:8.0f} us")
@@ -103,6 +131,12 @@ def fence_cost(server: PostgresServer, n: int) -> None:
         f"({fenced / unfenced:.2f}x the unfenced write)"
     )
     print(f"  SQLite (single node, FULL)     {single:8.0f} us")
+    print(f"record_cancel, {n} requests, before each cancel is sent:")
+    print(
+        f"  PostgreSQL (fenced)            {cancel:8.0f} us  "
+        f"({cancel / fenced:.2f}x a fenced intent)"
+    )
+    print(f"  SQLite (single node, NORMAL)   {single_cancel:8.0f} us")
 
 
 def failover(server: PostgresServer, rounds: int, ttl_s: float) -> None:
@@ -154,7 +188,8 @@ def main() -> None:
     server = PostgresServer(bindir).start()
     try:
         fence_cost(server, n)
-        failover(server, rounds, ttl_s)
+        if rounds > 0:
+            failover(server, rounds, ttl_s)
     finally:
         server.stop()
 

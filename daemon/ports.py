@@ -161,8 +161,8 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
     Synchronous on purpose: each call is one short transaction (a local SQLite file, or one
     round trip to PostgreSQL on a bounded connection), called from the event loop like
     today; see daemon/adapters/postgres_store.py for why that is acceptable and bounded.
-    `record_intent` may raise `LeaseLost` (a PostgreSQL fleet) when the bot's lease has
-    moved to another node: the order must then not be sent.
+    `record_intent` and `record_cancel` may raise `LeaseLost` (a PostgreSQL fleet) when the
+    bot's lease has moved to another node: the order, or the cancel, must then not be sent.
     """
 
     @property
@@ -194,6 +194,12 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
     def record_intent(
         self, intent: OrderIntent, plan: TradePlan | None = None, sequence: int | None = None
     ) -> None: ...
+    def record_cancel(self, order: Order, bot: str, cause: str = "bot") -> None:
+        """The request to cancel `order` of `bot`, committed before it is sent. `cause`:
+        `bot` (its runner: only the lease's holder) or `reconcile` (refused only while
+        another node holds the bot)."""
+        ...
+
     def update_order(self, order: Order) -> None: ...
     def order(self, client_order_id: str) -> Order | None: ...
     def live_orders(self, bot: str | None = None) -> list[Order]: ...

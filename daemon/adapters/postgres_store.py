@@ -20,7 +20,11 @@ Fencing: every order intent of a bot carries this node's name and the epoch of i
 lease on the bot (from the shared LeaseBook); a trigger on `orders` checks it against
 the lease row, locked, in the same transaction, and refuses the insert (LeaseLost) when
 the lease has moved on or expired. A flatten intent (purpose `flatten`) passes unless
-another node holds a live lease on the bot.
+another node holds a live lease on the bot. A bot's cancel is fenced the same way: its
+request is written to `cancel_requests` first, under the same check, so a node that woke
+from a pause cannot cancel the new holder's protective orders; a reconciliation's cancel
+(cause `reconcile`, for a bot this node may not hold) passes unless another node holds a
+live lease on the bot, as a flatten intent does.
 """
 
 from __future__ import annotations
@@ -221,6 +225,50 @@ MIGRATIONS: tuple[str, ...] = (
     # 3 (SQLite's 5): the scheduler's duties (rollover, drift check) remember their last run
     """
     CREATE TABLE duty_runs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL);
+    """,
+    # 4 (SQLite's 6): a cancel is written before it is sent, fenced by the bot's lease like
+    # an intent, so a node that lost the lease cannot cancel the new holder's stop; a
+    # reconciliation's cancel (cause `reconcile`), like a flatten's intent, passes unless
+    # another node holds a live lease on the bot
+    """
+    CREATE TABLE cancel_requests (
+        id BIGSERIAL PRIMARY KEY,
+        client_order_id TEXT NOT NULL,
+        bot TEXT NOT NULL,
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        lease_node TEXT NOT NULL,
+        lease_epoch BIGINT
+    );
+    CREATE INDEX cancel_requests_by_order ON cancel_requests(client_order_id);
+    CREATE FUNCTION cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        l leases%ROWTYPE;
+    BEGIN
+        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
+        IF NEW.cause = 'reconcile' THEN
+            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
+                    AND l.expires_at > clock_timestamp() THEN
+                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
+                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
+                    USING ERRCODE = 'TCL01';
+            END IF;
+            RETURN NEW;
+        END IF;
+        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
+                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
+                OR l.expires_at <= clock_timestamp() THEN
+            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
+                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
+                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
+                USING ERRCODE = 'TCL01';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER cancel_requests_fence BEFORE INSERT ON cancel_requests
+        FOR EACH ROW EXECUTE FUNCTION cancel_requests_fence();
     """,
 )
 
@@ -520,6 +568,40 @@ class PostgresStore:
                         else {"trigger_price": str(intent.trigger_price)}
                     ),
                     **({} if plan is None else {"plan": json.loads(_plan_json(plan) or "{}")}),
+                },
+            )
+
+    def record_cancel(self, order: Order, bot: str, cause: str = "bot") -> None:
+        """Commit the request to cancel `order` before it leaves, fenced by this node's
+        lease on the bot: LeaseLost (and nothing written) when it moved on. `cause`
+        `reconcile`: refused only while another node holds a live lease on the bot."""
+        epoch = self.leases.epoch(bot)
+        with self._conn() as conn:
+            conn.execute(
+                """INSERT INTO cancel_requests (client_order_id, bot, account, symbol, cause,
+                       requested_at, lease_node, lease_epoch)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    order.client_order_id,
+                    bot,
+                    order.account,
+                    order.symbol,
+                    cause,
+                    _now(),
+                    self.node,
+                    epoch,
+                ),
+            )
+            self._journal(
+                conn,
+                "order_cancel_requested",
+                bot,
+                {
+                    "cid": order.client_order_id,
+                    "symbol": order.symbol,
+                    "purpose": order.purpose,
+                    "cause": cause,
+                    "epoch": epoch,
                 },
             )
 

@@ -155,6 +155,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE duty_runs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL);
     """,
+    # 6: a cancel is written before it is sent, like an intent (on PostgreSQL the same
+    # table is fenced by the bot's lease), with who asked (`bot`: its runner, `reconcile`);
+    # a cancel may be asked for again after a timeout
+    """
+    CREATE TABLE cancel_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_order_id TEXT NOT NULL,
+        bot TEXT NOT NULL,
+        account TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        requested_at TEXT NOT NULL
+    );
+    CREATE INDEX cancel_requests_by_order ON cancel_requests(client_order_id);
+    """,
 )
 
 LIVE_STATUSES = (
@@ -449,6 +464,28 @@ class SqliteStore:
                         else {"trigger_price": str(intent.trigger_price)}
                     ),
                     **({} if plan is None else {"plan": json.loads(_plan_json(plan) or "{}")}),
+                },
+            )
+
+    def record_cancel(self, order: Order, bot: str, cause: str = "bot") -> None:
+        """Commit the request to cancel `order` before it leaves, journalled. Not synced to
+        the disk: a cancel lost with a power cut is asked for again by the bot's next look
+        at its orders, and asking twice is harmless. `cause` matters only in a fleet."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO cancel_requests (client_order_id, bot, account, symbol, cause, "
+                "requested_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (order.client_order_id, bot, order.account, order.symbol, cause, _now()),
+            )
+            self._journal(
+                db,
+                "order_cancel_requested",
+                bot,
+                {
+                    "cid": order.client_order_id,
+                    "symbol": order.symbol,
+                    "purpose": order.purpose,
+                    "cause": cause,
                 },
             )
 

@@ -93,4 +93,5 @@ class HaltRequested(TradectlError):
 
 class LeaseLost(TradectlError):
     """This node no longer holds the bot's lease (it expired, or another node took it over):
-    the store refused the order intent, and the bot's runner on this node must stop."""
+    the store refused the order intent or the cancel, and the bot's runner on this node must
+    stop."""

@@ -5,8 +5,9 @@ waits until the runner is done with each event (lock-step), so a replay is deter
 For each event the runner reads what the core needs (orders resolved by client order id,
 new fills, the position, today's PnL, the equity when an entry may follow), hands it to
 `trader.step`, and carries the actions out: every intent is committed to the store (with
-its plan and sequence number) before it is sent, and each outcome goes back to the core
-as an event before anything else happens. It decides nothing itself.
+its plan and sequence number) before it is sent, every cancel request too, and each
+outcome goes back to the core as an event before anything else happens. It decides
+nothing itself.
 """
 
 from __future__ import annotations
@@ -438,7 +439,11 @@ class BotRunner:
         )
 
     async def _cancel(self, order: Order) -> trader.Outcome:
+        """Commit the cancel request, then send it. In a fleet the store refuses the request
+        (LeaseLost, nothing sent) once this node no longer holds the bot's lease: a node
+        that woke from a pause must not cancel the new holder's protective orders."""
         cid = order.client_order_id
+        self.store.record_cancel(order, self.spec.name)
         try:
             final = await self.gateway.cancel_order(
                 order.symbol, cid, trigger=order.type.is_trigger

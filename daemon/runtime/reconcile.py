@@ -12,7 +12,9 @@ kill -9 (crash-only start). The rules for what the store does not know:
   adopted from the exchange, and the difference is journalled;
 - a bot whose position is gone (its stop or take-profit filled while the daemon was down)
   has its plan cleared and its other protective orders cancelled, running or stopped; a
-  running bot's own start-up then finds nothing to place (never a second stop);
+  running bot's own start-up then finds nothing to place (never a second stop). Each
+  cancel is written to the store first; in a fleet the store refuses it while another
+  node holds the bot (this node was paused meanwhile): those orders are left to it;
 - every order the store still has in flight on this account (an intent committed but
   never confirmed, `pending_submit`, or one it thinks open) is looked up by its client
   id, whatever its bot's desired state: what the exchange knows is recorded, and an
@@ -30,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from daemon.domain.errors import NotFound
+from daemon.domain.errors import LeaseLost, NotFound
 from daemon.domain.models import CLIENT_ORDER_PREFIX, ZERO, OrderStatus
 from daemon.domain.protection import PURPOSES
 from daemon.ports import ExchangeGateway, StateStore
@@ -122,6 +124,11 @@ async def reconcile_account(
         for order in store.live_orders(owner):
             if order.purpose not in PURPOSES or order.status is OrderStatus.PENDING_SUBMIT:
                 continue  # a pending one is resolved by its bot, by client order id
+            try:
+                store.record_cancel(order, owner, cause="reconcile")
+            except LeaseLost as e:  # a fleet: another node took the bot meanwhile
+                report("protection_left_to_holder", owner, cid=order.client_order_id, reason=str(e))
+                break
             final = None
             with contextlib.suppress(NotFound):
                 final = await gateway.cancel_order(

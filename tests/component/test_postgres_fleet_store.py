@@ -1,5 +1,5 @@
 """What only the PostgreSQL store does: refuse a newer database by name, keep the password
-out of config and logs, and fence order intents with the bot's lease."""
+out of config and logs, and fence order intents and cancels with the bot's lease."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from daemon.adapters.postgres_url import store_target
 from daemon.domain.bot_state import DesiredState
 from daemon.domain.errors import ConfigError, LeaseLost
 from daemon.domain.fleet import LeaseBook
-from daemon.domain.models import OrderIntent, OrderType, Side
+from daemon.domain.models import Order, OrderIntent, OrderStatus, OrderType, Side
 from daemon.redaction import scrub
 from tests.postgres_server import PostgresServer
 
@@ -173,3 +173,145 @@ def test_a_direct_flatten_waits_for_the_holder_to_let_go(postgres: PostgresServe
     asyncio.run(story())
     store.record_intent(intent("tc-fx-9", "flatten"))  # now the store takes it
     store.close()
+
+
+def resting_stop(cid: str, bot: str = "b1") -> Order:
+    return Order(
+        account="paper",
+        symbol="ETH/USDT:USDT",
+        client_order_id=cid,
+        side=Side.SELL,
+        type=OrderType.STOP_MARKET,
+        qty=Decimal("0.02"),
+        price=None,
+        reduce_only=True,
+        status=OrderStatus.OPEN,
+        bot=bot,
+        trigger_price=Decimal("2400"),
+        purpose="stop",
+    )
+
+
+def test_a_cancel_is_refused_once_the_lease_moved_to_another_node(
+    postgres: PostgresServer,
+) -> None:
+    """A node woken from a pause cannot cancel the new holder's stop: its cancel request is
+    fenced like an intent, with no exception (a flatten's cancels are not the bot's)."""
+    url = postgres.database()
+    target = store_target(url, {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+    store_a.set_desired_state("b1", DesiredState.RUNNING)
+
+    async def story() -> None:
+        leases_a = PostgresLeases(target, "node-a", ttl_s=1.0)
+        leases_b = PostgresLeases(target, "node-b", ttl_s=1.0)
+        with pytest.raises(LeaseLost, match="no longer holds its lease"):
+            store_a.record_cancel(resting_stop("tc-a-1"), "b1")  # nobody holds it yet
+        epoch_a = await leases_a.acquire("b1")
+        assert epoch_a is not None
+        book_a.hold("b1", epoch_a)
+        store_a.record_cancel(resting_stop("tc-a-1"), "b1")  # the holder may
+        with pytest.raises(LeaseLost, match="node-b"):
+            store_b.record_cancel(resting_stop("tc-a-1"), "b1")  # another node may not
+        await asyncio.sleep(1.2)  # node-a paused past its lease
+        with pytest.raises(LeaseLost, match=r"lease \(holder node-a, epoch 1,"):
+            store_a.record_cancel(resting_stop("tc-a-1"), "b1")  # expired, nobody took it
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b == epoch_a + 1
+        book_b.hold("b1", epoch_b)
+        store_b.record_intent(intent("tc-b-1"))  # the new holder's stop, say
+        with pytest.raises(LeaseLost, match="the cancel of tc-b-1 is not sent"):
+            store_a.record_cancel(resting_stop("tc-b-1"), "b1")  # woke up: fenced
+        store_b.record_cancel(resting_stop("tc-b-1"), "b1")
+        await leases_a.close()
+        await leases_b.close()
+
+    asyncio.run(story())
+    asked = [
+        (e["cid"], e["node"], e["epoch"])
+        for e in store_a.events("b1")
+        if e["kind"] == "order_cancel_requested"
+    ]
+    assert asked == [("tc-a-1", "node-a", 1), ("tc-b-1", "node-b", 2)]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT client_order_id, lease_node, lease_epoch FROM cancel_requests ORDER BY id"
+        ).fetchall()
+    assert rows == [("tc-a-1", "node-a", 1), ("tc-b-1", "node-b", 2)]
+    store_a.close()
+    store_b.close()
+
+
+def test_a_fleet_database_from_before_fenced_cancels_opens_and_fences_them(
+    postgres: PostgresServer,
+) -> None:
+    """A database the previous version made (schema 3, orders in it) is migrated in place."""
+    url = postgres.database()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, script in enumerate(MIGRATIONS[:3], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    book = LeaseBook("node-a")
+    store = PostgresStore(store_target(url, {}), book)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        with pytest.raises(LeaseLost):
+            store.record_cancel(resting_stop("tc-old-1"), "b1")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO leases (bot, holder, epoch, expires_at, acquired_at) "
+                "VALUES ('b1', 'node-a', 3, now() + interval '1 minute', now())"
+            )
+        book.hold("b1", 3)
+        store.record_cancel(resting_stop("tc-old-1"), "b1")
+        [asked] = [e for e in store.events("b1") if e["kind"] == "order_cancel_requested"]
+        assert (asked["cid"], asked["epoch"]) == ("tc-old-1", 3)
+    finally:
+        store.close()
+
+
+def test_a_reconciliations_cancel_passes_unless_another_node_holds_the_bot(
+    postgres: PostgresServer,
+) -> None:
+    """A start-up reconciliation cancels for bots no node holds (the protection of one
+    whose position is gone); once another node holds the bot, its orders are left to it."""
+    url = postgres.database()
+    target = store_target(url, {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+
+    async def story() -> None:
+        leases_a = PostgresLeases(target, "node-a", ttl_s=60)
+        leases_b = PostgresLeases(target, "node-b", ttl_s=60)
+        store_a.record_cancel(resting_stop("tc-r-1"), "b1", cause="reconcile")  # no lease row
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b is not None
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match=r"held by node node-b .* tc-r-2 is left to it"):
+            store_a.record_cancel(resting_stop("tc-r-2"), "b1", cause="reconcile")
+        store_b.record_cancel(resting_stop("tc-r-3"), "b1", cause="reconcile")  # its holder
+        await leases_b.release("b1", epoch_b)
+        store_a.record_cancel(resting_stop("tc-r-4"), "b1", cause="reconcile")  # let go
+        with pytest.raises(LeaseLost, match="no longer holds"):
+            store_a.record_cancel(resting_stop("tc-r-5"), "b1")  # a runner's: holder only
+        await leases_a.close()
+        await leases_b.close()
+
+    asyncio.run(story())
+    asked = [
+        (e["cid"], e["node"], e["cause"], e["epoch"])
+        for e in store_a.events("b1")
+        if e["kind"] == "order_cancel_requested"
+    ]
+    assert asked == [
+        ("tc-r-1", "node-a", "reconcile", None),
+        ("tc-r-3", "node-b", "reconcile", 1),
+        ("tc-r-4", "node-a", "reconcile", None),
+    ]
+    store_a.close()
+    store_b.close()

@@ -149,6 +149,38 @@ def _fields(order: Order) -> dict[str, object]:
     return {name: getattr(order, name) for name in Order.__dataclass_fields__}
 
 
+def test_a_cancel_is_recorded_before_it_is_sent_and_may_be_asked_for_again(
+    open_store: StoreOpener,
+) -> None:
+    """The request is journalled ahead of the exchange's answer, with who asked; the order
+    stays live until that answer, and a cancel asked for again is recorded again."""
+    store = open_store()
+    store.set_desired_state("b1", DesiredState.RUNNING)
+    store.record_intent(intent("tcabc-00000002", OrderType.STOP_MARKET, "stop", "2400"))
+    sent = store.order("tcabc-00000002")
+    assert sent is not None
+    resting = Order(**{**_fields(sent), "status": OrderStatus.OPEN, "exchange_order_id": "x2"})
+    store.update_order(resting)
+    store.record_cancel(resting, "b1")
+    store.record_cancel(resting, "b1", cause="reconcile")  # after a restart, say
+    assert [o.client_order_id for o in store.live_orders("b1")] == ["tcabc-00000002"]
+    store.update_order(resting.with_status(OrderStatus.CANCELED))
+    store.close()
+    again = open_store()
+    journal = [
+        (e["kind"], e.get("cid"), e.get("purpose"), e.get("cause"), e.get("to"))
+        for e in again.events("b1")
+        if e["kind"] in ("order_cancel_requested", "order_status_changed")
+    ]
+    assert journal == [
+        ("order_status_changed", "tcabc-00000002", None, None, "open"),
+        ("order_cancel_requested", "tcabc-00000002", "stop", "bot", None),
+        ("order_cancel_requested", "tcabc-00000002", "stop", "reconcile", None),
+        ("order_status_changed", "tcabc-00000002", None, None, "canceled"),
+    ]
+    assert again.live_orders("b1") == []
+
+
 def test_a_fill_counts_once_and_pnl_is_exact_since_a_time(open_store: StoreOpener) -> None:
     store = open_store()
     assert store.record_fill(fill("f1", "1.5"), "b1") is True

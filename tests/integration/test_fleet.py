@@ -88,11 +88,11 @@ class Fleet:
         bots = self.nodes[node].cli_json("status")["bots"]
         return {b["name"] for b in bots if b["state"] == "running"}
 
-    def intents(self) -> list[dict[str, Any]]:
+    def intents(self, kind: str = "order_intent_recorded") -> list[dict[str, Any]]:
+        """The journal's order intents (or, with `kind`, its cancel requests), in order."""
         with psycopg.connect(self.url) as conn:
             rows = conn.execute(
-                "SELECT id, bot, node, data FROM events WHERE kind = 'order_intent_recorded' "
-                "ORDER BY id"
+                "SELECT id, bot, node, data FROM events WHERE kind = %s ORDER BY id", (kind,)
             ).fetchall()
         return [{"id": i, "bot": b, "node": n, **json.loads(d)} for i, b, n, d in rows]
 
@@ -150,10 +150,12 @@ def spread(fleet: Fleet) -> dict[str, str]:
 
 def assert_one_holder_per_epoch(fleet: Fleet) -> list[dict[str, Any]]:
     """From the journal: per bot, epochs never go back and each epoch has one node, so no
-    two nodes ever wrote intents for one bot under one lease."""
+    two nodes ever wrote intents or cancel requests for one bot under one lease."""
     intents = [i for i in fleet.intents() if i["bot"] is not None and i["purpose"] != "flatten"]
+    # a reconciliation's cancel for a bot no node held carries no epoch, as a flatten's
+    cancels = [c for c in fleet.intents("order_cancel_requested") if c["epoch"] is not None]
     for bot in BOTS:
-        mine = [i for i in intents if i["bot"] == bot]
+        mine = sorted((i for i in intents + cancels if i["bot"] == bot), key=lambda i: int(i["id"]))
         epochs = [i["epoch"] for i in mine]
         assert epochs == sorted(epochs), f"{bot}: epochs went back: {epochs}"
         by_epoch: dict[int, set[str]] = {}
@@ -235,6 +237,7 @@ def test_a_paused_node_sends_nothing_for_bots_it_lost_and_gives_them_up(fleet: F
 
     eventually(moved, timeout=TTL_S * 10, interval=0.1)
     time.sleep(max(0.0, TTL_S - (time.monotonic() - stopped_at)))
+    woke_at = len(daemon.log())
     daemon.signal(signal.SIGCONT)
     eventually(lambda: "lease_lost" in daemon.log(), timeout=TTL_S * 5)
     eventually(lambda: fleet.running_on(paused) == set(), timeout=TTL_S * 5)
@@ -257,10 +260,21 @@ def test_a_paused_node_sends_nothing_for_bots_it_lost_and_gives_them_up(fleet: F
     intents = assert_one_holder_per_epoch(fleet)
     with psycopg.connect(fleet.url) as conn:
         epochs = dict(conn.execute("SELECT bot, epoch FROM leases").fetchall())
-    for bot, node in placed.items():
-        if node == paused:
-            late = [i for i in intents if i["bot"] == bot and i["node"] == paused]
-            assert all(i["epoch"] < epochs[bot] for i in late)
+    cancels = [c for c in fleet.intents("order_cancel_requested") if c["epoch"] is not None]
+    lost_bots = {bot for bot, node in placed.items() if node == paused}
+    for bot in lost_bots:
+        late = [i for i in intents + cancels if i["bot"] == bot and i["node"] == paused]
+        assert all(i["epoch"] < epochs[bot] for i in late)
+    woken = [
+        event
+        for event in map(
+            json.loads,
+            filter(lambda line: line.startswith("{"), daemon.log()[woke_at:].splitlines()),
+        )
+        if event.get("bot") in lost_bots
+    ]
+    sent = [e for e in woken if e.get("event") in ("order_cancelled", "order_cancel_failed")]
+    assert sent == [], "the woken node sent a cancel for a bot it no longer holds"
 
 
 def test_a_node_cut_off_from_the_database_stops_its_bots_before_its_leases_expire(

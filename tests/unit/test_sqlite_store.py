@@ -116,6 +116,30 @@ def test_newer_schema_is_refused_not_downgraded(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "state.db")
 
 
+def test_a_state_file_from_before_recorded_cancels_opens_with_its_orders(tmp_path: Path) -> None:
+    """The previous version's file (schema 5, a resting order in it) is upgraded in place."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:5]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version=5")
+    db.execute(
+        "INSERT INTO orders (client_order_id, bot, account, symbol, side, type, qty,"
+        " reduce_only, purpose, status, created_at, updated_at, trigger_price) VALUES"
+        " ('tcold-00000001', 'b1', 'paper', 'ETH/USDT:USDT', 'sell', 'stop_market', '0.02',"
+        " 1, 'stop', 'open', '2025-05-10T00:00:00+00:00', '2025-05-10T00:00:00+00:00', '2400')"
+    )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.schema_version == len(MIGRATIONS)
+    [resting] = store.live_orders("b1")
+    store.record_cancel(resting, "b1")
+    [asked] = [e for e in store.events("b1") if e["kind"] == "order_cancel_requested"]
+    assert (asked["cid"], asked["purpose"]) == ("tcold-00000001", "stop")
+    store.close()
+
+
 def test_second_daemon_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
     first = StateDirLock(tmp_path)
     first.acquire()
@@ -198,6 +222,7 @@ def test_only_intents_fills_desired_states_plans_and_sequences_sync_the_log(
     assert not synced(lambda: store.save_position("b1", flat))
     assert not synced(lambda: store.save_feed_cursor("paper:ETH", T0))
     assert not synced(lambda: store.journal("candle_skipped", "b1"))
+    assert not synced(lambda: store.record_cancel(open_order(OrderStatus.OPEN), "b1"))
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL between writes
     store.sync_critical_writes = False  # paper only: the exchange is in this same file
     assert not synced(lambda: store.record_intent(intent("tcabc-00000002"), sequence=2))
