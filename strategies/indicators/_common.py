@@ -61,7 +61,8 @@ def first_hit(
         # patterns are sparse: search for the rows that ask, then put the answers back
         p = start.filter(asked).cast(ROW_DTYPE).to_numpy().copy()
         thr = threshold.filter(asked).cast(pl.Float64).to_numpy()
-        # blocks[k][i] = min(values[i : i + 2**k]), truncated at the end; NaN for nulls
+        # blocks[k][i] = min(values[i : i + 2**k]) ignoring nulls, truncated at the end; NaN
+        # where the block is all nulls
         blocks = [values.cast(pl.Float64).fill_null(np.nan).to_numpy()]
         while 1 << len(blocks) <= n:
             prev, width = blocks[-1], 1 << (len(blocks) - 1)
@@ -71,7 +72,8 @@ def first_hit(
         # the first hit (its block does not clear), so p ends on it, or past the end if none.
         for k in range(len(blocks) - 1, -1, -1):
             block_min = blocks[k][np.clip(p, 0, n - 1)]
-            clear = (block_min >= thr) if strict else (block_min > thr)  # NaN: not clear
+            # clear: nothing in the block hits; an all-null block (NaN min) holds no hit
+            clear = ~(block_min < thr) if strict else ~(block_min <= thr)
             p = p + ((p < n) & clear) * (1 << k)
         at_p = blocks[0][np.clip(p, 0, n - 1)]
         hit = (p < n) & ((at_p < thr) if strict else (at_p <= thr))
