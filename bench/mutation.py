@@ -34,6 +34,7 @@ import ast
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -752,10 +753,12 @@ class Recheck:
     status: str = "not run"
 
 
-def recheck_survivors(files: list[Path], jobs: int) -> bool:
+def recheck_survivors(files: list[Path], jobs: int, stop_after_s: float | None = None) -> bool:
     """Run the recorded survivors against the slow in-process tests, in one mutmut run (one
     collection of which test reaches which function). False when one is killed there, or a
-    survivor no longer names the same change (the source moved since: run the module again)."""
+    survivor no longer names the same change (the source moved since: run the module again).
+    `stop_after_s`: stop mutmut then and report the survivors it has not reached as not run
+    (it runs the quickest first)."""
     from mutmut.stats import status_by_exit_code
 
     rechecks = [
@@ -777,14 +780,26 @@ def recheck_survivors(files: list[Path], jobs: int) -> bool:
         pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
         mutmut = str(Path(sys.executable).parent / "mutmut")
         print(f"rechecking {len(rechecks)} survivors against the slow tests of {paths} ...")
-        run = subprocess.run(
-            [mutmut, "run", "--max-children", str(jobs), *(r.name for r in rechecks)],
-            cwd=work,
-            capture_output=True,
-            text=True,
-        )
-        if run.returncode != 0:
-            print(f"mutmut exited {run.returncode}:\n{without_spinner(run.stdout + run.stderr)}")
+        log = work / "recheck.log"
+        with log.open("w") as out:
+            run = subprocess.Popen(
+                [mutmut, "run", "--max-children", str(jobs), *(r.name for r in rechecks)],
+                cwd=work,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                run.wait(timeout=stop_after_s)
+            except subprocess.TimeoutExpired:  # keep what was measured: mutmut saves as it goes
+                print(f"  stopped after {stop_after_s:.0f} s; the rest is 'not run'")
+                run.send_signal(signal.SIGINT)
+                try:
+                    run.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    run.kill()
+                    run.wait()
+        if run.returncode not in (0, -signal.SIGINT) and not stop_after_s:
+            print(f"mutmut exited {run.returncode}:\n{without_spinner(log.read_text())}")
             return False
         good = True
         for path in paths:
@@ -797,7 +812,8 @@ def recheck_survivors(files: list[Path], jobs: int) -> bool:
                     r.status = f"MOVED: now {before!r} -> {after!r}"
                     good = False
                     continue
-                r.status = status_by_exit_code[meta["exit_code_by_key"][r.name]]
+                code = meta["exit_code_by_key"].get(r.name)
+                r.status = "not run" if code is None else status_by_exit_code[code]
                 good = good and r.status not in ("killed", "timeout")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -962,9 +978,12 @@ def main() -> int:
         metavar="FILE.json",
         help="earlier runs' --json: their survivors against the slow in-process tests",
     )
+    parser.add_argument(
+        "--stop-after", type=float, metavar="SECONDS", help="with --recheck: a time budget"
+    )
     args = parser.parse_args()
     if args.recheck:
-        return 0 if recheck_survivors(args.recheck, args.jobs) else 1
+        return 0 if recheck_survivors(args.recheck, args.jobs, args.stop_after) else 1
     keys = args.modules or list(MODULES)
     unknown = [k for k in keys if k not in MODULES]
     if unknown:
