@@ -203,8 +203,8 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
     ) -> None: ...
     def record_cancel(self, order: Order, bot: str, cause: str = "bot") -> None:
         """The request to cancel `order` of `bot`, committed before it is sent. `cause`:
-        `bot` (its runner: only the lease's holder) or `reconcile` (refused only while
-        another node holds the bot)."""
+        `bot` (its runner: only the lease's holder), `reconcile` or `flatten` (a runner's
+        halt's flatten; these two refused only while another node holds the bot)."""
         ...
 
     def update_order(self, order: Order) -> None: ...

@@ -23,8 +23,9 @@ the lease has moved on or expired. A flatten intent (purpose `flatten`) passes u
 another node holds a live lease on the bot. A bot's cancel is fenced the same way: its
 request is written to `cancel_requests` first, under the same check, so a node that woke
 from a pause cannot cancel the new holder's protective orders; a reconciliation's cancel
-(cause `reconcile`, for a bot this node may not hold) passes unless another node holds a
-live lease on the bot, as a flatten intent does. A runner's halt (its loss limit) is
+(cause `reconcile`, for a bot this node may not hold) and a runner's halt's flatten's
+(cause `flatten`) pass unless another node holds a live lease on the bot, as a flatten
+intent does. A runner's halt (its loss limit) is
 fenced too: `record_halt` reads the lease row FOR SHARE in the halt's own transaction and
 writes nothing (LeaseLost) unless this node holds it, live, at its epoch; an operator's
 halt, stop or flatten (`set_desired_state`) is never fenced.
@@ -272,6 +273,35 @@ MIGRATIONS: tuple[str, ...] = (
     END $$;
     CREATE TRIGGER cancel_requests_fence BEFORE INSERT ON cancel_requests
         FOR EACH ROW EXECUTE FUNCTION cancel_requests_fence();
+    """,
+    # 5 (no SQLite counterpart: one node there): the cancels of a runner's halt's flatten
+    # (cause `flatten`) pass, as a reconciliation's do, unless another node holds a live
+    # lease on the bot (the halting node may have released it, or paused past it)
+    """
+    CREATE OR REPLACE FUNCTION cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        l leases%ROWTYPE;
+    BEGIN
+        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
+        IF NEW.cause IN ('reconcile', 'flatten') THEN
+            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
+                    AND l.expires_at > clock_timestamp() THEN
+                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
+                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
+                    USING ERRCODE = 'TCL01';
+            END IF;
+            RETURN NEW;
+        END IF;
+        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
+                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
+                OR l.expires_at <= clock_timestamp() THEN
+            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
+                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
+                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
+                USING ERRCODE = 'TCL01';
+        END IF;
+        RETURN NEW;
+    END $$;
     """,
 )
 

@@ -370,3 +370,49 @@ def test_a_reconciliations_cancel_passes_unless_another_node_holds_the_bot(
     ]
     store_a.close()
     store_b.close()
+
+
+def test_a_halts_flatten_cancel_passes_unless_another_node_holds_the_bot_on_a_migrated_database(
+    postgres: PostgresServer,
+) -> None:
+    """A database from before (schema 4, fenced cancels) is migrated in place; then a loss
+    limit's flatten (cause `flatten`) cancels for a bot no node holds live, as a
+    reconciliation does, and leaves one another node holds to it."""
+    url = postgres.database()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, script in enumerate(MIGRATIONS[:4], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    target = store_target(url, {})
+    store_a = PostgresStore(target, LeaseBook("node-a"))
+    book_b = LeaseBook("node-b")
+    store_b = PostgresStore(target, book_b)
+
+    async def story() -> None:
+        leases_b = PostgresLeases(target, "node-b", ttl_s=60)
+        store_a.record_cancel(resting_stop("tc-f-1"), "b1", cause="flatten")  # no lease row
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b is not None
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match=r"held by node node-b .* tc-f-2 is left to it"):
+            store_a.record_cancel(resting_stop("tc-f-2"), "b1", cause="flatten")
+        await leases_b.release("b1", epoch_b)
+        store_a.record_cancel(resting_stop("tc-f-3"), "b1", cause="flatten")  # let go
+        await leases_b.close()
+
+    try:
+        assert store_a.schema_version == len(MIGRATIONS)
+        asyncio.run(story())
+        asked = [
+            (e["cid"], e["cause"])
+            for e in store_a.events("b1")
+            if e["kind"] == "order_cancel_requested"
+        ]
+        assert asked == [("tc-f-1", "flatten"), ("tc-f-3", "flatten")]
+    finally:
+        store_a.close()
+        store_b.close()
