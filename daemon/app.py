@@ -814,9 +814,16 @@ class Daemon:
         return {"deliveries": [alerting.delivery_row(d) for d in deliveries]}
 
     async def flatten_accounts(
-        self, bots: list[str], timeout_s: float, whole_account: bool, asked_by: str
+        self,
+        bots: list[str],
+        timeout_s: float,
+        whole_account: bool,
+        asked_by: str,
+        *,
+        fenced: bool = False,
     ) -> list[dict[str, Any]]:
-        """Flatten the bots' symbols, account by account, all symbols concurrently."""
+        """Flatten the bots' symbols, account by account, all symbols concurrently;
+        `fenced` (a loss limit's) leaves a bot another node holds now to that node."""
         accounts = sorted({self.config.bots[n].account for n in bots})
         if whole_account:
             accounts = sorted(self.gateways)
@@ -831,6 +838,7 @@ class Daemon:
                 lambda symbol: self._owner(account, symbol),
                 timeout_s,
                 whole_account=whole_account,
+                fenced=fenced,
             )
             return [r.as_dict() for r in reports]
 
@@ -849,7 +857,11 @@ class Daemon:
 
     async def _flatten_halted(self, bots: list[str], reason: str) -> list[dict[str, Any]]:
         return await self.flatten_accounts(
-            bots, FLATTEN_ON_HALT_TIMEOUT_S, whole_account=False, asked_by=f"the daemon ({reason})"
+            bots,
+            FLATTEN_ON_HALT_TIMEOUT_S,
+            whole_account=False,
+            asked_by=f"the daemon ({reason})",
+            fenced=True,
         )
 
     async def _flatten(self, request: Request) -> dict[str, Any]:

@@ -161,8 +161,9 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
     Synchronous on purpose: each call is one short transaction (a local SQLite file, or one
     round trip to PostgreSQL on a bounded connection), called from the event loop like
     today; see daemon/adapters/postgres_store.py for why that is acceptable and bounded.
-    `record_intent` and `record_cancel` may raise `LeaseLost` (a PostgreSQL fleet) when the
-    bot's lease has moved to another node: the order, or the cancel, must then not be sent.
+    `record_intent`, `record_cancel` and `record_halt` may raise `LeaseLost` (a PostgreSQL
+    fleet) when the bot's lease has moved to another node: the order, the cancel or the
+    halt (and its flatten) must then not go ahead.
     """
 
     @property
@@ -186,6 +187,12 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
         owner_uid: int | None = None,
         cause: str = "operator",
     ) -> None: ...
+    def record_halt(self, names: list[str], reason: str, *, for_bot: str) -> None:
+        """A runner's halt of `names` (cause `risk`; its loss limit, breached by `for_bot`),
+        written at once. In a fleet it is fenced like `for_bot`'s intents (LeaseLost,
+        nothing written); an operator's halt goes through `set_desired_state`, unfenced."""
+        ...
+
     def next_order_sequence(self, bot: str) -> int: ...
     def order_sequence(self, bot: str) -> int: ...
     def save_plan(self, bot: str, plan: TradePlan | None) -> None: ...
@@ -196,8 +203,8 @@ class StateStore(PaperLedger, FeedCursorStore, Protocol):
     ) -> None: ...
     def record_cancel(self, order: Order, bot: str, cause: str = "bot") -> None:
         """The request to cancel `order` of `bot`, committed before it is sent. `cause`:
-        `bot` (its runner: only the lease's holder) or `reconcile` (refused only while
-        another node holds the bot)."""
+        `bot` (its runner: only the lease's holder), `reconcile` or `flatten` (a runner's
+        halt's flatten; these two refused only while another node holds the bot)."""
         ...
 
     def update_order(self, order: Order) -> None: ...

@@ -23,8 +23,12 @@ the lease has moved on or expired. A flatten intent (purpose `flatten`) passes u
 another node holds a live lease on the bot. A bot's cancel is fenced the same way: its
 request is written to `cancel_requests` first, under the same check, so a node that woke
 from a pause cannot cancel the new holder's protective orders; a reconciliation's cancel
-(cause `reconcile`, for a bot this node may not hold) passes unless another node holds a
-live lease on the bot, as a flatten intent does.
+(cause `reconcile`, for a bot this node may not hold) and a runner's halt's flatten's
+(cause `flatten`) pass unless another node holds a live lease on the bot, as a flatten
+intent does. A runner's halt (its loss limit) is
+fenced too: `record_halt` reads the lease row FOR SHARE in the halt's own transaction and
+writes nothing (LeaseLost) unless this node holds it, live, at its epoch; an operator's
+halt, stop or flatten (`set_desired_state`) is never fenced.
 """
 
 from __future__ import annotations
@@ -270,6 +274,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER cancel_requests_fence BEFORE INSERT ON cancel_requests
         FOR EACH ROW EXECUTE FUNCTION cancel_requests_fence();
     """,
+    # 5 (no SQLite counterpart: one node there): the cancels of a runner's halt's flatten
+    # (cause `flatten`) pass, as a reconciliation's do, unless another node holds a live
+    # lease on the bot (the halting node may have released it, or paused past it)
+    """
+    CREATE OR REPLACE FUNCTION cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        l leases%ROWTYPE;
+    BEGIN
+        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
+        IF NEW.cause IN ('reconcile', 'flatten') THEN
+            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
+                    AND l.expires_at > clock_timestamp() THEN
+                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
+                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
+                    USING ERRCODE = 'TCL01';
+            END IF;
+            RETURN NEW;
+        END IF;
+        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
+                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
+                OR l.expires_at <= clock_timestamp() THEN
+            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
+                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
+                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
+                USING ERRCODE = 'TCL01';
+        END IF;
+        RETURN NEW;
+    END $$;
+    """,
 )
 
 LIVE_STATUSES = (
@@ -452,24 +485,64 @@ class PostgresStore:
         cause: str = "operator",
     ) -> None:
         """Persist what the operator (or a risk rule) wants, with a journal entry, atomically;
-        the fleet hears of it at commit (NOTIFY), so the bot's holder acts at once."""
+        the fleet hears of it at commit (NOTIFY), so the bot's holder acts at once. Not
+        fenced: an operator's stop, halt or flatten is the emergency brake."""
         with self._conn() as conn:
-            conn.execute(
-                """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
-                   VALUES (%s, %s, %s, %s, %s)
-                   ON CONFLICT(name) DO UPDATE SET desired_state = excluded.desired_state,
-                       halt_reason = excluded.halt_reason,
-                       owner_uid = COALESCE(bots.owner_uid, excluded.owner_uid),
-                       updated_at = excluded.updated_at""",
-                (name, state.value, reason, owner_uid, _now()),
-            )
-            self._journal(
-                conn,
-                "desired_state_changed",
-                name,
-                {"state": state.value, "reason": reason, "cause": cause},
-            )
-            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, name))
+            self._set_desired(conn, name, state, reason, owner_uid, cause)
+
+    def record_halt(self, names: list[str], reason: str, *, for_bot: str) -> None:
+        """A runner's halt (a loss limit breached by `for_bot`'s candle) of `names`, in one
+        transaction, fenced like `for_bot`'s intents: LeaseLost (nothing written) unless
+        this node holds its live lease, so a node woken from a pause cannot halt the bot
+        of the node that took it over (nor, by an account limit, its other bots)."""
+        epoch = self.leases.epoch(for_bot)
+        with self._conn() as conn:
+            lease = conn.execute(
+                """SELECT holder, epoch, expires_at, expires_at > clock_timestamp() AS live
+                   FROM leases WHERE bot = %s FOR SHARE""",
+                (for_bot,),
+            ).fetchone()
+            if (
+                lease is None
+                or lease[0] != self.node
+                or lease[1] != epoch
+                or epoch is None
+                or not lease[3]
+            ):
+                holder, held_epoch, expires = (None, None, None) if lease is None else lease[:3]
+                raise LeaseLost(
+                    f"bot {for_bot}: node {self.node} (epoch {epoch}) no longer holds its lease "
+                    f"(holder {holder}, epoch {held_epoch}, expires {expires}): its halt "
+                    f"({reason}) is not written"
+                )
+            for name in names:
+                self._set_desired(conn, name, DesiredState.HALTED, reason, None, "risk")
+
+    def _set_desired(
+        self,
+        conn: psycopg.Connection[Any],
+        name: str,
+        state: DesiredState,
+        reason: str | None,
+        owner_uid: int | None,
+        cause: str,
+    ) -> None:
+        conn.execute(
+            """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT(name) DO UPDATE SET desired_state = excluded.desired_state,
+                   halt_reason = excluded.halt_reason,
+                   owner_uid = COALESCE(bots.owner_uid, excluded.owner_uid),
+                   updated_at = excluded.updated_at""",
+            (name, state.value, reason, owner_uid, _now()),
+        )
+        self._journal(
+            conn,
+            "desired_state_changed",
+            name,
+            {"state": state.value, "reason": reason, "cause": cause},
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, name))
 
     def next_order_sequence(self, bot: str) -> int:
         with self._conn() as conn:

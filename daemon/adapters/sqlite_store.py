@@ -349,21 +349,41 @@ class SqliteStore:
         """Persist what the operator (or a risk rule) wants, with a journal entry, atomically."""
         self._bot_cache.pop(name, None)
         with self._transaction(critical=True) as db:
-            db.execute(
-                """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT(name) DO UPDATE SET desired_state = excluded.desired_state,
-                       halt_reason = excluded.halt_reason,
-                       owner_uid = COALESCE(bots.owner_uid, excluded.owner_uid),
-                       updated_at = excluded.updated_at""",
-                (name, state.value, reason, owner_uid, _now()),
-            )
-            self._journal(
-                db,
-                "desired_state_changed",
-                name,
-                {"state": state.value, "reason": reason, "cause": cause},
-            )
+            self._set_desired(db, name, state, reason, owner_uid, cause)
+
+    def record_halt(self, names: list[str], reason: str, *, for_bot: str) -> None:
+        """A runner's halt of `names` (a loss limit breached by `for_bot`), in one
+        transaction; `for_bot` matters only in a fleet (one node holds every bot here)."""
+        for name in names:
+            self._bot_cache.pop(name, None)
+        with self._transaction(critical=True) as db:
+            for name in names:
+                self._set_desired(db, name, DesiredState.HALTED, reason, None, "risk")
+
+    def _set_desired(
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        state: DesiredState,
+        reason: str | None,
+        owner_uid: int | None,
+        cause: str,
+    ) -> None:
+        db.execute(
+            """INSERT INTO bots (name, desired_state, halt_reason, owner_uid, updated_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET desired_state = excluded.desired_state,
+                   halt_reason = excluded.halt_reason,
+                   owner_uid = COALESCE(bots.owner_uid, excluded.owner_uid),
+                   updated_at = excluded.updated_at""",
+            (name, state.value, reason, owner_uid, _now()),
+        )
+        self._journal(
+            db,
+            "desired_state_changed",
+            name,
+            {"state": state.value, "reason": reason, "cause": cause},
+        )
 
     def next_order_sequence(self, bot: str) -> int:
         with self._transaction(critical=True) as db:

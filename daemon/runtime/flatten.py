@@ -5,6 +5,10 @@ Used by halts on a loss limit, by `tradectl flatten` through the daemon, and by 
 CLI directly when the daemon is down. Symbols are handled concurrently; exchange
 faults are retried with backoff until flat or the deadline; a symbol is reported
 flat only after a read-back shows no position and no open order.
+
+A loss limit's flatten is `fenced`: each cancel is written first (cause `flatten`), and
+in a fleet a symbol whose bot another node holds now is left to that node (its cancel or
+its closing order refused, nothing sent). The operator's flatten is not fenced.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from daemon.domain.errors import ExchangeError, NotFound, OrderRejected
+from daemon.domain.errors import ExchangeError, LeaseLost, NotFound, OrderRejected
 from daemon.domain.models import (
     ZERO,
     Order,
@@ -84,14 +88,18 @@ class Flattener:
         timeout_s: float,
         *,
         whole_account: bool = False,
+        fenced: bool = False,
     ) -> list[SymbolFlatten]:
         """Flatten `symbols` on one account; with `whole_account`, also every other symbol
-        that holds an order or a position there, whoever placed it."""
+        that holds an order or a position there, whoever placed it. `fenced` (a loss
+        limit's): leave a symbol whose bot another node holds to that node."""
         deadline = self._clock.monotonic() + timeout_s
         wanted = set(symbols)
         if whole_account:
             wanted |= await self._discover(gateway, deadline)
-        jobs = [self._flatten_symbol(gateway, s, owner_of(s), deadline) for s in sorted(wanted)]
+        jobs = [
+            self._flatten_symbol(gateway, s, owner_of(s), deadline, fenced) for s in sorted(wanted)
+        ]
         return list(await asyncio.gather(*jobs))
 
     async def _discover(self, gateway: ExchangeGateway, deadline: float) -> set[str]:
@@ -110,7 +118,12 @@ class Flattener:
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _flatten_symbol(
-        self, gateway: ExchangeGateway, symbol: str, owner: str | None, deadline: float
+        self,
+        gateway: ExchangeGateway,
+        symbol: str,
+        owner: str | None,
+        deadline: float,
+        fenced: bool = False,
     ) -> SymbolFlatten:
         report = SymbolFlatten(gateway.account, symbol, owner)
         log = self._log.bind(account=gateway.account, symbol=symbol, bot=owner)
@@ -118,7 +131,7 @@ class Flattener:
         while True:
             report.attempts += 1
             try:
-                await self._one_pass(gateway, symbol, report)
+                await self._one_pass(gateway, symbol, report, fenced)
                 orders = await gateway.fetch_open_orders(symbol)
                 position = await _position_qty(gateway, symbol)
                 report.remaining_orders, report.remaining_qty = len(orders), abs(position)
@@ -136,6 +149,12 @@ class Flattener:
             except ExchangeError as e:
                 report.errors.append(f"{type(e).__name__}: {e}")
                 log.warning("flatten_attempt_failed", attempt=report.attempts, error=str(e))
+            except LeaseLost as e:
+                if not fenced:
+                    raise
+                report.errors.append(f"left to its holder: {e}")
+                log.warning("flatten_left_to_holder", reason=str(e))
+                return report
             left = deadline - self._clock.monotonic()
             if left <= 0:
                 log.error(
@@ -159,9 +178,13 @@ class Flattener:
         leverage = last.leverage if last is not None else 0
         self._store.save_position(owner, Position(account, symbol, qty, entry, entry, leverage))
 
-    async def _one_pass(self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten) -> None:
+    async def _one_pass(
+        self, gateway: ExchangeGateway, symbol: str, report: SymbolFlatten, fenced: bool
+    ) -> None:
         for order in await gateway.fetch_open_orders(symbol):  # resting stops too
             trigger = order.type.is_trigger
+            if fenced and self._store is not None and report.owner is not None:
+                self._store.record_cancel(order, report.owner, cause="flatten")
             with contextlib.suppress(NotFound):  # already gone: what we wanted
                 await gateway.cancel_order(symbol, order.client_order_id, trigger=trigger)
             if order.client_order_id not in report.cancelled:

@@ -182,11 +182,16 @@ class Supervisor:
         return {"bot": name, "state": slot.state.value, "changed": changed}
 
     async def halt(self, names: list[str], reason: str, *, cause: str) -> None:
-        """Persist the halt first, then stop each bot's task; needs an explicit resume."""
+        """Persist the halt first, then stop each bot's task; needs an explicit resume.
+        Not fenced: the operator's halt (and flatten) must work whoever holds the bots."""
         for name in names:
             self._slot(name)
         for name in names:
             self._store.set_desired_state(name, DesiredState.HALTED, reason=reason, cause=cause)
+        await self._halted(names, reason, cause)
+
+    async def _halted(self, names: list[str], reason: str, cause: str) -> None:
+        """The halt of `names` is written: stop each bot's task here."""
         for name in names:
             slot = self._slots[name]
             task = slot.task
@@ -428,7 +433,12 @@ class Supervisor:
         names = (
             self.bots_on_account(slot.spec.account) if halt.scope == "account" else [slot.spec.name]
         )
-        await self.halt(names, halt.reason, cause="risk")
+        try:  # fenced: a node woken from a pause may no longer hold the bot
+            self._store.record_halt(names, halt.reason, for_bot=slot.spec.name)
+        except LeaseLost as lost:  # its holder trades on: no halt, no flatten from here
+            self._lost(slot, str(lost))
+            return
+        await self._halted(names, halt.reason, "risk")
         for name in names:
             self._tell("bot_halted", name, {"reason": halt.reason, "cause": "loss limit"})
         if self._flatten_bots is not None:

@@ -566,6 +566,45 @@ def test_a_resting_stop_is_cancelled_and_read_back_as_a_trigger_order(
     on_fake_clock(open_store, body)
 
 
+def test_a_loss_limits_flatten_writes_each_cancel_first_and_an_operators_does_not(
+    open_store: StoreOpener,
+) -> None:
+    """A runner's halt flattens `fenced`: each cancel of its bot's symbol is in the store
+    (cause `flatten`) before it is sent; the operator's flatten sends them as today."""
+
+    async def body(paper: PaperExchange, store: StateStore, gw: Scripted, clock: FakeClock) -> None:
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(
+            gw, [ETH], eth_bot, 5, fenced=True
+        )
+        assert eth.flat and eth.cancelled == ["tcx-rest"]
+        asked = [
+            (e["cid"], e["cause"])
+            for e in store.events("eth-bot")
+            if e["kind"] == "order_cancel_requested"
+        ]
+        assert asked == [("tcx-rest", "flatten")]
+        again = await paper.submit_order(
+            OrderIntent(
+                "b",
+                "paper",
+                ETH,
+                "tcx-rest-2",
+                Side.BUY,
+                OrderType.LIMIT,
+                D("0.01"),
+                D(2000),
+                False,
+                T0,
+            )
+        )
+        [eth] = await Flattener(store, clock, clock.sleep).flatten(gw, [ETH], eth_bot, 5)
+        assert eth.flat and eth.cancelled == [again.client_order_id]
+        asked_now = [e for e in store.events("eth-bot") if e["kind"] == "order_cancel_requested"]
+        assert len(asked_now) == 1, "the operator's cancel is not written first"
+
+    on_fake_clock(open_store, body)
+
+
 def test_the_owning_bots_position_in_the_store_is_what_the_read_back_found(
     open_store: StoreOpener,
 ) -> None:

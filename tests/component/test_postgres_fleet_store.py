@@ -1,5 +1,6 @@
 """What only the PostgreSQL store does: refuse a newer database by name, keep the password
-out of config and logs, and fence order intents and cancels with the bot's lease."""
+out of config and logs, and fence order intents, cancels and a runner's halt with the bot's
+lease."""
 
 from __future__ import annotations
 
@@ -192,6 +193,60 @@ def resting_stop(cid: str, bot: str = "b1") -> Order:
     )
 
 
+def test_a_runners_halt_is_refused_once_the_lease_moved_but_an_operators_is_not(
+    postgres: PostgresServer,
+) -> None:
+    """A node woken from a pause cannot halt the bot its new holder runs (its loss limit
+    breached by a stale look); the operator's halt, the emergency brake, works from any node."""
+    url = postgres.database()
+    target = store_target(url, {})
+    book_a, book_b = LeaseBook("node-a"), LeaseBook("node-b")
+    store_a, store_b = PostgresStore(target, book_a), PostgresStore(target, book_b)
+    store_a.set_desired_state("b1", DesiredState.RUNNING)
+    store_a.set_desired_state("b2", DesiredState.RUNNING)
+
+    async def story() -> None:
+        leases_a = PostgresLeases(target, "node-a", ttl_s=1.0)
+        leases_b = PostgresLeases(target, "node-b", ttl_s=1.0)
+        with pytest.raises(LeaseLost, match="no longer holds its lease"):
+            store_a.record_halt(["b1"], "daily loss limit", for_bot="b1")  # nobody holds it
+        epoch_a = await leases_a.acquire("b1")
+        assert epoch_a is not None
+        book_a.hold("b1", epoch_a)
+        with pytest.raises(LeaseLost, match=r"holder node-a, epoch 1,"):
+            store_b.record_halt(["b1"], "daily loss limit", for_bot="b1")  # not its bot
+        await asyncio.sleep(1.2)  # node-a paused past its lease
+        with pytest.raises(LeaseLost, match=r"holder node-a, epoch 1,"):
+            store_a.record_halt(["b1"], "daily loss limit", for_bot="b1")  # expired
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b == epoch_a + 1
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match=r"holder node-b, epoch 2, .*its halt \(a loss"):
+            store_a.record_halt(["b1", "b2"], "a loss", for_bot="b1")  # woke up: fenced
+        assert [store_b.bot(n).desired_state for n in ("b1", "b2")] == [  # type: ignore[union-attr]
+            DesiredState.RUNNING
+        ] * 2, "nothing of the refused halt was written"
+        store_b.record_halt(["b1", "b2"], "account daily loss limit", for_bot="b1")  # the holder
+        store_b.set_desired_state("b1", DesiredState.RUNNING, cause="resume")
+        store_a.set_desired_state("b1", DesiredState.HALTED, reason="operator", cause="flatten")
+        await leases_a.close()
+        await leases_b.close()
+
+    asyncio.run(story())
+    halts = [
+        (e["bot"], e["node"], e["cause"])
+        for e in store_a.events(limit=100)
+        if e["kind"] == "desired_state_changed" and e["state"] == "halted"
+    ]
+    assert halts == [
+        ("b1", "node-b", "risk"),
+        ("b2", "node-b", "risk"),
+        ("b1", "node-a", "flatten"),
+    ]
+    store_a.close()
+    store_b.close()
+
+
 def test_a_cancel_is_refused_once_the_lease_moved_to_another_node(
     postgres: PostgresServer,
 ) -> None:
@@ -315,3 +370,49 @@ def test_a_reconciliations_cancel_passes_unless_another_node_holds_the_bot(
     ]
     store_a.close()
     store_b.close()
+
+
+def test_a_halts_flatten_cancel_passes_unless_another_node_holds_the_bot_on_a_migrated_database(
+    postgres: PostgresServer,
+) -> None:
+    """A database from before (schema 4, fenced cancels) is migrated in place; then a loss
+    limit's flatten (cause `flatten`) cancels for a bot no node holds live, as a
+    reconciliation does, and leaves one another node holds to it."""
+    url = postgres.database()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, script in enumerate(MIGRATIONS[:4], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    target = store_target(url, {})
+    store_a = PostgresStore(target, LeaseBook("node-a"))
+    book_b = LeaseBook("node-b")
+    store_b = PostgresStore(target, book_b)
+
+    async def story() -> None:
+        leases_b = PostgresLeases(target, "node-b", ttl_s=60)
+        store_a.record_cancel(resting_stop("tc-f-1"), "b1", cause="flatten")  # no lease row
+        epoch_b = await leases_b.acquire("b1")
+        assert epoch_b is not None
+        book_b.hold("b1", epoch_b)
+        with pytest.raises(LeaseLost, match=r"held by node node-b .* tc-f-2 is left to it"):
+            store_a.record_cancel(resting_stop("tc-f-2"), "b1", cause="flatten")
+        await leases_b.release("b1", epoch_b)
+        store_a.record_cancel(resting_stop("tc-f-3"), "b1", cause="flatten")  # let go
+        await leases_b.close()
+
+    try:
+        assert store_a.schema_version == len(MIGRATIONS)
+        asyncio.run(story())
+        asked = [
+            (e["cid"], e["cause"])
+            for e in store_a.events("b1")
+            if e["kind"] == "order_cancel_requested"
+        ]
+        assert asked == [("tc-f-1", "flatten"), ("tc-f-3", "flatten")]
+    finally:
+        store_a.close()
+        store_b.close()

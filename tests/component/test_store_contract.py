@@ -94,6 +94,27 @@ def test_desired_state_survives_a_restart_and_is_journalled(open_store: StoreOpe
     assert [r.name for r in again.bots()] == ["b1"]
 
 
+def test_a_runners_halt_stops_every_named_bot_at_once_and_says_it_was_the_risk_rule(
+    open_store: StoreOpener,
+) -> None:
+    """An account limit halts every bot on the account in one write, as the risk rule's."""
+    store = open_store()
+    store.set_desired_state("b1", DesiredState.RUNNING)
+    store.set_desired_state("b2", DesiredState.RUNNING)
+    store.record_halt(["b1", "b2"], "account daily loss limit", for_bot="b1")
+    store.close()
+    again = open_store()
+    for name in ("b1", "b2"):
+        record = again.bot(name)
+        assert record is not None
+        assert (record.desired_state, record.halt_reason) == (
+            DesiredState.HALTED,
+            "account daily loss limit",
+        )
+        [*_, last] = [e for e in again.events(name) if e["kind"] == "desired_state_changed"]
+        assert (last["state"], last["cause"]) == ("halted", "risk")
+
+
 def test_an_intent_is_durable_before_the_order_is_sent_and_never_recorded_twice(
     open_store: StoreOpener,
 ) -> None:
