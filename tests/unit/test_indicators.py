@@ -816,27 +816,31 @@ def first_hit_by_loop(
 SMALL_PRICES = st.integers(0, 6).map(float)  # few levels: ties with the threshold are common
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     values=st.lists(st.none() | SMALL_PRICES, max_size=40),
-    queries=st.lists(st.tuples(st.none() | st.integers(0, 42), st.none() | SMALL_PRICES)),
+    levels=st.lists(st.none() | SMALL_PRICES, min_size=1, max_size=6),
     strict=st.booleans(),
 )
 def test_first_hit_is_the_first_row_at_or_past_the_start_that_reaches_the_threshold(
-    values: list[float | None], queries: list[tuple[int | None, float | None]], strict: bool
+    values: list[float | None], levels: list[float | None], strict: bool
 ) -> None:
     """Every indicator's later events (a fill, a sweep, a failure, a touch) come from here:
     row 0 and the last row can hit, nulls never do and never hide a later hit, a start past
-    the end or a null threshold finds nothing, and ties hit unless strict."""
-    starts = [start for start, _ in queries]
-    thresholds = [threshold for _, threshold in queries]
+    the end or a null threshold finds nothing, and ties hit unless strict. Every start from
+    0 to two past the end (and none) is asked at each level, so no edge is left to luck."""
+    starts = [*range(len(values) + 2), None]
+    queries = [(start, level) for level in levels for start in starts]
     found = first_hit(
         pl.Series(values, dtype=pl.Float64),
-        pl.Series(starts, dtype=pl.Int64),
-        pl.Series(thresholds, dtype=pl.Float64),
+        pl.Series([start for start, _ in queries], dtype=pl.Int64),
+        pl.Series([level for _, level in queries], dtype=pl.Float64),
         strict=strict,
     )
-    assert found.to_list() == first_hit_by_loop(values, starts, thresholds, strict)
+    expected = first_hit_by_loop(
+        values, [start for start, _ in queries], [level for _, level in queries], strict
+    )
+    assert found.to_list() == expected
     assert (found.name, found.dtype, found.len()) == ("", pl.Int64, len(queries))
 
 
