@@ -219,8 +219,9 @@ REACH = (
 )
 NEVER_NEGATIVE = "p starts at a row number (>= 0) and only grows, so the lower clip never acts"
 PAST_THE_END = (
-    "after the jumps p is on the first hit or past the end; past it, every block from the "
-    "start cleared, the last row included, so at_p (read at n - 1) cannot hit either"
+    "after the jumps p is on the first hit (where both comparisons hold) or past the end; "
+    "past it, every block from the start cleared, the last row included, so at_p (read at "
+    "n - 1) cannot hit either"
 )
 FLATTEN = "daemon/runtime/flatten.py"
 ROW_KEPT = (
@@ -595,6 +596,19 @@ EQUIVALENT: list[Equivalent] = [
     Equivalent(COMMON, "np.clip(p, 0, n - 1)", "np.clip(p, None, n - 1)", NEVER_NEGATIVE),
     Equivalent(COMMON, "p + ((p < n) & clear)", "p + ((p <= n) & clear)", PAST_THE_END),
     Equivalent(COMMON, "hit = (p < n) & (", "hit = (p <= n) & (", PAST_THE_END),
+    Equivalent(
+        COMMON,
+        "((at_p < thr) if strict else",
+        "((at_p < thr) if (strict) and False else",
+        PAST_THE_END,
+    ),
+    Equivalent(COMMON, "((at_p < thr) if strict", "((at_p <= thr) if strict", PAST_THE_END),
+    Equivalent(
+        FLATTEN,
+        "fenced: bool = False,",
+        "fenced: bool = True,",
+        "_flatten_symbol's one caller always passes `fenced`: its default is never used",
+    ),
     Equivalent(COMMON, "hit = (p < n) & (", "hit = (p < n) | (", PAST_THE_END),
     Equivalent(
         LIQUIDITY,
