@@ -850,3 +850,10 @@ def test_first_hit_looks_past_a_null_to_the_row_that_hits() -> None:
     starts = pl.Series([0, 1, 2, 3])
     found = first_hit(values, starts, pl.Series([2.0] * 4), strict=False)
     assert found.to_list() == [2, 2, 2, None]
+
+
+def test_first_hit_refuses_a_start_before_the_first_row() -> None:
+    values = pl.Series([1.0, 2.0])
+    with pytest.raises(ValueError, match="starts are row numbers, got -1"):
+        first_hit(values, pl.Series([0, -1]), pl.Series([5.0, 5.0]), strict=False)
+    assert first_hit(values, pl.Series([0]), pl.Series([5.0]), strict=False).to_list() == [0]
