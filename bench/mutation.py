@@ -206,27 +206,11 @@ TUNING = "a tuning constant of a wait no test can observe without waiting that l
 COMMON = "strategies/indicators/_common.py"
 ASKED = "asked = (start.is_not_null() & threshold.is_not_null() & (start < n)).fill_null(False)"
 ASKED_WHY = (
-    "the mask only spares work: a query it lets through with a null threshold (NaN: no "
-    "comparison holds) or a start at or past the end (p < n guards every jump and the hit) "
-    "finds nothing either; it is never null (a null start makes it False before any null)"
+    "the mask only spares work: a query it lets through with a null threshold (NaN: every "
+    "block clears) or a start at the end (p starts past the last row and stays there) finds "
+    "nothing either; it is never null (a null start makes it False before any null)"
 )
-SHORTCUT_EMPTY = (
-    "with no rows, only a negative start could be asked, and starts are row numbers (>= 0); "
-    "with rows and nothing asked, the search runs over no queries and changes no answer"
-)
-NUMPY_INT = "numpy's default integer is int64 on the 64-bit platforms polars runs on"
-NO_HIT = "only the sign of a no-hit answer is read (`found >= 0`): -1 and -2 are both none"
-INT64 = "ROW_DTYPE is Int64, which polars infers from int64 numbers and int_range's default"
-REACH = (
-    "the widest block only needs 2**(K+1) - 1 >= n - 1 rows of reach (every width once, "
-    "widest first); stopping at 2**K < n still reaches the last row"
-)
-NEVER_NEGATIVE = "p starts at a row number (>= 0) and only grows, so the lower clip never acts"
-PAST_THE_END = (
-    "after the jumps p is on the first hit (where both comparisons hold) or past the end; "
-    "past it, every block from the start cleared, the last row included, so at_p (read at "
-    "n - 1) cannot hit either"
-)
+INT64 = "ROW_DTYPE is Int64, which polars infers from numpy's int64 and int_range's default"
 FLATTEN = "daemon/runtime/flatten.py"
 ROW_KEPT = (
     "a refused flatten order goes to the store's update_order, which writes only the status, "
@@ -586,34 +570,17 @@ EQUIVALENT: list[Equivalent] = [
             ("fill_null(False)", "fill_null(True)"),
         )
     ),
-    Equivalent(COMMON, "if n and asked.any():", "if n or asked.any():", SHORTCUT_EMPTY),
-    Equivalent(COMMON, "dtype=np.int64)", "dtype=None)", NUMPY_INT),
-    Equivalent(COMMON, "-1, dtype=np.int64)", "-1, )", NUMPY_INT),
-    Equivalent(COMMON, "np.full(queries, -1,", "np.full(queries, -2,", NO_HIT),
-    Equivalent(COMMON, "np.where(hit, p, -1)", "np.where(hit, p, -2)", NO_HIT),
     Equivalent(
         COMMON, "pl.Series(answers, dtype=ROW_DTYPE)", "pl.Series(answers, dtype=None)", INT64
     ),
     Equivalent(COMMON, "pl.Series(answers, dtype=ROW_DTYPE)", "pl.Series(answers, )", INT64),
     Equivalent(COMMON, "int_range(pl.len(), dtype=ROW_DTYPE)", "int_range(pl.len(), )", INT64),
-    Equivalent(COMMON, "while 1 << len(blocks) <= n:", "while 1 << len(blocks) < n:", REACH),
-    Equivalent(COMMON, "np.clip(p, 0, n - 1)", "np.clip(p, None, n - 1)", NEVER_NEGATIVE),
-    Equivalent(COMMON, "p + ((p < n) & clear)", "p + ((p <= n) & clear)", PAST_THE_END),
-    Equivalent(COMMON, "hit = (p < n) & (", "hit = (p <= n) & (", PAST_THE_END),
-    Equivalent(
-        COMMON,
-        "((at_p < thr) if strict else",
-        "((at_p < thr) if (strict) and False else",
-        PAST_THE_END,
-    ),
-    Equivalent(COMMON, "((at_p < thr) if strict", "((at_p <= thr) if strict", PAST_THE_END),
     Equivalent(
         FLATTEN,
         "fenced: bool = False,",
         "fenced: bool = True,",
         "_flatten_symbol's one caller always passes `fenced`: its default is never used",
     ),
-    Equivalent(COMMON, "hit = (p < n) & (", "hit = (p < n) | (", PAST_THE_END),
     Equivalent(
         LIQUIDITY,
         'pools["liquidity_known_at"] + 1',
