@@ -53,28 +53,29 @@ def first_hit(
     rows, where each polars call's fixed cost (about 0.1 ms) outweighed the work tenfold.
     """
     n = values.len()
-    queries = start.len()
     asked = (start.is_not_null() & threshold.is_not_null() & (start < n)).fill_null(False)
-    answers = np.full(queries, -1, dtype=np.int64)
-    if n and asked.any():
-        asked_np = asked.to_numpy()
+    answers = np.full(start.len(), n)  # n, past the last row: no hit
+    if asked.any():
         # patterns are sparse: search for the rows that ask, then put the answers back
         p = start.filter(asked).cast(ROW_DTYPE).to_numpy().copy()
+        if p.min() < 0:
+            raise ValueError(f"first_hit: starts are row numbers, got {p.min()}")
         thr = threshold.filter(asked).cast(pl.Float64).to_numpy()
-        # blocks[k][i] = min(values[i : i + 2**k]), truncated at the end; NaN for nulls
+        # blocks[k][i] = min(values[i : i + 2**k]) ignoring nulls, truncated at the end; NaN
+        # where the block is all nulls
         blocks = [values.cast(pl.Float64).fill_null(np.nan).to_numpy()]
         while 1 << len(blocks) <= n:
             prev, width = blocks[-1], 1 << (len(blocks) - 1)
             shifted = np.concatenate((prev[width:], np.full(width, np.nan)))
             blocks.append(np.fmin(prev, shifted))
-        # Greedy jumps, widest first: skip a block when none of it hits. Jumps never pass
-        # the first hit (its block does not clear), so p ends on it, or past the end if none.
+        # Greedy jumps, widest first, over blocks without a hit (an all-null one has none):
+        # a block holding the first hit never clears, so p ends on it; with no hit p ends
+        # past the last row (every width once reaches 2**len(blocks) - 1 >= n rows on, and
+        # once past it, the block read at the last row, which cleared, clears again).
         for k in range(len(blocks) - 1, -1, -1):
-            block_min = blocks[k][np.clip(p, 0, n - 1)]
-            clear = (block_min >= thr) if strict else (block_min > thr)  # NaN: not clear
-            p = p + ((p < n) & clear) * (1 << k)
-        at_p = blocks[0][np.clip(p, 0, n - 1)]
-        hit = (p < n) & ((at_p < thr) if strict else (at_p <= thr))
-        answers[asked_np] = np.where(hit, p, -1)
+            block_min = blocks[k][np.minimum(p, n - 1)]
+            clear = ~(block_min < thr) if strict else ~(block_min <= thr)
+            p = p + clear * (1 << k)
+        answers[asked.to_numpy()] = p
     found = pl.Series(answers, dtype=ROW_DTYPE)
-    return pl.select(pl.when(found >= 0).then(found)).to_series().alias("")
+    return pl.select(pl.when(found < n).then(found)).to_series().alias("")

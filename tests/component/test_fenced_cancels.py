@@ -321,7 +321,10 @@ def test_a_reconciliation_paused_mid_way_leaves_the_new_holders_protection_alone
     try:
         differences = asyncio.run(story())
         [left] = [d for d in differences if d["kind"] == "protection_left_to_holder"]
-        assert left["cid"] == "tcb-stop" and "held by node node-b" in str(left["reason"])
+        assert (left["account"], left["bot"], left["cid"]) == ("paper", BOT, "tcb-stop")
+        assert "held by node node-b" in str(left["reason"])
+        [journalled] = [e for e in store_a.events(limit=100) if e["kind"] == left["kind"]]
+        assert (journalled["bot"], journalled["cid"]) == (BOT, "tcb-stop")
         assert not [d for d in differences if d["kind"] == "protection_cancelled"]
         assert [o.status for o in store_b.live_orders(BOT)] == [OrderStatus.OPEN] * 2
     finally:

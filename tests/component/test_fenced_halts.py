@@ -79,6 +79,7 @@ class TwoNodes:
         self.feed = HandFeed()
         self.started = asyncio.Event()
         self.before_flatten: Callable[[], Awaitable[None]] | None = None
+        self.flatten_reports: list[dict[str, Any]] = []
         flattener = Flattener(self.store_a, SystemClock())
 
         def runner(spec: BotSpec, on_started: Callable[[], None]) -> BotRunner:
@@ -104,6 +105,7 @@ class TwoNodes:
             reports = await flattener.flatten(
                 self.exchange, [ETH], {ETH: BOT}.get, 5.0, fenced=True
             )
+            self.flatten_reports += [r.as_dict() for r in reports]
             return [r.as_dict() for r in reports]
 
         self.supervisor = Supervisor(
@@ -248,6 +250,10 @@ def test_a_halts_flatten_after_a_pause_leaves_the_bot_to_the_node_that_took_it_o
 
         nodes.before_flatten = paused_then_taken_over
         await nodes.node_a_wakes_to_a_fall()
+        [report] = nodes.flatten_reports
+        assert (report["symbol"], report["flat"], report["attempts"]) == (ETH, False, 1)
+        [why] = report["errors"]
+        assert why.startswith("left to its holder: ") and "node-b" in why, why
         assert nodes.exchange.cancels == sent["cancels"], "no cancel from node-a reached it"
         assert nodes.exchange.submitted == sent["submitted"], "no close from node-a reached it"
         await nodes.node_b_is_untouched(taken[0])

@@ -575,6 +575,30 @@ def test_an_intent_that_never_reached_the_exchange_is_rejected_even_for_a_stoppe
     story(body, open_store)
 
 
+def test_a_fleet_node_looks_up_only_the_orders_in_flight_of_the_bots_it_reconciles(
+    open_store: StoreOpener,
+) -> None:
+    async def body(acc: Account) -> None:
+        mine = order("tcaaaa-00000040", price="2000")
+        acc.store.record_intent(mine)  # committed, then this node died before sending it
+        theirs = order("tcaaaa-00000041", symbol=BTC, qty="0.002", price="90000", bot="btc-bot")
+        acc.store.record_intent(theirs)  # another node's bot on the same account
+        gateway = Watched(acc.paper)
+
+        differences = await reconcile_account(
+            gateway, acc.store, owner_of, BOTS, in_flight_of={"eth-bot"}
+        )
+
+        assert [(d["kind"], d.get("cid")) for d in differences] == [
+            ("pending_intent_rejected", "tcaaaa-00000040")
+        ]
+        assert gateway.lookups == [("tcaaaa-00000040", False)], "the other bot's is its holder's"
+        left = acc.store.order(theirs.client_order_id)
+        assert left is not None and left.status is OrderStatus.PENDING_SUBMIT
+
+    story(body, open_store)
+
+
 def test_an_intent_that_filled_while_the_daemon_was_down_is_resolved_for_its_bot(
     open_store: StoreOpener,
 ) -> None:
@@ -731,6 +755,13 @@ def test_a_bot_whose_stop_filled_while_down_loses_its_plan_and_its_take_profit(
         assert [e["cid"] for e in acc.journal("protection_cancelled")] == ["tcaaaa-00000032"]
         assert acc.store.plan("eth-bot") is None
         assert gateway.cancels == [("tcaaaa-00000032", True)], "the entry is its bot's business"
+        assert [
+            (e["bot"], e["cid"], e["purpose"], e["cause"])
+            for e in acc.journal("order_cancel_requested")
+        ] == [("eth-bot", "tcaaaa-00000032", "take_profit", "reconcile")], (
+            "written before it is sent, as the reconciliation's (a fleet lets it through "
+            "unless another node holds the bot)"
+        )
         assert ("tcaaaa-00000031", True) in gateway.lookups
         assert ("tcaaaa-00000033", False) in gateway.lookups
         states = {

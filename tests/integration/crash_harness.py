@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO, eventually
-from tests.integration.daemon_process import DaemonProcess, short_socket_dir
+from tests.integration.daemon_process import DaemonProcess, remove, short_socket_dir
 from tests.loopback.bitget_usdt import LoopbackBitget
 from tests.loopback.server_thread import API_KEY, API_SECRET, ServerThread, real_candles
 from tests.store_under_test import current
@@ -229,6 +229,7 @@ def run_crash_test(
     finally:
         daemon.stop()
         market.stop()
+        remove(socket_dir)
     return report
 
 

@@ -30,6 +30,7 @@ from strategies.indicators import (
     swings,
     trend,
 )
+from strategies.indicators._common import first_hit
 from tests.conftest import FIXTURES, REPO
 
 Column = list[Any]
@@ -787,3 +788,72 @@ def test_bad_input_is_refused_with_what_is_wrong(
     with pytest.raises(ValueError) as caught:
         call(STORY)
     assert str(caught.value).startswith(message)
+
+
+# --- the shared "first later hit" search ----------------------------------------------------
+
+
+def first_hit_by_loop(
+    values: Sequence[float | None],
+    starts: Sequence[int | None],
+    thresholds: Sequence[float | None],
+    strict: bool,
+) -> list[int | None]:
+    """What first_hit promises, one query and one row at a time."""
+    answers: list[int | None] = []
+    for start, threshold in zip(starts, thresholds, strict=True):
+        answer = None
+        if start is not None and threshold is not None:
+            for row in range(start, len(values)):
+                value = values[row]
+                if value is not None and (value < threshold if strict else value <= threshold):
+                    answer = row
+                    break
+        answers.append(answer)
+    return answers
+
+
+SMALL_PRICES = st.integers(0, 6).map(float)  # few levels: ties with the threshold are common
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.none() | SMALL_PRICES, max_size=40),
+    levels=st.lists(st.none() | SMALL_PRICES, min_size=1, max_size=6),
+    strict=st.booleans(),
+)
+def test_first_hit_is_the_first_row_at_or_past_the_start_that_reaches_the_threshold(
+    values: list[float | None], levels: list[float | None], strict: bool
+) -> None:
+    """Every indicator's later events (a fill, a sweep, a failure, a touch) come from here:
+    row 0 and the last row can hit, nulls never do and never hide a later hit, a start past
+    the end or a null threshold finds nothing, and ties hit unless strict. Every start from
+    0 to two past the end (and none) is asked at each level, so no edge is left to luck."""
+    starts = [*range(len(values) + 2), None]
+    queries = [(start, level) for level in levels for start in starts]
+    found = first_hit(
+        pl.Series(values, dtype=pl.Float64),
+        pl.Series([start for start, _ in queries], dtype=pl.Int64),
+        pl.Series([level for _, level in queries], dtype=pl.Float64),
+        strict=strict,
+    )
+    expected = first_hit_by_loop(
+        values, [start for start, _ in queries], [level for _, level in queries], strict
+    )
+    assert found.to_list() == expected
+    assert (found.name, found.dtype, found.len()) == ("", pl.Int64, len(queries))
+
+
+def test_first_hit_looks_past_a_null_to_the_row_that_hits() -> None:
+    """A null (a missing low) never hits, and the search goes on past it."""
+    values = pl.Series([5.0, None, 1.0, 7.0])
+    starts = pl.Series([0, 1, 2, 3])
+    found = first_hit(values, starts, pl.Series([2.0] * 4), strict=False)
+    assert found.to_list() == [2, 2, 2, None]
+
+
+def test_first_hit_refuses_a_start_before_the_first_row() -> None:
+    values = pl.Series([1.0, 2.0])
+    with pytest.raises(ValueError, match="starts are row numbers, got -1"):
+        first_hit(values, pl.Series([0, -1]), pl.Series([5.0, 5.0]), strict=False)
+    assert first_hit(values, pl.Series([0]), pl.Series([5.0]), strict=False).to_list() == [0]
