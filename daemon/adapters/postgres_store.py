@@ -71,6 +71,39 @@ MIGRATION_LOCK = 0x7472_6164  # pg_advisory_lock key while migrating ("trad")
 CHECKOUT_TIMEOUT_S = 1.0  # the longest a call waits for a pooled connection
 UNREACHABLE_PAUSE_S = 2.0  # after a lost connection, calls fail at once for this long
 
+
+def _cancel_fence(create: str, lenient: str) -> str:
+    """The fence on cancel requests: a cause in `lenient` (SQL literals) passes unless another
+    node holds a live lease on the bot; any other needs this node's live lease at its epoch.
+    Migrations 4 and 5 differ only in the lenient causes."""
+    return f"""
+    {create} cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        l leases%ROWTYPE;
+    BEGIN
+        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
+        IF NEW.cause IN ({lenient}) THEN
+            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
+                    AND l.expires_at > clock_timestamp() THEN
+                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
+                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
+                    USING ERRCODE = 'TCL01';
+            END IF;
+            RETURN NEW;
+        END IF;
+        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
+                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
+                OR l.expires_at <= clock_timestamp() THEN
+            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
+                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
+                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
+                USING ERRCODE = 'TCL01';
+        END IF;
+        RETURN NEW;
+    END $$;
+"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite store's schema (its migrations 1-3), plus the fleet: nodes, leases and
     # the fence on order intents
@@ -247,62 +280,16 @@ MIGRATIONS: tuple[str, ...] = (
         lease_epoch BIGINT
     );
     CREATE INDEX cancel_requests_by_order ON cancel_requests(client_order_id);
-    CREATE FUNCTION cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        l leases%ROWTYPE;
-    BEGIN
-        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
-        IF NEW.cause = 'reconcile' THEN
-            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
-                    AND l.expires_at > clock_timestamp() THEN
-                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
-                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
-                    USING ERRCODE = 'TCL01';
-            END IF;
-            RETURN NEW;
-        END IF;
-        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
-                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
-                OR l.expires_at <= clock_timestamp() THEN
-            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
-                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
-                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
-                USING ERRCODE = 'TCL01';
-        END IF;
-        RETURN NEW;
-    END $$;
+    """
+    + _cancel_fence("CREATE FUNCTION", "'reconcile'")
+    + """
     CREATE TRIGGER cancel_requests_fence BEFORE INSERT ON cancel_requests
         FOR EACH ROW EXECUTE FUNCTION cancel_requests_fence();
     """,
     # 5 (no SQLite counterpart: one node there): the cancels of a runner's halt's flatten
     # (cause `flatten`) pass, as a reconciliation's do, unless another node holds a live
     # lease on the bot (the halting node may have released it, or paused past it)
-    """
-    CREATE OR REPLACE FUNCTION cancel_requests_fence() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        l leases%ROWTYPE;
-    BEGIN
-        SELECT * INTO l FROM leases WHERE bot = NEW.bot FOR SHARE;
-        IF NEW.cause IN ('reconcile', 'flatten') THEN
-            IF FOUND AND l.holder IS NOT NULL AND l.holder <> NEW.lease_node
-                    AND l.expires_at > clock_timestamp() THEN
-                RAISE EXCEPTION 'bot % is held by node % until %: the cancel of % is left '
-                    'to it', NEW.bot, l.holder, l.expires_at, NEW.client_order_id
-                    USING ERRCODE = 'TCL01';
-            END IF;
-            RETURN NEW;
-        END IF;
-        IF NOT FOUND OR l.holder IS DISTINCT FROM NEW.lease_node
-                OR l.epoch IS DISTINCT FROM NEW.lease_epoch
-                OR l.expires_at <= clock_timestamp() THEN
-            RAISE EXCEPTION 'bot %: node % (epoch %) no longer holds its lease (holder %, '
-                'epoch %, expires %): the cancel of % is not sent', NEW.bot, NEW.lease_node,
-                NEW.lease_epoch, l.holder, l.epoch, l.expires_at, NEW.client_order_id
-                USING ERRCODE = 'TCL01';
-        END IF;
-        RETURN NEW;
-    END $$;
-    """,
+    _cancel_fence("CREATE OR REPLACE FUNCTION", "'reconcile', 'flatten'"),
 )
 
 LIVE_STATUSES = (
