@@ -692,6 +692,16 @@ def without_mutmut_section(pyproject: str) -> str:
     return re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", pyproject, flags=re.S)
 
 
+def prepare_work(work: Path, paths: list[str], tests: list[str], extra_args: list[str]) -> str:
+    """Copy the checkout into `work`, configured to mutate `paths` against `tests`; the
+    mutmut command to run there."""
+    copy_checkout(work)
+    pyproject = work / "pyproject.toml"
+    config = mutmut_config(paths, tests, extra_args)
+    pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
+    return str(Path(sys.executable).parent / "mutmut")
+
+
 def run_group(
     keys: list[str], tests: list[str], extra_args: list[str], jobs: int, keep: bool
 ) -> list[Outcome]:
@@ -700,11 +710,7 @@ def run_group(
     outcomes = [Outcome(k, MODULES[k].path) for k in keys]
     work = Path(tempfile.mkdtemp(prefix="tc-mutation-"))
     try:
-        copy_checkout(work)
-        pyproject = work / "pyproject.toml"
-        config = mutmut_config([m.path for m in modules], tests, extra_args)
-        pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
-        mutmut = str(Path(sys.executable).parent / "mutmut")
+        mutmut = prepare_work(work, [m.path for m in modules], tests, extra_args)
         run = subprocess.run(
             [mutmut, "run", "--max-children", str(jobs)],
             cwd=work,
@@ -762,12 +768,8 @@ def recheck_survivors(files: list[Path], jobs: int, stop_after_s: float | None =
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="tc-recheck-"))
     try:
-        copy_checkout(work)
-        pyproject = work / "pyproject.toml"
         paths = sorted({r.path for r in rechecks})
-        config = mutmut_config(paths, IN_PROCESS_SLOW, ["-m", "slow"])
-        pyproject.write_text(without_mutmut_section(pyproject.read_text()) + config)
-        mutmut = str(Path(sys.executable).parent / "mutmut")
+        mutmut = prepare_work(work, paths, IN_PROCESS_SLOW, ["-m", "slow"])
         print(f"rechecking {len(rechecks)} survivors against the slow tests of {paths} ...")
         log = work / "recheck.log"
         with log.open("w") as out:
